@@ -1,0 +1,35 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
+
+from herald_api.api import errors
+from herald_api.api.main import api_router
+from herald_api.api.routes import health
+from herald_api.requestlog import RequestLogMiddleware
+from herald_api.resources import open_resources
+from herald_api.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan)
+    app.include_router(api_router)
+    app.include_router(health.router)
+    errors.install(app)
+    # Added last = outermost: the id exists before the request is logged.
+    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    return app

@@ -1,0 +1,40 @@
+"""``herald-api``: serve the API, or migrate its database."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+from herald_shared.logs import configure_logging
+
+from herald_api.migrate import migrate
+from herald_api.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="herald-api", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP API under uvicorn")
+    serve.add_argument("--host", help="bind address (default: HERALD_API_HOST)")
+    serve.add_argument("--port", type=int, help="port (default: HERALD_API_PORT)")
+    commands.add_parser("migrate", help="create the database if missing; alembic upgrade head")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    if args.command == "migrate":
+        migrate(settings)
+        return
+    uvicorn.run(
+        "herald_api.app:create_app",
+        factory=True,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The accounts schema (tables) and the API's request/response shapes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from herald_shared.text import DisplayName
+from pydantic import AfterValidator, EmailStr, SecretStr, StringConstraints
+from sqlalchemy import Column, DateTime, String, func
+from sqlmodel import Field, SQLModel
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+Email = Annotated[EmailStr, AfterValidator(str.lower)]
+"""An email address, validated and normalised (email-validator's form, lower-cased)."""
+
+Password = Annotated[SecretStr, StringConstraints(min_length=8, max_length=128)]
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    email: str = Field(sa_column=Column(String(254), nullable=False, unique=True))
+    display_name: str = Field(sa_column=Column(String(100), nullable=False))
+    password_hash: str = Field(sa_column=Column(String(255), nullable=False))
+    created_at: datetime = Field(
+        default_factory=_utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    email_verified_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class UserCreate(SQLModel):
+    email: Email
+    password: Password
+    display_name: DisplayName
+
+
+class UserPublic(SQLModel):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    created_at: datetime
+    email_verified: bool
+
+    @classmethod
+    def of(cls, user: User) -> UserPublic:
+        return cls(
+            id=user.id,
+            email=user.email,
+            display_name=user.display_name,
+            created_at=user.created_at,
+            email_verified=user.email_verified_at is not None,
+        )

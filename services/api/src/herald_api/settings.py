@@ -1,0 +1,71 @@
+"""The API's settings, read from the environment (prefix ``HERALD_``)."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, PostgresDsn, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", env_file=".env", extra="ignore")
+
+    api_host: str = Field(default="127.0.0.1", description="Address `herald-api serve` binds.")
+    api_port: int = Field(default=8000, description="Port `herald-api serve` listens on.")
+    database_url: PostgresDsn = Field(
+        default=PostgresDsn("postgresql+asyncpg://postgres@127.0.0.1:5432/herald"),
+        description="PostgreSQL URL of the accounts database (postgresql:// or "
+        "postgresql+asyncpg://). `herald-api migrate` creates the database if missing.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="Connections kept open.")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis URL SAQ queues live in."
+    )
+    queue_namespace: str = Field(
+        default="",
+        description="Prefix of every queue name, so several deployments can share one Redis.",
+    )
+    log_level: str = Field(default="INFO", description="Log level of every logger.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON unless stdout is a terminal."
+    )
+    hash_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Threads hashing passwords (argon2id is CPU-bound; default: CPU count).",
+    )
+    argon2_memory_kib: int = Field(
+        default=19_456, ge=19_456, description="argon2id memory cost (OWASP minimum: 19 MiB)."
+    )
+    argon2_time_cost: int = Field(
+        default=2, ge=2, description="argon2id iterations (OWASP minimum: 2)."
+    )
+    argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes.")
+    enqueue_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a signup waits for Redis to accept its welcome email before "
+        "logging the failure and answering anyway.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="How long /health/ready waits for each dependency."
+    )
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _use_asyncpg(cls, url: PostgresDsn) -> PostgresDsn:
+        if url.scheme in {"postgresql", "postgres"}:
+            return PostgresDsn(str(url).replace(f"{url.scheme}://", "postgresql+asyncpg://", 1))
+        return url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return str(self.database_url)
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,51 @@
+"""Registering a user: the account, and the welcome email it causes."""
+
+from __future__ import annotations
+
+import structlog
+from herald_shared.messages import WelcomeEmail
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api.dispatch import Dispatcher
+from herald_api.models import User, UserCreate
+from herald_api.passwords import PasswordHasher
+
+log = structlog.get_logger(__name__)
+
+
+class EmailTakenError(Exception):
+    """An account with this email address already exists."""
+
+
+async def sign_up(
+    *,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    dispatcher: Dispatcher,
+    data: UserCreate,
+    request_id: str | None,
+) -> User:
+    """Create the user, commit, then hand the welcome email to the queue.
+
+    Raises ``EmailTakenError`` when the (normalised) address is registered.
+    """
+    # Hash before touching the database: the same cost for new and taken
+    # addresses, and no transaction held open during ~40 ms of CPU work.
+    password_hash = await hasher.hash(data.password.get_secret_value())
+    user = User(email=data.email, display_name=data.display_name, password_hash=password_hash)
+    welcome = WelcomeEmail(
+        user_id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        request_id=request_id,
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise EmailTakenError from exc
+    log.info("user.created", user_id=str(user.id))
+    await dispatcher.publish(welcome, user_id=user.id)
+    return user

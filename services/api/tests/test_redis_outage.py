@@ -1,0 +1,40 @@
+"""A Redis outage must not cost a signup."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+from herald_api.settings import Settings
+from herald_testing.ports import free_port
+from structlog.testing import capture_logs
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+
+
+async def test_signup_succeeds_and_logs_the_user_when_redis_is_down(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    body = {"email": "grace@example.com", "password": "a long password", "display_name": "Grace"}
+    with capture_logs() as logs:
+        response = await client.post("/api/v1/users", json=body)
+
+    assert response.status_code == 201
+    user_id = response.json()["id"]
+    assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1::uuid", user_id) == 1
+    failures = [line for line in logs if line["event"] == "message.enqueue_failed"]
+    assert len(failures) == 1
+    assert failures[0]["user_id"] == user_id
+    assert failures[0]["log_level"] == "error"
+
+
+async def test_readiness_reports_redis_down_with_503(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["postgres"] == "ok"
+    assert body["checks"]["redis"].startswith("error")

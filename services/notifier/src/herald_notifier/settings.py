@@ -1,0 +1,105 @@
+"""The notifier's configuration, read from ``HERALD_*`` environment variables."""
+
+from __future__ import annotations
+
+from email.headerregistry import Address
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald_shared.logs import LogFormat
+
+SmtpSecurity = Literal["none", "starttls", "tls"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Everything the notifier reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", frozen=True)
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis holding the SAQ queues.",
+    )
+    queue_namespace: str = Field(
+        default="",
+        description="Prefix of every queue name, so several deployments can share one Redis.",
+    )
+    log_level: LogLevel = Field(default="INFO", description="Lowest log level written.")
+    log_format: LogFormat = Field(
+        default="auto",
+        description="json, console, or auto (JSON unless stdout is a terminal).",
+    )
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP relay host.")
+    smtp_port: int = Field(default=1025, ge=1, le=65535, description="SMTP relay port.")
+    smtp_security: SmtpSecurity = Field(
+        default="none",
+        description="none (plain SMTP), starttls (upgrade after connecting) or tls (implicit TLS).",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="SMTP AUTH user; set together with the password, or neither."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP AUTH password.")
+    smtp_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds to wait on each SMTP connect or reply."
+    )
+    mail_from: str = Field(
+        default="Herald <no-reply@herald.localhost>",
+        description="From header of every email; its domain also names the Message-ID.",
+    )
+    notifier_concurrency: int = Field(
+        default=10, ge=1, description="Jobs one notifier process runs at once."
+    )
+    notifier_shutdown_grace_seconds: int = Field(
+        default=20,
+        ge=0,
+        description="On SIGTERM, seconds in-flight sends get to finish before they are cancelled "
+        "and re-queued.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", "smtp_security", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_mailbox(cls, value: str) -> str:
+        parse_mailbox(value)
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> Self:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("set both HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD, or neither")
+        return self
+
+    @property
+    def sender(self) -> Address:
+        """The parsed ``mail_from`` mailbox."""
+        return parse_mailbox(self.mail_from)
+
+
+def parse_mailbox(value: str) -> Address:
+    """Parse ``"Name <user@domain>"`` or ``"user@domain"`` into one ``Address``.
+
+    Raises ``ValueError`` unless ``value`` is exactly one mailbox with a domain.
+    """
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain line breaks")
+    # Header parsing collects defects instead of raising, so check them here.
+    from_header = _FROM_HEADER("From", value)
+    addresses = from_header.addresses
+    if len(addresses) != 1 or from_header.defects:
+        raise ValueError(f"must be exactly one mailbox like 'Name <user@domain>', got {value!r}")
+    address = addresses[0]
+    if not address.username or not address.domain:
+        raise ValueError(f"must be exactly one mailbox like 'Name <user@domain>', got {value!r}")
+    return address

@@ -1,0 +1,71 @@
+"""The scheduler's cron jobs. ``worker.py`` decides when they run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TypedDict
+
+import structlog
+from saq import Queue
+from saq.types import Context, WorkerInfo
+
+log = structlog.get_logger(__name__)
+
+
+class SchedulerContext(Context, total=False):
+    """SAQ's job context plus what the scheduler worker's ``startup`` adds."""
+
+    notifier_queue: Queue
+    """The notifier's queue, connected for the worker's lifetime."""
+
+
+class QueueReport(TypedDict):
+    """One report on a queue; also the SAQ result of ``report_notifier_queue``."""
+
+    queue: str
+    queued: int
+    active: int
+    scheduled: int
+    failed: int
+    workers: int
+    tick: str | None
+
+
+async def report_notifier_queue(ctx: SchedulerContext) -> QueueReport:
+    """Log one ``queue.report`` line on the notifier queue and return its counts.
+
+    - ``queued``: the depth, jobs waiting for a worker now;
+    - ``active``: jobs a worker is running;
+    - ``scheduled``: jobs due later (future ``scheduled`` or waiting for a retry delay);
+    - ``failed``: the sum of ``failed`` in the stats of the notifier workers alive now,
+      i.e. failures since those workers started (a restart resets its count, and a
+      worker's stats lag by up to its ``worker_info`` timer, 10 s by default);
+    - ``workers``: notifier workers that reported in the last ``worker_info`` TTL;
+    - ``tick``: the cron fire time this run was scheduled for (ISO 8601, UTC), or
+      ``None`` when the job was not enqueued for a fire time.
+    """
+    queue = ctx["notifier_queue"]
+    info = await queue.info()
+    job = ctx.get("job")
+    report = QueueReport(
+        queue=queue.name,
+        queued=info["queued"],
+        active=info["active"],
+        # SAQ derives this from three separate reads; a job moving between them can
+        # push the difference below zero for an instant.
+        scheduled=max(info["scheduled"], 0),
+        failed=_failed(info["workers"].values()),
+        workers=len(info["workers"]),
+        tick=_tick(job.scheduled) if job is not None else None,
+    )
+    log.info("queue.report", **report)
+    return report
+
+
+def _failed(workers: Iterable[WorkerInfo]) -> int:
+    return sum(stats["failed"] for worker in workers if (stats := worker.get("stats")))
+
+
+def _tick(scheduled: int) -> str | None:
+    return datetime.fromtimestamp(scheduled, UTC).isoformat() if scheduled else None

@@ -1,0 +1,59 @@
+"""The scheduler's settings, read from the environment (prefix ``HERALD_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from croniter import croniter
+from herald_shared.logs import LogFormat
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", env_file=".env", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis URL SAQ queues live in."
+    )
+    queue_namespace: str = Field(
+        default="",
+        description="Prefix of every queue name, so several deployments can share one Redis.",
+    )
+    log_level: LogLevel = Field(default="INFO", description="Log level of every logger.")
+    log_format: LogFormat = Field(
+        default="auto", description="auto: JSON unless stdout is a terminal."
+    )
+    queue_report_cron: str = Field(
+        default="* * * * *",
+        description="When to log the notifier queue report, as a cron string in UTC "
+        "(croniter syntax). Five fields: minute hour day month weekday; an optional "
+        "sixth field is seconds and comes LAST (`* * * * * */10`: every 10 s).",
+    )
+    scheduler_shutdown_grace_seconds: int = Field(
+        # A report takes milliseconds, and a cancelled run is re-queued for another replica,
+        # so a short grace loses nothing while keeping every (even idle) stop this quick.
+        default=2,
+        ge=0,
+        description="On SIGTERM/SIGINT, how long a running cron job may finish before it is "
+        "cancelled. SAQ waits this long even when idle, so keep the container stop timeout "
+        "above it plus 1 s.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("queue_report_cron", mode="after")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        value = value.strip()
+        if not croniter.is_valid(value):
+            raise ValueError(
+                f"not a valid cron string: {value!r} (expected 5 fields, minute hour day "
+                "month weekday, or 6 with seconds last, e.g. '*/5 * * * *')"
+            )
+        return value

@@ -1,0 +1,84 @@
+"""The scheduler's SAQ worker, the only place in Herald where CronJobs are defined.
+
+Run it with ``herald-scheduler`` or ``saq herald_scheduler.worker.settings``. Any
+number of replicas may run: SAQ's ``unique=True`` gives each CronJob the key
+``cron:{function}``, so a fire time runs on one replica only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, tzinfo
+from typing import TypedDict
+
+from herald_shared import queues
+from saq import CronJob, Queue
+from saq.types import FunctionsType, LifecycleFunctionsType
+
+from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
+from herald_scheduler.settings import Settings
+
+REPORT_TIMEOUT_SECONDS = 10
+"""A report is three Redis reads; past this, Redis is in trouble and the next tick retries."""
+
+
+class WorkerSettings(TypedDict):
+    """Keyword arguments of ``saq.Worker`` (also what the ``saq`` CLI imports)."""
+
+    queue: Queue
+    functions: FunctionsType[SchedulerContext]
+    concurrency: int
+    cron_jobs: Collection[CronJob[SchedulerContext]]
+    cron_tz: tzinfo
+    startup: LifecycleFunctionsType[SchedulerContext]
+    shutdown: LifecycleFunctionsType[SchedulerContext]
+    shutdown_grace_period_s: int
+
+
+def build_settings(settings: Settings) -> WorkerSettings:
+    """The SAQ worker settings of the scheduler configured by ``settings``.
+
+    The worker consumes its own queue, ``scheduler`` (namespaced), which carries
+    only cron runs. Its ``startup`` connects the notifier queue into the job
+    context as ``notifier_queue``; ``shutdown`` disconnects it.
+    """
+
+    async def startup(ctx: SchedulerContext) -> None:
+        notifier = queues.connect_queue(
+            settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
+        )
+        await notifier.connect()
+        ctx["notifier_queue"] = notifier
+
+    async def shutdown(ctx: SchedulerContext) -> None:
+        notifier = ctx.pop("notifier_queue", None)
+        if notifier is not None:
+            await notifier.disconnect()
+
+    return WorkerSettings(
+        queue=queues.connect_queue(
+            settings.redis_url, queues.SCHEDULER, namespace=settings.queue_namespace
+        ),
+        functions=[],
+        # Each CronJob has at most one run in flight (its unique key), so one slot
+        # per CronJob is enough.
+        concurrency=1,
+        cron_jobs=[
+            CronJob(
+                report_notifier_queue,
+                cron=settings.queue_report_cron,
+                unique=True,
+                timeout=REPORT_TIMEOUT_SECONDS,
+                # One attempt: a failed report is stale by the next tick, which reports anew.
+                retries=1,
+            )
+        ],
+        cron_tz=UTC,
+        startup=startup,
+        shutdown=shutdown,
+        shutdown_grace_period_s=settings.scheduler_shutdown_grace_seconds,
+    )
+
+
+settings = build_settings(Settings())
+"""For ``saq herald_scheduler.worker.settings``: built from the environment at import."""

@@ -1,0 +1,89 @@
+"""Versioned messages that cross a queue.
+
+Every message is a frozen pydantic model with a ``schema_version`` literal.
+Messages carry identifiers and what the consumer needs to act, never a
+password, hash or token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationError
+
+from herald_shared.text import DisplayName
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid message of the expected type and version."""
+
+    def __init__(self, message_type: str, problems: list[str]) -> None:
+        self.message_type = message_type
+        self.problems = problems
+        super().__init__(f"invalid {message_type}: " + "; ".join(problems))
+
+
+class Message(BaseModel):
+    """Base of every queue message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1})
+
+    schema_version: int
+    message_id: uuid.UUID = Field(
+        default_factory=uuid.uuid4,
+        description="Unique per message; the idempotency key of its delivery.",
+    )
+
+    @classmethod
+    def decode(cls, payload: object) -> Self:
+        """Validate ``payload`` (a dict from the queue) as this message type.
+
+        Raises ``MessageError`` naming the message type and each bad field; an
+        unknown ``schema_version`` is reported as such, before any other field.
+        """
+        name = cls.__name__
+        if not isinstance(payload, dict):
+            raise MessageError(name, [f"payload must be an object, got {type(payload).__name__}"])
+        version = payload.get("schema_version")
+        if version not in cls.SUPPORTED_VERSIONS:
+            supported = ", ".join(str(v) for v in sorted(cls.SUPPORTED_VERSIONS))
+            raise MessageError(
+                name, [f"schema_version: unsupported version {version!r} (supported: {supported})"]
+            )
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            raise MessageError(name, _describe(exc)) from None
+
+    def encode(self) -> dict[str, Any]:
+        """The JSON-ready dict that goes onto the queue."""
+        return self.model_dump(mode="json")
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    # Never echo the offending input: a malformed payload may hold anything.
+    return [
+        f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WelcomeEmail(Message):
+    """Ask the notifier to welcome a newly signed-up user."""
+
+    schema_version: Literal[1] = 1
+    user_id: uuid.UUID
+    email: EmailStr
+    display_name: DisplayName
+    requested_at: AwareDatetime = Field(default_factory=utcnow)
+    request_id: str | None = Field(
+        default=None, max_length=200, description="The HTTP request that caused this message."
+    )

@@ -1,0 +1,1 @@
+"""Test tooling for Herald: real backing services, MailDev, and the local stack."""
