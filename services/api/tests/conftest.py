@@ -15,12 +15,13 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from saq import Queue
+from sqlalchemy.engine import make_url
+
 from herald_api.app import create_app
 from herald_api.migrate import migrate
 from herald_api.settings import Settings
 from herald_shared import queues
-from saq import Queue
-from sqlalchemy.engine import make_url
 
 
 def _with_database(url: str, name: str) -> str:

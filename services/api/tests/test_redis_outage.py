@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
+from structlog.testing import capture_logs
+
 from herald_api.settings import Settings
 from herald_testing.ports import free_port
-from structlog.testing import capture_logs
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from saq import Queue
+
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL
-from saq import Queue
 
 PASSWORD = "correct horse battery staple"
 

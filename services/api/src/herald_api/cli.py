@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
-from herald_shared.logs import configure_logging
 
 from herald_api.migrate import migrate
 from herald_api.settings import get_settings
+from herald_shared.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> None:

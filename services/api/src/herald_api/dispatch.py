@@ -12,10 +12,11 @@ import asyncio
 import uuid
 
 import structlog
-from herald_shared.messages import Message
-from herald_shared.tasks import enqueue
 from redis.exceptions import RedisError
 from saq import Queue
+
+from herald_shared.messages import Message
+from herald_shared.tasks import enqueue
 
 log = structlog.get_logger(__name__)
 

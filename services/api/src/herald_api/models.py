@@ -6,10 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from herald_shared.text import DisplayName
 from pydantic import AfterValidator, EmailStr, SecretStr, StringConstraints
 from sqlalchemy import Column, DateTime, String, func
 from sqlmodel import Field, SQLModel
+
+from herald_shared.text import DisplayName
 
 
 def _utcnow() -> datetime:

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
-from herald_shared import queues
 from redis.exceptions import RedisError
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -17,6 +16,7 @@ from herald_api.db import create_engine, session_factory
 from herald_api.dispatch import Dispatcher
 from herald_api.passwords import PasswordHasher
 from herald_api.settings import Settings
+from herald_shared import queues
 
 log = structlog.get_logger(__name__)
 

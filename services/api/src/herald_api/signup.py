@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import structlog
-from herald_shared.messages import WelcomeEmail
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.dispatch import Dispatcher
 from herald_api.models import User, UserCreate
 from herald_api.passwords import PasswordHasher
+from herald_shared.messages import WelcomeEmail
 
 log = structlog.get_logger(__name__)
 

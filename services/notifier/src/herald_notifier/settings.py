@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from email.headerregistry import Address
+from email.headerregistry import Address, AddressHeader, HeaderRegistry
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -87,19 +87,25 @@ class Settings(BaseSettings):
         return parse_mailbox(self.mail_from)
 
 
+_HEADERS = HeaderRegistry()
+
+
 def parse_mailbox(value: str) -> Address:
     """Parse ``"Name <user@domain>"`` or ``"user@domain"`` into one ``Address``.
 
     Raises ``ValueError`` unless ``value`` is exactly one mailbox with a domain.
     """
+    problem = f"must be exactly one mailbox like 'Name <user@domain>', got {value!r}"
     if "\r" in value or "\n" in value:
         raise ValueError("must not contain line breaks")
-    # Header parsing collects defects instead of raising, so check them here.
-    from_header = _FROM_HEADER("From", value)
-    addresses = from_header.addresses
-    if len(addresses) != 1 or from_header.defects:
-        raise ValueError(f"must be exactly one mailbox like 'Name <user@domain>', got {value!r}")
-    address = addresses[0]
+    try:
+        header = _HEADERS("From", value)
+    except Exception as exc:
+        # The stdlib parser reports most garbage as defects but crashes on some.
+        raise ValueError(problem) from exc
+    if not isinstance(header, AddressHeader) or header.defects or len(header.addresses) != 1:
+        raise ValueError(problem)
+    address = header.addresses[0]
     if not address.username or not address.domain:
-        raise ValueError(f"must be exactly one mailbox like 'Name <user@domain>', got {value!r}")
+        raise ValueError(problem)
     return address

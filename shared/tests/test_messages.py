@@ -1,0 +1,108 @@
+"""The message contract: round trips, versions, and malformed payloads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from herald_shared.messages import MessageError, WelcomeEmail
+
+
+def welcome(**overrides: Any) -> WelcomeEmail:
+    fields: dict[str, Any] = {
+        "user_id": uuid.uuid4(),
+        "email": "ada@example.com",
+        "display_name": "Ada Lovelace",
+        "request_id": "req-1",
+    }
+    fields.update(overrides)
+    return WelcomeEmail(**fields)
+
+
+def test_round_trip_through_json_keeps_every_field() -> None:
+    message = welcome(requested_at=datetime(2026, 11, 28, 7, 0, tzinfo=UTC))
+
+    wire = json.loads(json.dumps(message.encode()))
+
+    assert WelcomeEmail.decode(wire) == message
+    assert wire["schema_version"] == 1
+    assert set(wire) == {
+        "schema_version",
+        "message_id",
+        "user_id",
+        "email",
+        "display_name",
+        "requested_at",
+        "request_id",
+    }
+
+
+def test_each_message_gets_its_own_id() -> None:
+    assert welcome().message_id != welcome().message_id
+
+
+def test_unknown_version_is_rejected_by_name() -> None:
+    wire = welcome().encode() | {"schema_version": 2}
+
+    with pytest.raises(MessageError) as caught:
+        WelcomeEmail.decode(wire)
+
+    assert str(caught.value) == (
+        "invalid WelcomeEmail: schema_version: unsupported version 2 (supported: 1)"
+    )
+
+
+def test_missing_version_is_rejected() -> None:
+    wire = welcome().encode()
+    del wire["schema_version"]
+
+    with pytest.raises(MessageError, match="schema_version: unsupported version None"):
+        WelcomeEmail.decode(wire)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"email": "nope"}, "email"),
+        ({"user_id": "12"}, "user_id"),
+        ({"message_id": None}, "message_id"),
+        ({"requested_at": "2026-11-28T07:00:00"}, "requested_at"),
+        ({"display_name": "Eve\r\nBcc: x@example.com"}, "display_name"),
+        ({"password": "hunter22"}, "password"),
+    ],
+)
+def test_malformed_payload_names_the_message_and_field(change: dict[str, Any], field: str) -> None:
+    wire = welcome().encode() | change
+
+    with pytest.raises(MessageError) as caught:
+        WelcomeEmail.decode(wire)
+
+    assert caught.value.message_type == "WelcomeEmail"
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [field]
+    # The bad value itself never appears in the error (it may be a secret).
+    assert "hunter22" not in str(caught.value)
+
+
+def test_missing_field_is_named() -> None:
+    wire = welcome().encode()
+    del wire["user_id"]
+
+    with pytest.raises(MessageError, match=r"user_id: Field required"):
+        WelcomeEmail.decode(wire)
+
+
+@pytest.mark.parametrize("payload", [None, "text", ["list"], 42])
+def test_non_object_payload_is_rejected(payload: object) -> None:
+    with pytest.raises(MessageError, match="payload must be an object"):
+        WelcomeEmail.decode(payload)
+
+
+def test_messages_are_immutable() -> None:
+    message = welcome()
+
+    with pytest.raises(ValueError, match="frozen"):
+        message.email = "other@example.com"  # type: ignore[misc]

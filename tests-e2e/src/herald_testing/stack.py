@@ -1,0 +1,204 @@
+"""Run Herald as local processes: ``make dev`` and ``make e2e STACK=local``.
+
+    python -m herald_testing.stack dev            # until Ctrl-C
+    python -m herald_testing.stack e2e [ARGS...]  # run tests-e2e against it, then stop
+
+``dev`` uses the configuration in the environment (``HERALD_*``, ``.env``):
+migrations first, then MailDev, the API, the notifier and the scheduler.
+``e2e`` starts the same processes on free ports with a database and a queue
+namespace of their own, runs the suite, removes both, and exits with pytest's
+status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis
+from sqlalchemy.engine import make_url
+
+from herald_testing.maildev import run_maildev_process
+from herald_testing.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+E2E_TESTS = ROOT / "tests-e2e" / "tests"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    log_dir: Path | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *command: str) -> None:
+        output = None
+        if self.log_dir is not None:
+            output = (self.log_dir / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            # Own process group: Ctrl-C reaches us, and we stop children in order.
+            start_new_session=True,
+        )
+
+    def exited(self) -> str | None:
+        return next((n for n, p in self.processes.items() if p.poll() is not None), None)
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.processes.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                print(f"[stack] {name} ignored SIGTERM for 30 s; killing it", file=sys.stderr)
+                proc.kill()
+                proc.wait()
+
+
+def run(command: list[str], env: Mapping[str, str]) -> None:
+    subprocess.run(command, env=env, check=True)
+
+
+def wait_ready(stack: Stack, api_url: str, *, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (name := stack.exited()) is not None:
+            raise RuntimeError(f"{name} exited during startup")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api_url}/health/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"the API at {api_url} was not ready within {within:.0f} s")
+
+
+@contextlib.contextmanager
+def local_stack(
+    env: dict[str, str], *, api_port: int, smtp_port: int, web_port: int, log_dir: Path | None
+) -> Iterator[Stack]:
+    env = env | {
+        "HERALD_API_PORT": str(api_port),
+        "HERALD_SMTP_HOST": "127.0.0.1",
+        "HERALD_SMTP_PORT": str(smtp_port),
+    }
+    run([sys.executable, "-m", "herald_api.cli", "migrate"], env)
+    with run_maildev_process(smtp_port=smtp_port, web_port=web_port, quiet=log_dir is not None):
+        stack = Stack(env=env, log_dir=log_dir)
+        try:
+            stack.start("api", sys.executable, "-m", "herald_api.cli", "serve")
+            stack.start("notifier", sys.executable, "-m", "herald_notifier")
+            stack.start("scheduler", sys.executable, "-m", "herald_scheduler")
+            wait_ready(stack, f"http://127.0.0.1:{api_port}")
+            yield stack
+        finally:
+            stack.stop()
+
+
+def dev() -> int:
+    env = dict(os.environ)
+    # An idle SAQ worker waits out its whole grace period on stop; keep Ctrl-C snappy.
+    env.setdefault("HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS", "2")
+    env.setdefault("HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS", "2")
+    api_port = int(env.get("HERALD_API_PORT", "8000"))
+    smtp_port = int(env.get("HERALD_SMTP_PORT", "1025"))
+    web_port = int(env.get("HERALD_MAILDEV_WEB_PORT", "1080"))
+    with local_stack(
+        env, api_port=api_port, smtp_port=smtp_port, web_port=web_port, log_dir=None
+    ) as stack:
+        print(
+            f"\nHerald is up:\n"
+            f"  API      http://127.0.0.1:{api_port}/docs\n"
+            f"  MailDev  http://127.0.0.1:{web_port}\n"
+            f"Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        try:
+            while (name := stack.exited()) is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("\n[stack] stopping...", flush=True)
+            return 0
+        print(f"[stack] {name} exited; stopping the rest", file=sys.stderr)
+        return 1
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(make_url(url).set(database="postgres").render_as_string(False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def e2e(pytest_args: list[str]) -> int:
+    import asyncio  # noqa: PLC0415
+
+    run_id = uuid.uuid4().hex[:10]
+    base_url = make_url(os.environ.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL))
+    database = f"herald_e2e_{run_id}"
+    database_url = base_url.set(database=database).render_as_string(hide_password=False)
+    redis_url = os.environ.get("HERALD_REDIS_URL", DEFAULT_REDIS_URL)
+    namespace = f"e2e-{run_id}"
+    log_dir = ROOT / ".e2e" / run_id
+    log_dir.mkdir(parents=True)
+    env = dict(os.environ) | {
+        "HERALD_DATABASE_URL": database_url,
+        "HERALD_REDIS_URL": redis_url,
+        "HERALD_QUEUE_NAMESPACE": namespace,
+        "HERALD_LOG_FORMAT": "json",
+        "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "2",
+        "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    api_port, smtp_port, web_port = free_port(), free_port(), free_port()
+    status = 1
+    try:
+        with local_stack(
+            env, api_port=api_port, smtp_port=smtp_port, web_port=web_port, log_dir=log_dir
+        ):
+            status = subprocess.call(
+                [sys.executable, "-m", "pytest", str(E2E_TESTS), *pytest_args],
+                env=env
+                | {
+                    "HERALD_E2E_API_URL": f"http://127.0.0.1:{api_port}",
+                    "HERALD_E2E_MAILDEV_URL": f"http://127.0.0.1:{web_port}",
+                    "HERALD_E2E_LOG_DIR": str(log_dir),
+                },
+                cwd=ROOT,
+            )
+    finally:
+        asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"*{namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    print(f"[stack] process logs: {log_dir}", flush=True)
+    return status
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="herald-stack", description=__doc__)
+    parser.add_argument("mode", choices=["dev", "e2e"])
+    args, rest = parser.parse_known_args()
+    sys.exit(dev() if args.mode == "dev" else e2e(rest))
+
+
+if __name__ == "__main__":
+    main()

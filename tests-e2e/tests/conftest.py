@@ -1,0 +1,45 @@
+"""The e2e suite speaks only HTTP: to the API and to MailDev's REST API.
+
+Whoever starts the stack (``make e2e``) passes where they are:
+``HERALD_E2E_API_URL`` and ``HERALD_E2E_MAILDEV_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from herald_testing.maildev import MailDevClient
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.exit(f"{name} is not set: run the suite with `make e2e`.", returncode=4)
+    return value
+
+
+@pytest.fixture(scope="session")
+def api_url() -> str:
+    return _required("HERALD_E2E_API_URL").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def maildev_url() -> str:
+    return _required("HERALD_E2E_MAILDEV_URL").rstrip("/")
+
+
+@pytest.fixture
+async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def inbox(maildev_url: str) -> AsyncIterator[MailDevClient]:
+    client = MailDevClient(maildev_url)
+    yield client
+    await client.aclose()
