@@ -111,7 +111,15 @@ def local_stack(
             stack.stop()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def dev() -> int:
+    # Explicit handlers: a shell that started us in the background set SIGINT
+    # to "ignore", and a supervisor stops us with SIGTERM.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     # An idle SAQ worker waits out its whole grace period on stop; keep Ctrl-C snappy.
     env.setdefault("HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS", "2")

@@ -17,7 +17,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 class Settings(BaseSettings):
     """Everything the notifier reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_file=".env", extra="ignore", frozen=True
+    )
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",

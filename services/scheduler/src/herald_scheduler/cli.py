@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from herald_shared.logs import configure_logging
 from saq import Worker
 
 from herald_scheduler.jobs import SchedulerContext
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import WorkerSettings, build_settings
+from herald_shared.logs import configure_logging
 
 
 async def run(worker_settings: WorkerSettings) -> None:
@@ -28,7 +28,10 @@ async def run(worker_settings: WorkerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(prog="herald-scheduler", description=__doc__).parse_args(argv)
+    argparse.ArgumentParser(
+        prog="herald-scheduler",
+        description="Run the scheduler's SAQ worker (cron jobs) until SIGINT or SIGTERM.",
+    ).parse_args(argv)
     settings = Settings()
     configure_logging(service="scheduler", level=settings.log_level, fmt=settings.log_format)
     asyncio.run(run(build_settings(settings)))

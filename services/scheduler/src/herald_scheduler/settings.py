@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from croniter import croniter
-from herald_shared.logs import LogFormat
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald_shared.logs import LogFormat
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -30,7 +31,8 @@ class Settings(BaseSettings):
         default="* * * * *",
         description="When to log the notifier queue report, as a cron string in UTC "
         "(croniter syntax). Five fields: minute hour day month weekday; an optional "
-        "sixth field is seconds and comes LAST (`* * * * * */10`: every 10 s).",
+        "sixth field is seconds and comes LAST (`* * * * * */10`: every 10 s). "
+        "Intervals under 2 s are not honoured (see herald_scheduler.worker).",
     )
     scheduler_shutdown_grace_seconds: int = Field(
         # A report takes milliseconds, and a cancelled run is re-queued for another replica,

@@ -3,6 +3,11 @@
 Run it with ``herald-scheduler`` or ``saq herald_scheduler.worker.settings``. Any
 number of replicas may run: SAQ's ``unique=True`` gives each CronJob the key
 ``cron:{function}``, so a fire time runs on one replica only.
+
+Each replica, once a second, enqueues every CronJob for its next fire time; the
+enqueue is refused while that key's previous run is still in flight. A cron
+firing every second therefore runs only about every 2 s on one replica (the
+previous run is in flight at every poll); crons of 2 s and more are unaffected.
 """
 
 from __future__ import annotations
@@ -11,15 +16,16 @@ from collections.abc import Collection
 from datetime import UTC, tzinfo
 from typing import TypedDict
 
-from herald_shared import queues
 from saq import CronJob, Queue
 from saq.types import FunctionsType, LifecycleFunctionsType
 
 from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
 from herald_scheduler.settings import Settings
+from herald_shared import queues
 
 REPORT_TIMEOUT_SECONDS = 10
-"""A report is three Redis reads; past this, Redis is in trouble and the next tick retries."""
+"""A report is a handful of Redis reads; past this Redis is in trouble, and the next tick
+reports anew."""
 
 
 class WorkerSettings(TypedDict):

@@ -1,0 +1,39 @@
+"""Fixtures of the notifier's tests: a queue of the test's own and settings aimed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from saq import Queue
+
+from herald_notifier.settings import Settings
+from herald_shared import queues
+
+
+@pytest.fixture
+async def queue(redis_url: str, queue_namespace: str) -> AsyncIterator[Queue]:
+    """The notifier's queue in this test's namespace, as a producer sees it."""
+    queue = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=queue_namespace)
+    await queue.connect()
+    yield queue
+    await queue.disconnect()
+
+
+@pytest.fixture
+def settings_for(redis_url: str, queue_namespace: str) -> Callable[..., Settings]:
+    """Notifier settings on this test's queue, sending to ``smtp_host:smtp_port``."""
+
+    def make(*, smtp_port: int, smtp_host: str = "127.0.0.1", **overrides: Any) -> Settings:
+        return Settings(
+            redis_url=redis_url,
+            queue_namespace=queue_namespace,
+            smtp_host=smtp_host,
+            smtp_port=smtp_port,
+            smtp_timeout=5.0,
+            notifier_shutdown_grace_seconds=0,
+            **overrides,
+        )
+
+    return make

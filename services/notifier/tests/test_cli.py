@@ -1,0 +1,117 @@
+"""``python -m herald_notifier`` as a deployment runs it: env in, logs out, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from saq import Queue, Status
+
+from herald_shared.messages import WelcomeEmail
+from herald_shared.tasks import enqueue
+from herald_testing.ports import free_port
+
+HELD_FOR = 10.0
+"""Longest the relay holds a message before replying (the test releases it sooner)."""
+
+
+class HoldingRelay:
+    """An aiosmtpd handler that holds each DATA until the test releases it."""
+
+    def __init__(self) -> None:
+        self.data_started = threading.Event()
+        self.release = threading.Event()
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.data_started.set()
+        await asyncio.to_thread(self.release.wait, HELD_FOR)
+        self.received.append(envelope.content)
+        return "250 2.0.0 queued"
+
+
+@contextlib.contextmanager
+def serving(handler: HoldingRelay) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        handler.release.set()
+        controller.stop()
+
+
+async def until(condition: Callable[[], object], what: str, *, within: float = 10.0) -> None:
+    """Poll ``condition`` until it is true, up to ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if condition():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
+    redis_url: str, queue_namespace: str, queue: Queue, tmp_path: Path
+) -> None:
+    relay = HoldingRelay()
+    message = WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
+    output = tmp_path / "notifier.log"
+
+    with serving(relay) as port, output.open("w") as sink:
+        env = {
+            **os.environ,
+            "HERALD_REDIS_URL": redis_url,
+            "HERALD_QUEUE_NAMESPACE": queue_namespace,
+            "HERALD_SMTP_PORT": str(port),
+            "HERALD_LOG_FORMAT": "json",
+            "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "3",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "herald_notifier", env=env, stdout=sink, stderr=sink
+        )
+        try:
+            job = await enqueue(queue, message)
+            assert job is not None
+            await until(relay.data_started.is_set, "the send to start", within=15)
+
+            process.send_signal(signal.SIGTERM)
+            shutting_down = lambda: any(  # noqa: E731
+                "shutting down" in line["event"] for line in log_lines(output)
+            )
+            await until(shutting_down, "the worker to start shutting down")
+            relay.release.set()
+            returncode = await asyncio.wait_for(process.wait(), timeout=15)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    logs = log_lines(output)
+    assert returncode == 0, output.read_text()
+    done = await queue.job(job.key)
+    assert done is not None
+    assert (done.status, done.attempts) == (Status.COMPLETE, 1)
+    assert len(relay.received) == 1
+    [sent] = [line for line in logs if line["event"] == "email.sent"]
+    assert sent["service"] == "notifier"
+    assert sent["message_id"] == str(message.message_id)
+    # The address is personal data: no log line of a successful send may carry it.
+    assert "ada@example.com" not in output.read_text()

@@ -1,0 +1,260 @@
+"""The notifier as a running SAQ worker: messages in, emails out, failures retried or not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import structlog
+from aiosmtpd.controller import Controller
+from saq import Job, Queue, Status, Worker
+from saq.job import TERMINAL_STATUSES
+from structlog.testing import capture_logs
+from structlog.typing import EventDict
+
+from herald_notifier.settings import Settings
+from herald_notifier.worker import build_settings
+from herald_shared.messages import WelcomeEmail
+from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_testing.maildev import MailDev, MailDevClient
+from herald_testing.ports import free_port
+
+SettingsFor = Callable[..., Settings]
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker[Any]]:
+    """A real notifier worker, in this event loop, until the block ends."""
+    worker: Worker[Any] = Worker(**build_settings(settings))
+    await worker.queue.connect()
+    task = asyncio.create_task(worker.start())
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await task
+        await worker.queue.disconnect()
+
+
+class ScriptedRelay:
+    """An aiosmtpd handler that answers RCPT TO from a script, then accepts."""
+
+    def __init__(self, rcpt_replies: list[str]) -> None:
+        self.rcpt_replies = list(rcpt_replies)
+        self.received: list[EmailMessage] = []
+
+    async def handle_RCPT(  # noqa: N802  (aiosmtpd's hook name)
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.rcpt_replies:
+            return self.rcpt_replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append(parsed)
+        return "250 2.0.0 queued"
+
+
+@contextlib.contextmanager
+def serving(handler: ScriptedRelay) -> Iterator[int]:
+    """Run a real SMTP server with ``handler`` on a free port; yields the port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+async def wait_for_job(
+    queue: Queue, key: str, until: Callable[[Job], bool], *, within: float = 10.0
+) -> Job:
+    """The job ``key`` once ``until(job)`` holds, polling up to ``within`` seconds."""
+    job: Job | None = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                job = await queue.job(key)
+                if job is not None and until(job):
+                    return job
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"job {key} not as expected within {within} s: {job!r}") from None
+
+
+def finished(job: Job) -> bool:
+    return job.status in TERMINAL_STATUSES
+
+
+def welcome(address: str, display_name: str = "Ada Lovelace") -> WelcomeEmail:
+    return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name=display_name)
+
+
+def events(logs: list[EventDict], name: str) -> list[EventDict]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def capture_logs_with_context() -> contextlib.AbstractContextManager[list[EventDict]]:
+    """Captured log entries including contextvars, as the real configuration renders them."""
+    return capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+async def test_welcome_email_arrives_addressed_to_the_user(
+    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, queue: Queue
+) -> None:
+    message = welcome("ada@example.com", "Ada Lovelace")
+    settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
+
+    async with running_worker(settings):
+        job = await enqueue(queue, message)
+        assert job is not None
+        received = await mailbox.wait_for_email("ada@example.com")
+        done = await wait_for_job(queue, job.key, finished)
+
+    assert (done.status, done.attempts) == (Status.COMPLETE, 1)
+    assert received["to"] == [{"address": "ada@example.com", "name": "Ada Lovelace"}]
+    assert received["subject"] == "Welcome to Herald"
+    assert "Hello Ada Lovelace," in received["text"]
+    assert "Hello Ada Lovelace," in received["html"]
+    source = email.message_from_string(
+        await mailbox.source(received["id"]), policy=email.policy.default
+    )
+    assert source["Message-ID"] == f"<{message.message_id}@herald.localhost>"
+    assert source["From"] == "Herald <no-reply@herald.localhost>"
+    assert source.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in source.iter_parts()] == ["text/plain", "text/html"]
+
+
+async def test_temporary_refusal_is_retried_and_delivers_once(
+    settings_for: SettingsFor, queue: Queue
+) -> None:
+    relay = ScriptedRelay(["451 4.3.0 try later"])
+    message = welcome("grace@example.com", "Grace Hopper")
+    job = SEND_WELCOME_EMAIL.job(message)
+    job.retry_delay = 0.0
+
+    with serving(relay) as port, capture_logs_with_context() as logs:
+        async with running_worker(settings_for(smtp_port=port)):
+            await queue.enqueue(job)
+            done = await wait_for_job(queue, job.key, finished)
+
+    assert (done.status, done.attempts) == (Status.COMPLETE, 2)
+    assert [str(m["To"]) for m in relay.received] == ["Grace Hopper <grace@example.com>"]
+    [deferred] = events(logs, "email.deferred")
+    assert deferred["log_level"] == "warning"
+    assert deferred["message_id"] == str(message.message_id)
+    assert deferred["attempt"] == 1
+    assert deferred["smtp_code"] == 451
+    [sent] = events(logs, "email.sent")
+    assert (sent["attempt"], sent["recipient_domain"]) == (2, "example.com")
+    assert "grace@example.com" not in repr(sent)
+
+
+async def test_unreachable_relay_leaves_the_job_queued_for_retry(
+    settings_for: SettingsFor, queue: Queue
+) -> None:
+    closed_port = free_port()
+    message = welcome("alan@example.com")
+    job = SEND_WELCOME_EMAIL.job(message)
+    # A fixed, long delay keeps the retry from running inside the test.
+    job.retry_delay = 60.0
+    job.retry_backoff = False
+
+    with capture_logs_with_context() as logs:
+        async with running_worker(settings_for(smtp_port=closed_port)):
+            await queue.enqueue(job)
+            retried = await wait_for_job(
+                queue, job.key, lambda j: j.attempts == 1 and j.status == Status.QUEUED
+            )
+
+    assert retried.retries == SEND_WELCOME_EMAIL.retries
+    assert retried.error is not None
+    assert "SMTPConnectError" in retried.error
+    [deferred] = events(logs, "email.deferred")
+    assert deferred["message_id"] == str(message.message_id)
+    assert deferred["attempt"] == 1
+
+
+async def test_transient_failures_give_up_after_the_last_attempt(
+    settings_for: SettingsFor, queue: Queue
+) -> None:
+    message = welcome("barbara@example.com")
+    job = SEND_WELCOME_EMAIL.job(message)
+    job.retries = 3
+    job.retry_delay = 0.0
+
+    with capture_logs_with_context() as logs:
+        async with running_worker(settings_for(smtp_port=free_port())):
+            await queue.enqueue(job)
+            done = await wait_for_job(queue, job.key, finished)
+
+    assert (done.status, done.attempts) == (Status.FAILED, 3)
+    assert [e["attempt"] for e in events(logs, "email.deferred")] == [1, 2]
+    [failed] = events(logs, "email.failed")
+    assert (failed["log_level"], failed["attempt"]) == ("error", 3)
+
+
+async def test_permanent_refusal_fails_the_job_at_once(
+    settings_for: SettingsFor, queue: Queue
+) -> None:
+    # Only the first RCPT is refused: a wrongful retry would deliver and show up.
+    relay = ScriptedRelay(["550 5.1.1 <nobody@example.com>: no such user"])
+    message = welcome("nobody@example.com")
+    job = SEND_WELCOME_EMAIL.job(message)
+    job.retry_delay = 0.0
+
+    with serving(relay) as port, capture_logs_with_context() as logs:
+        async with running_worker(settings_for(smtp_port=port)):
+            await queue.enqueue(job)
+            done = await wait_for_job(queue, job.key, finished)
+
+    assert (done.status, done.attempts) == (Status.FAILED, 1)
+    assert relay.received == []
+    [rejected] = events(logs, "email.rejected")
+    assert rejected["log_level"] == "error"
+    assert rejected["message_id"] == str(message.message_id)
+    assert rejected["smtp_code"] == 550
+    assert "nobody@example.com" not in repr(rejected)
+
+
+async def test_malformed_payload_fails_alone_and_later_mail_still_flows(
+    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, queue: Queue
+) -> None:
+    bad = Job(
+        function=SEND_WELCOME_EMAIL.name,
+        kwargs={
+            "payload": {
+                "schema_version": 1,
+                "message_id": str(uuid.uuid4()),
+                "user_id": str(uuid.uuid4()),
+                "email": "not-an-address",
+                "display_name": "Mallory",
+            }
+        },
+        # Retryable on purpose: only the notifier's own verdict may stop it.
+        retries=5,
+        retry_delay=0.0,
+    )
+    good = welcome("linus@example.com", "Linus")
+    settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
+
+    async with running_worker(settings):
+        await queue.enqueue(bad)
+        failed = await wait_for_job(queue, bad.key, finished)
+        await enqueue(queue, good)
+        received = await mailbox.wait_for_email("linus@example.com")
+
+    assert (failed.status, failed.attempts) == (Status.FAILED, 1)
+    assert failed.error is not None
+    assert "invalid WelcomeEmail: email:" in failed.error
+    assert received["to"] == [{"address": "linus@example.com", "name": "Linus"}]

@@ -1,0 +1,10 @@
+"""`.env.example` documents every setting of the scheduler."""
+
+from __future__ import annotations
+
+from herald_scheduler.settings import Settings
+from herald_testing.envdoc import undocumented
+
+
+def test_every_setting_is_in_env_example() -> None:
+    assert undocumented(Settings) == set()
