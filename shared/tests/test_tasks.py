@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from saq import Queue
@@ -11,14 +10,6 @@ from saq import Queue
 from herald_shared import queues
 from herald_shared.messages import MessageError, WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
-
-
-@pytest.fixture
-async def notifier_queue(redis_url: str, queue_namespace: str) -> AsyncIterator[Queue]:
-    queue = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=queue_namespace)
-    await queue.connect()
-    yield queue
-    await queue.disconnect()
 
 
 def welcome() -> WelcomeEmail:

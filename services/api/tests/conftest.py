@@ -15,13 +15,11 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from saq import Queue
 from sqlalchemy.engine import make_url
 
 from herald_api.app import create_app
 from herald_api.migrate import migrate
 from herald_api.settings import Settings
-from herald_shared import queues
 
 
 def _with_database(url: str, name: str) -> str:
@@ -73,16 +71,6 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         ) as http,
     ):
         yield http
-
-
-@pytest.fixture
-async def notifier_queue(settings: Settings) -> AsyncIterator[Queue]:
-    queue = queues.connect_queue(
-        settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
-    )
-    await queue.connect()
-    yield queue
-    await queue.disconnect()
 
 
 @pytest.fixture

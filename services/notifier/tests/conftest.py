@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from saq import Queue
 
 from herald_notifier.settings import Settings
-from herald_shared import queues
-
-
-@pytest.fixture
-async def queue(redis_url: str, queue_namespace: str) -> AsyncIterator[Queue]:
-    """The notifier's queue in this test's namespace, as a producer sees it."""
-    queue = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=queue_namespace)
-    await queue.connect()
-    yield queue
-    await queue.disconnect()
 
 
 @pytest.fixture

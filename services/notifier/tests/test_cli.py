@@ -69,7 +69,7 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
 
 
 async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
-    redis_url: str, queue_namespace: str, queue: Queue, tmp_path: Path
+    redis_url: str, queue_namespace: str, notifier_queue: Queue, tmp_path: Path
 ) -> None:
     relay = HoldingRelay()
     message = WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
@@ -88,7 +88,7 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
             sys.executable, "-m", "herald_notifier", env=env, stdout=sink, stderr=sink
         )
         try:
-            job = await enqueue(queue, message)
+            job = await enqueue(notifier_queue, message)
             assert job is not None
             await until(relay.data_started.is_set, "the send to start", within=15)
 
@@ -106,7 +106,7 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
 
     logs = log_lines(output)
     assert returncode == 0, output.read_text()
-    done = await queue.job(job.key)
+    done = await notifier_queue.job(job.key)
     assert done is not None
     assert (done.status, done.attempts) == (Status.COMPLETE, 1)
     assert len(relay.received) == 1

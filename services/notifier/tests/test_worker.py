@@ -77,14 +77,14 @@ def serving(handler: ScriptedRelay) -> Iterator[int]:
 
 
 async def wait_for_job(
-    queue: Queue, key: str, until: Callable[[Job], bool], *, within: float = 10.0
+    notifier_queue: Queue, key: str, until: Callable[[Job], bool], *, within: float = 10.0
 ) -> Job:
     """The job ``key`` once ``until(job)`` holds, polling up to ``within`` seconds."""
     job: Job | None = None
     try:
         async with asyncio.timeout(within):
             while True:
-                job = await queue.job(key)
+                job = await notifier_queue.job(key)
                 if job is not None and until(job):
                     return job
                 await asyncio.sleep(0.05)
@@ -110,16 +110,16 @@ def capture_logs_with_context() -> contextlib.AbstractContextManager[list[EventD
 
 
 async def test_welcome_email_arrives_addressed_to_the_user(
-    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, queue: Queue
+    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
 ) -> None:
     message = welcome("ada@example.com", "Ada Lovelace")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
     async with running_worker(settings):
-        job = await enqueue(queue, message)
+        job = await enqueue(notifier_queue, message)
         assert job is not None
         received = await mailbox.wait_for_email("ada@example.com")
-        done = await wait_for_job(queue, job.key, finished)
+        done = await wait_for_job(notifier_queue, job.key, finished)
 
     assert (done.status, done.attempts) == (Status.COMPLETE, 1)
     assert received["to"] == [{"address": "ada@example.com", "name": "Ada Lovelace"}]
@@ -136,7 +136,7 @@ async def test_welcome_email_arrives_addressed_to_the_user(
 
 
 async def test_temporary_refusal_is_retried_and_delivers_once(
-    settings_for: SettingsFor, queue: Queue
+    settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     relay = ScriptedRelay(["451 4.3.0 try later"])
     message = welcome("grace@example.com", "Grace Hopper")
@@ -145,8 +145,8 @@ async def test_temporary_refusal_is_retried_and_delivers_once(
 
     with serving(relay) as port, capture_logs_with_context() as logs:
         async with running_worker(settings_for(smtp_port=port)):
-            await queue.enqueue(job)
-            done = await wait_for_job(queue, job.key, finished)
+            await notifier_queue.enqueue(job)
+            done = await wait_for_job(notifier_queue, job.key, finished)
 
     assert (done.status, done.attempts) == (Status.COMPLETE, 2)
     assert [str(m["To"]) for m in relay.received] == ["Grace Hopper <grace@example.com>"]
@@ -161,7 +161,7 @@ async def test_temporary_refusal_is_retried_and_delivers_once(
 
 
 async def test_unreachable_relay_leaves_the_job_queued_for_retry(
-    settings_for: SettingsFor, queue: Queue
+    settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     closed_port = free_port()
     message = welcome("alan@example.com")
@@ -172,9 +172,9 @@ async def test_unreachable_relay_leaves_the_job_queued_for_retry(
 
     with capture_logs_with_context() as logs:
         async with running_worker(settings_for(smtp_port=closed_port)):
-            await queue.enqueue(job)
+            await notifier_queue.enqueue(job)
             retried = await wait_for_job(
-                queue, job.key, lambda j: j.attempts == 1 and j.status == Status.QUEUED
+                notifier_queue, job.key, lambda j: j.attempts == 1 and j.status == Status.QUEUED
             )
 
     assert retried.retries == SEND_WELCOME_EMAIL.retries
@@ -186,7 +186,7 @@ async def test_unreachable_relay_leaves_the_job_queued_for_retry(
 
 
 async def test_transient_failures_give_up_after_the_last_attempt(
-    settings_for: SettingsFor, queue: Queue
+    settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     message = welcome("barbara@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
@@ -195,8 +195,8 @@ async def test_transient_failures_give_up_after_the_last_attempt(
 
     with capture_logs_with_context() as logs:
         async with running_worker(settings_for(smtp_port=free_port())):
-            await queue.enqueue(job)
-            done = await wait_for_job(queue, job.key, finished)
+            await notifier_queue.enqueue(job)
+            done = await wait_for_job(notifier_queue, job.key, finished)
 
     assert (done.status, done.attempts) == (Status.FAILED, 3)
     assert [e["attempt"] for e in events(logs, "email.deferred")] == [1, 2]
@@ -205,7 +205,7 @@ async def test_transient_failures_give_up_after_the_last_attempt(
 
 
 async def test_permanent_refusal_fails_the_job_at_once(
-    settings_for: SettingsFor, queue: Queue
+    settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     # Only the first RCPT is refused: a wrongful retry would deliver and show up.
     relay = ScriptedRelay(["550 5.1.1 <nobody@example.com>: no such user"])
@@ -215,8 +215,8 @@ async def test_permanent_refusal_fails_the_job_at_once(
 
     with serving(relay) as port, capture_logs_with_context() as logs:
         async with running_worker(settings_for(smtp_port=port)):
-            await queue.enqueue(job)
-            done = await wait_for_job(queue, job.key, finished)
+            await notifier_queue.enqueue(job)
+            done = await wait_for_job(notifier_queue, job.key, finished)
 
     assert (done.status, done.attempts) == (Status.FAILED, 1)
     assert relay.received == []
@@ -228,7 +228,7 @@ async def test_permanent_refusal_fails_the_job_at_once(
 
 
 async def test_malformed_payload_fails_alone_and_later_mail_still_flows(
-    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, queue: Queue
+    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
 ) -> None:
     bad = Job(
         function=SEND_WELCOME_EMAIL.name,
@@ -249,9 +249,9 @@ async def test_malformed_payload_fails_alone_and_later_mail_still_flows(
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
     async with running_worker(settings):
-        await queue.enqueue(bad)
-        failed = await wait_for_job(queue, bad.key, finished)
-        await enqueue(queue, good)
+        await notifier_queue.enqueue(bad)
+        failed = await wait_for_job(notifier_queue, bad.key, finished)
+        await enqueue(notifier_queue, good)
         received = await mailbox.wait_for_email("linus@example.com")
 
     assert (failed.status, failed.attempts) == (Status.FAILED, 1)

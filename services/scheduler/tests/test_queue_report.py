@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings
-from herald_shared import queues, tasks
+from herald_shared import tasks
 from herald_shared.messages import WelcomeEmail
 
 EVERY_SECOND = "* * * * * *"
@@ -48,14 +48,6 @@ async def workers() -> AsyncIterator[Workers]:
     started = Workers()
     yield started
     await started.stop_all()
-
-
-@pytest.fixture
-async def notifier(redis_url: str, queue_namespace: str) -> AsyncIterator[Queue]:
-    queue = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=queue_namespace)
-    await queue.connect()
-    yield queue
-    await queue.disconnect()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 15.0) -> None:
@@ -122,19 +114,21 @@ async def test_replicas_report_once_per_tick(
     }
 
 
-async def test_report_counts_queued_and_scheduled_jobs(notifier: Queue) -> None:
+async def test_report_counts_queued_and_scheduled_jobs(notifier_queue: Queue) -> None:
     for _ in range(3):
-        assert await tasks.enqueue(notifier, welcome()) is not None
+        assert await tasks.enqueue(notifier_queue, welcome()) is not None
     later = int(time.time()) + 3600
-    assert await notifier.enqueue(tasks.SEND_WELCOME_EMAIL.job(welcome()), scheduled=later)
+    assert await notifier_queue.enqueue(tasks.SEND_WELCOME_EMAIL.job(welcome()), scheduled=later)
     tick = 1_800_000_000
-    ctx = cast(SchedulerContext, {"notifier_queue": notifier, "job": Job("x", scheduled=tick)})
+    ctx = cast(
+        SchedulerContext, {"notifier_queue": notifier_queue, "job": Job("x", scheduled=tick)}
+    )
 
     with capture_logs() as logs:
         report = await report_notifier_queue(ctx)
 
     assert report == {
-        "queue": notifier.name,
+        "queue": notifier_queue.name,
         "queued": 3,
         "active": 0,
         "scheduled": 1,
@@ -146,7 +140,7 @@ async def test_report_counts_queued_and_scheduled_jobs(notifier: Queue) -> None:
 
 
 async def test_report_counts_active_jobs_and_failures_of_live_workers(
-    notifier: Queue, workers: Workers
+    notifier_queue: Queue, workers: Workers
 ) -> None:
     release = asyncio.Event()
 
@@ -159,18 +153,18 @@ async def test_report_counts_active_jobs_and_failures_of_live_workers(
     try:
         await workers.start(
             {
-                "queue": notifier,
+                "queue": notifier_queue,
                 "functions": [("hold", hold), ("explode", explode)],
                 "concurrency": 3,
                 "timers": {"worker_info": 1},
             }
         )
-        await notifier.enqueue("hold", timeout=0)
+        await notifier_queue.enqueue("hold", timeout=0)
         for _ in range(2):
-            await notifier.enqueue("explode", retries=1)
-        ctx = cast(SchedulerContext, {"notifier_queue": notifier})
+            await notifier_queue.enqueue("explode", retries=1)
+        ctx = cast(SchedulerContext, {"notifier_queue": notifier_queue})
         expected = {
-            "queue": notifier.name,
+            "queue": notifier_queue.name,
             "queued": 0,
             "active": 1,
             "scheduled": 0,

@@ -7,6 +7,8 @@ in the workspace can ask for them:
   their own per-test databases on it.
 - ``redis_url``: a Redis URL (session); ``queue_namespace`` gives each test a
   fresh namespace and deletes its keys afterwards.
+- ``notifier_queue``: the notifier's SAQ queue in the test's namespace,
+  connected, as a producer sees it.
 - ``maildev`` / ``mailbox``: a real SMTP server with an HTTP API (session), and
   a client on it emptied before each test.
 """
@@ -18,7 +20,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from saq import Queue
 
+from herald_shared import queues
 from herald_testing import backends
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.maildev import maildev as start_maildev
@@ -71,3 +75,11 @@ async def queue_namespace(redis_url: str) -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def notifier_queue(redis_url: str, queue_namespace: str) -> AsyncIterator[Queue]:
+    queue = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=queue_namespace)
+    await queue.connect()
+    yield queue
+    await queue.disconnect()
