@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
 from saq import Queue, Status
 
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import enqueue
-from herald_testing.ports import free_port
+from herald_testing.smtp import serve_smtp
 
 HELD_FOR = 10.0
 """Longest the relay holds a message before replying (the test releases it sooner)."""
@@ -42,14 +41,11 @@ class HoldingRelay:
 
 @contextlib.contextmanager
 def serving(handler: HoldingRelay) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        handler.release.set()
-        controller.stop()
+    with serve_smtp(handler) as port:
+        try:
+            yield port
+        finally:
+            handler.release.set()
 
 
 async def until(condition: Callable[[], object], what: str, *, within: float = 10.0) -> None:

@@ -7,12 +7,11 @@ import contextlib
 import email
 import email.policy
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from typing import Any
 
 import structlog
-from aiosmtpd.controller import Controller
 from saq import Job, Queue, Status, Worker
 from saq.job import TERMINAL_STATUSES
 from structlog.testing import capture_logs
@@ -24,6 +23,7 @@ from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
+from herald_testing.smtp import serve_smtp
 
 SettingsFor = Callable[..., Settings]
 
@@ -62,18 +62,6 @@ class ScriptedRelay:
         assert isinstance(parsed, EmailMessage)
         self.received.append(parsed)
         return "250 2.0.0 queued"
-
-
-@contextlib.contextmanager
-def serving(handler: ScriptedRelay) -> Iterator[int]:
-    """Run a real SMTP server with ``handler`` on a free port; yields the port."""
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 async def wait_for_job(
@@ -143,7 +131,7 @@ async def test_temporary_refusal_is_retried_and_delivers_once(
     job = SEND_WELCOME_EMAIL.job(message)
     job.retry_delay = 0.0
 
-    with serving(relay) as port, capture_logs_with_context() as logs:
+    with serve_smtp(relay) as port, capture_logs_with_context() as logs:
         async with running_worker(settings_for(smtp_port=port)):
             await notifier_queue.enqueue(job)
             done = await wait_for_job(notifier_queue, job.key, finished)
@@ -213,7 +201,7 @@ async def test_permanent_refusal_fails_the_job_at_once(
     job = SEND_WELCOME_EMAIL.job(message)
     job.retry_delay = 0.0
 
-    with serving(relay) as port, capture_logs_with_context() as logs:
+    with serve_smtp(relay) as port, capture_logs_with_context() as logs:
         async with running_worker(settings_for(smtp_port=port)):
             await notifier_queue.enqueue(job)
             done = await wait_for_job(notifier_queue, job.key, finished)
