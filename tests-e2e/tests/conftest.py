@@ -1,7 +1,9 @@
 """The e2e suite speaks only HTTP: to the API and to MailDev's REST API.
 
 Whoever starts the stack (``make e2e``) passes where they are:
-``HERALD_E2E_API_URL`` and ``HERALD_E2E_MAILDEV_URL``.
+``HERALD_E2E_API_URL`` and ``HERALD_E2E_MAILDEV_URL``. On the container stack
+they also pass ``HERALD_E2E_COMPOSE_PROJECT``, which the deployment tests use to
+restart and scale services.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
 
 
@@ -43,3 +46,11 @@ async def inbox(maildev_url: str) -> AsyncIterator[MailDevClient]:
     client = MailDevClient(maildev_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def compose() -> Compose:
+    project = os.environ.get("HERALD_E2E_COMPOSE_PROJECT")
+    if not project:
+        pytest.skip("needs the container stack: make e2e STACK=compose")
+    return Compose(project)

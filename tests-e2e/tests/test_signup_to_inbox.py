@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 
 from herald_testing.maildev import MailDevClient
-
-
-def fresh_address() -> str:
-    return f"e2e-{uuid.uuid4().hex[:12]}@example.com"
+from herald_testing.signups import PASSWORD, fresh_address, sign_up
 
 
 async def test_signup_delivers_a_welcome_email_within_5_seconds(
     api: httpx.AsyncClient, inbox: MailDevClient
 ) -> None:
-    address = fresh_address()
-    response = await api.post(
-        "/api/v1/users",
-        json={"email": address, "password": "a long enough password", "display_name": "Émile Zola"},
-    )
-    assert response.status_code == 201, response.text
+    address = await sign_up(api, display_name="Émile Zola")
 
     email = await inbox.wait_for_email(address, within=5.0)
 
@@ -34,10 +24,7 @@ async def test_signup_delivers_a_welcome_email_within_5_seconds(
 async def test_each_signup_gets_exactly_one_email(
     api: httpx.AsyncClient, inbox: MailDevClient
 ) -> None:
-    addresses = [fresh_address() for _ in range(5)]
-    for address in addresses:
-        body = {"email": address, "password": "a long enough password", "display_name": "Bulk"}
-        assert (await api.post("/api/v1/users", json=body)).status_code == 201
+    addresses = [await sign_up(api) for _ in range(5)]
 
     for address in addresses:
         await inbox.wait_for_email(address, within=5.0)
@@ -47,7 +34,7 @@ async def test_each_signup_gets_exactly_one_email(
 
 async def test_the_api_is_ready_and_rejects_a_duplicate(api: httpx.AsyncClient) -> None:
     assert (await api.get("/health/ready")).status_code == 200
-    body = {"email": fresh_address(), "password": "a long enough password", "display_name": "Dup"}
+    body = {"email": fresh_address(), "password": PASSWORD, "display_name": "Dup"}
 
     assert (await api.post("/api/v1/users", json=body)).status_code == 201
     assert (await api.post("/api/v1/users", json=body)).status_code == 409

@@ -1,13 +1,16 @@
 """Run Herald as local processes: ``make dev`` and ``make e2e STACK=local``.
 
-    python -m herald_testing.stack dev            # until Ctrl-C
-    python -m herald_testing.stack e2e [ARGS...]  # run tests-e2e against it, then stop
+    python -m herald_testing.stack dev                          # until Ctrl-C
+    python -m herald_testing.stack e2e --stack local [ARGS...]  # local processes
+    python -m herald_testing.stack e2e --stack compose [ARGS...]  # containers
 
 ``dev`` uses the configuration in the environment (``HERALD_*``, ``.env``):
 migrations first, then MailDev, the API, the notifier and the scheduler.
-``e2e`` starts the same processes on free ports with a database and a queue
-namespace of their own, runs the suite, removes both, and exits with pytest's
-status.
+``e2e --stack local`` starts the same processes on free ports with a database
+and a queue namespace of their own; ``e2e --stack compose`` brings up
+``compose.yaml`` under a compose project of its own with the API and MailDev
+published on free ports. Either runs the suite, removes everything it made
+(volumes included) and exits with pytest's status.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from herald_testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 E2E_TESTS = ROOT / "tests-e2e" / "tests"
+COMPOSE_FILE = ROOT / "compose.yaml"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -155,10 +159,15 @@ async def _admin(url: str, statement: str) -> None:
         await conn.close()
 
 
-def e2e(pytest_args: list[str]) -> int:
+def run_suite(pytest_args: list[str], env: Mapping[str, str]) -> int:
+    return subprocess.call(
+        [sys.executable, "-m", "pytest", str(E2E_TESTS), *pytest_args], env=env, cwd=ROOT
+    )
+
+
+def e2e_local(run_id: str, pytest_args: list[str]) -> int:
     import asyncio  # noqa: PLC0415
 
-    run_id = uuid.uuid4().hex[:10]
     base_url = make_url(os.environ.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL))
     database = f"herald_e2e_{run_id}"
     database_url = base_url.set(database=database).render_as_string(hide_password=False)
@@ -201,11 +210,53 @@ def e2e(pytest_args: list[str]) -> int:
     return status
 
 
+def compose_command(project: str) -> list[str]:
+    return ["docker", "compose", "--project-name", project, "--file", str(COMPOSE_FILE)]
+
+
+def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
+    project = f"herald-e2e-{run_id}"
+    compose = compose_command(project)
+    log_dir = ROOT / ".e2e" / run_id
+    log_dir.mkdir(parents=True)
+    # Tests that scale or restart services run `docker compose` with this same
+    # environment, so the project's configuration never drifts between calls.
+    env = dict(os.environ) | {
+        "HERALD_E2E_COMPOSE_PROJECT": project,
+        "HERALD_API_PUBLISHED_PORT": str(free_port()),
+        "HERALD_MAILDEV_WEB_PORT": str(free_port()),
+        # Every 2 s, so "one run per tick with two replicas" is seen in seconds.
+        "HERALD_QUEUE_REPORT_CRON": "* * * * * */2",
+        "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
+    }
+    started = time.monotonic()
+    try:
+        run([*compose, "up", "--build", "--wait", "--wait-timeout", "300"], env)
+        print(f"[stack] compose stack healthy in {time.monotonic() - started:.1f} s", flush=True)
+        return run_suite(
+            pytest_args,
+            env
+            | {
+                "HERALD_E2E_API_URL": f"http://127.0.0.1:{env['HERALD_API_PUBLISHED_PORT']}",
+                "HERALD_E2E_MAILDEV_URL": f"http://127.0.0.1:{env['HERALD_MAILDEV_WEB_PORT']}",
+            },
+        )
+    finally:
+        with (log_dir / "compose.log").open("wb") as logs:
+            subprocess.run([*compose, "logs", "--no-color"], env=env, stdout=logs, check=False)
+        run([*compose, "down", "--volumes", "--remove-orphans", "--timeout", "30"], env)
+        print(f"[stack] container logs: {log_dir / 'compose.log'}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="herald-stack", description=__doc__)
     parser.add_argument("mode", choices=["dev", "e2e"])
+    parser.add_argument("--stack", choices=["local", "compose"], default="local")
     args, rest = parser.parse_known_args()
-    sys.exit(dev() if args.mode == "dev" else e2e(rest))
+    if args.mode == "dev":
+        sys.exit(dev())
+    run_id = uuid.uuid4().hex[:10]
+    sys.exit(e2e_local(run_id, rest) if args.stack == "local" else e2e_compose(run_id, rest))
 
 
 if __name__ == "__main__":

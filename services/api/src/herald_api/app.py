@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
+from herald_api import metrics
 from herald_api.api import errors
 from herald_api.api.main import api_router
 from herald_api.api.routes import health
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(health.router)
     errors.install(app)
+    metrics.install(app)
     # Added last = outermost: the id exists before the request is logged.
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")

@@ -15,6 +15,8 @@ import structlog
 from redis.exceptions import RedisError
 from saq import Queue
 
+from herald_api.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
+
 from herald_shared.messages import Message
 from herald_shared.tasks import enqueue
 
@@ -36,6 +38,7 @@ class Dispatcher:
             async with asyncio.timeout(self.timeout_seconds):
                 await enqueue(self.queue, message)
         except (RedisError, OSError, TimeoutError) as exc:
+            MESSAGES_ENQUEUE_FAILED.labels(type(message).__name__).inc()
             log.error(
                 "message.enqueue_failed",
                 user_id=str(user_id),
@@ -44,6 +47,7 @@ class Dispatcher:
                 error=repr(exc),
             )
             return False
+        MESSAGES_ENQUEUED.labels(type(message).__name__).inc()
         log.info(
             "message.enqueued",
             user_id=str(user_id),

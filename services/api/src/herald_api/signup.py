@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.dispatch import Dispatcher
+from herald_api.metrics import SIGNUPS
 from herald_api.models import User, UserCreate
 from herald_api.passwords import PasswordHasher
 from herald_shared.messages import WelcomeEmail
@@ -46,6 +47,7 @@ async def sign_up(
     except IntegrityError as exc:
         await session.rollback()
         raise EmailTakenError from exc
+    SIGNUPS.inc()
     log.info("user.created", user_id=str(user.id))
     await dispatcher.publish(welcome, user_id=user.id)
     return user

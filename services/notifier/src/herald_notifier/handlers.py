@@ -10,6 +10,7 @@ from aiosmtplib import SMTPException
 from saq import Job
 
 from herald_notifier.failures import classify
+from herald_notifier.metrics import measure_send
 from herald_notifier.mailer import Mailer
 from herald_notifier.render import Renderer
 from herald_shared.messages import WelcomeEmail
@@ -46,7 +47,8 @@ async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> None
         _give_up(job)
         raise
     try:
-        await resources.mailer.send(email)
+        with measure_send():
+            await resources.mailer.send(email)
     except (SMTPException, OSError) as exc:
         failure = classify(exc)
         details = {

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     notifier_concurrency: int = Field(
         default=10, ge=1, description="Jobs one notifier process runs at once."
     )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104  (scraped from outside the container)
+        description="Address the Prometheus metrics server binds.",
+    )
+    metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics server (GET /metrics); 0 disables it.",
+    )
     notifier_shutdown_grace_seconds: int = Field(
         default=20,
         ge=0,

@@ -10,6 +10,8 @@ import structlog
 from saq import Queue
 from saq.types import Context, WorkerInfo
 
+from herald_scheduler.metrics import record_report
+
 log = structlog.get_logger(__name__)
 
 
@@ -33,7 +35,8 @@ class QueueReport(TypedDict):
 
 
 async def report_notifier_queue(ctx: SchedulerContext) -> QueueReport:
-    """Log one ``queue.report`` line on the notifier queue and return its counts.
+    """Log one ``queue.report`` line on the notifier queue, set the notifier queue
+    gauges from it, and return its counts.
 
     - ``queued``: the depth, jobs waiting for a worker now;
     - ``active``: jobs a worker is running;
@@ -60,6 +63,7 @@ async def report_notifier_queue(ctx: SchedulerContext) -> QueueReport:
         tick=_tick(job.scheduled) if job is not None else None,
     )
     log.info("queue.report", **report)
+    record_report(report)
     return report
 
 

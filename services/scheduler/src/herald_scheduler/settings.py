@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from croniter import croniter
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald_shared.logs import LogFormat
@@ -42,6 +42,36 @@ class Settings(BaseSettings):
         description="On SIGTERM/SIGINT, how long a running cron job may finish before it is "
         "cancelled. SAQ waits this long even when idle, so keep the container stop timeout "
         "above it plus 1 s.",
+    )
+
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104  (scraped from outside the container)
+        description="Address the worker's Prometheus metrics server binds.",
+    )
+    metrics_port: int = Field(
+        default=9102,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus metrics server (GET /metrics); "
+        "0 disables it.",
+    )
+    monitor_host: str = Field(
+        default="127.0.0.1",
+        description="Address `herald-scheduler monitor` binds (0.0.0.0 in a container).",
+    )
+    monitor_port: int = Field(
+        default=8080, ge=1, le=65535, description="Port `herald-scheduler monitor` listens on."
+    )
+    monitor_user: str = Field(
+        default="admin",
+        min_length=1,
+        pattern=r"^[^:]+$",
+        description="HTTP basic auth user of the monitor (no colon).",
+    )
+    monitor_password: SecretStr | None = Field(
+        default=None,
+        description="HTTP basic auth password of the monitor: required by "
+        "`herald-scheduler monitor`, at least 12 characters.",
     )
 
     @field_validator("log_level", mode="before")

@@ -20,8 +20,10 @@ from saq import CronJob, Queue
 from saq.types import FunctionsType, LifecycleFunctionsType
 
 from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
+from herald_scheduler.metrics import record_run
 from herald_scheduler.settings import Settings
 from herald_shared import queues
+from herald_shared.metrics import serve_metrics
 
 REPORT_TIMEOUT_SECONDS = 10
 """A report is a handful of Redis reads; past this Redis is in trouble, and the next tick
@@ -38,6 +40,7 @@ class WorkerSettings(TypedDict):
     cron_tz: tzinfo
     startup: LifecycleFunctionsType[SchedulerContext]
     shutdown: LifecycleFunctionsType[SchedulerContext]
+    after_process: LifecycleFunctionsType[SchedulerContext]
     shutdown_grace_period_s: int
 
 
@@ -45,11 +48,13 @@ def build_settings(settings: Settings) -> WorkerSettings:
     """The SAQ worker settings of the scheduler configured by ``settings``.
 
     The worker consumes its own queue, ``scheduler`` (namespaced), which carries
-    only cron runs. Its ``startup`` connects the notifier queue into the job
-    context as ``notifier_queue``; ``shutdown`` disconnects it.
+    only cron runs. Its ``startup`` serves the metrics (once per process) and
+    connects the notifier queue into the job context as ``notifier_queue``;
+    ``shutdown`` disconnects it. Every finished run is counted by ``after_process``.
     """
 
     async def startup(ctx: SchedulerContext) -> None:
+        serve_metrics(settings.metrics_host, settings.metrics_port)
         notifier = queues.connect_queue(
             settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
         )
@@ -82,6 +87,7 @@ def build_settings(settings: Settings) -> WorkerSettings:
         cron_tz=UTC,
         startup=startup,
         shutdown=shutdown,
+        after_process=record_run,
         shutdown_grace_period_s=settings.scheduler_shutdown_grace_seconds,
     )
 

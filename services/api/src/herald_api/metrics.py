@@ -1,0 +1,125 @@
+"""The API's Prometheus metrics, the middleware that counts requests, and ``GET /metrics``.
+
+Requests are labelled by route template (``/api/v1/users/{user_id}``), never
+by raw path, so one label value stands for every user id and a scan of random
+URLs cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from fastapi import FastAPI, Response
+from fastapi.routing import RouteContext, iter_route_contexts
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from herald_shared.tasks import TASKS
+
+UNMATCHED = "<unmatched>"
+"""The route label of a request no route matched (a 404 from the router)."""
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Method labels kept as sent; any other method is counted as ``OTHER``."""
+
+HTTP_REQUESTS = Counter(
+    "herald_api_http_requests_total",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "herald_api_http_request_duration_seconds",
+    "Time from receiving a request to the end of its response, by method and route template.",
+    ["method", "route"],
+)
+SIGNUPS = Counter("herald_api_signups_total", "Accounts created (committed) by sign-up.")
+MESSAGES_ENQUEUED = Counter(
+    "herald_api_messages_enqueued_total",
+    "Queue messages handed to Redis after their transaction committed, by message type.",
+    ["message_type"],
+)
+MESSAGES_ENQUEUE_FAILED = Counter(
+    "herald_api_messages_enqueue_failed_total",
+    "Queue messages Redis did not take in time (logged as message.enqueue_failed), "
+    "by message type.",
+    ["message_type"],
+)
+
+for _task in TASKS.values():
+    # Export 0 before the first message, so rate() and alerts see the series at once.
+    MESSAGES_ENQUEUED.labels(_task.message.__name__)
+    MESSAGES_ENQUEUE_FAILED.labels(_task.message.__name__)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by method, route template and status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._templates: dict[int, list[RouteContext]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        # What the client sees if the app raises before answering: the server's 500.
+        status_code = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            route = self.route_template(scope)
+            HTTP_REQUESTS.labels(method, route, str(status_code)).inc()
+            HTTP_REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+
+    def route_template(self, scope: Scope) -> str:
+        """The path format of the route that handled ``scope``, or ``UNMATCHED``."""
+        route = scope.get("route")
+        if route is None:
+            return UNMATCHED
+        if isinstance(route, RouteContext):
+            return route.path_format or UNMATCHED
+        # Since FastAPI 0.137 scope["route"] is the route as declared in its
+        # router, without the prefixes include_router() added: look up the
+        # full path among the app's route contexts.
+        if self._templates is None:
+            self._templates = _contexts_by_route(scope["app"].routes)
+        contexts = self._templates.get(id(route), [])
+        for context in contexts:
+            if len(contexts) == 1 or _matches_path(context, scope["path"]):
+                return context.path_format or UNMATCHED
+        return getattr(route, "path_format", None) or UNMATCHED
+
+
+def _contexts_by_route(routes: Iterable[BaseRoute]) -> dict[int, list[RouteContext]]:
+    contexts: dict[int, list[RouteContext]] = {}
+    for context in iter_route_contexts(list(routes)):
+        contexts.setdefault(id(context.original_route), []).append(context)
+    return contexts
+
+
+def _matches_path(context: RouteContext, path: str) -> bool:
+    # A route included under several prefixes: the prefix the request used decides.
+    regex = getattr(context, "path_regex", None)
+    return regex is not None and regex.match(path) is not None
+
+
+async def metrics() -> Response:
+    """Every metric of this process, in Prometheus' text format."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI) -> None:
+    """Serve ``GET /metrics`` (outside the OpenAPI schema) and count every request."""
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_middleware(MetricsMiddleware)

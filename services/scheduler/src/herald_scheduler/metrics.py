@@ -1,0 +1,59 @@
+"""The scheduler's Prometheus metrics.
+
+- cron runs by job and outcome, from SAQ's ``after_process`` hook
+  (``record_run``);
+- the notifier queue as the last ``queue.report`` saw it (``record_report``).
+
+The worker serves them on ``HERALD_METRICS_HOST:HERALD_METRICS_PORT``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge
+
+from herald_shared.metrics import finished_attempt
+
+if TYPE_CHECKING:
+    from herald_scheduler.jobs import QueueReport, SchedulerContext
+
+CRON_RUNS = Counter(
+    "herald_scheduler_cron_runs_total",
+    "Cron job runs that ended, by job and outcome: complete, failed, retried (cancelled "
+    "by a shutdown and re-queued) or aborted.",
+    ["job", "outcome"],
+)
+NOTIFIER_QUEUE_JOBS = Gauge(
+    "herald_scheduler_notifier_queue_jobs",
+    "Jobs on the notifier queue at the last queue.report, by state: queued (waiting "
+    "for a worker), active (running), scheduled (due later or waiting out a retry delay).",
+    ["queue", "state"],
+)
+NOTIFIER_QUEUE_FAILED = Gauge(
+    "herald_scheduler_notifier_queue_failed_jobs",
+    "Failed jobs counted by the notifier workers alive at the last queue.report, since "
+    "each of them started (a restart resets its share).",
+    ["queue"],
+)
+NOTIFIER_QUEUE_WORKERS = Gauge(
+    "herald_scheduler_notifier_queue_workers",
+    "Notifier workers alive at the last queue.report.",
+    ["queue"],
+)
+
+
+async def record_run(ctx: SchedulerContext) -> None:
+    """SAQ ``after_process`` hook: count the cron run that just ended."""
+    if (attempt := finished_attempt(ctx)) is not None:
+        CRON_RUNS.labels(*attempt).inc()
+
+
+def record_report(report: QueueReport) -> None:
+    """Set the notifier queue gauges from one ``queue.report``."""
+    queue = report["queue"]
+    NOTIFIER_QUEUE_JOBS.labels(queue, "queued").set(report["queued"])
+    NOTIFIER_QUEUE_JOBS.labels(queue, "active").set(report["active"])
+    NOTIFIER_QUEUE_JOBS.labels(queue, "scheduled").set(report["scheduled"])
+    NOTIFIER_QUEUE_FAILED.labels(queue).set(report["failed"])
+    NOTIFIER_QUEUE_WORKERS.labels(queue).set(report["workers"])

@@ -1,0 +1,28 @@
+"""Signing up through the API, as the e2e tests do it."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+PASSWORD = "a long enough password"
+
+
+def fresh_address() -> str:
+    return f"e2e-{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def sign_up(
+    api: httpx.AsyncClient, *, display_name: str = "E2E", request_id: str | None = None
+) -> str:
+    """Sign a fresh address up (asserting 201); return the address."""
+    address = fresh_address()
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    response = await api.post(
+        "/api/v1/users",
+        json={"email": address, "password": PASSWORD, "display_name": display_name},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return address
