@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from herald_api.settings import Settings
@@ -20,6 +21,8 @@ async def test_signup_succeeds_and_logs_the_user_when_redis_is_down(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     body = {"email": "grace@example.com", "password": "a long password", "display_name": "Grace"}
+    failed = {"message_type": "WelcomeEmail"}
+    failed_before = REGISTRY.get_sample_value("herald_api_messages_enqueue_failed_total", failed)
     with capture_logs() as logs:
         response = await client.post("/api/v1/users", json=body)
 
@@ -30,6 +33,9 @@ async def test_signup_succeeds_and_logs_the_user_when_redis_is_down(
     assert len(failures) == 1
     assert failures[0]["user_id"] == user_id
     assert failures[0]["log_level"] == "error"
+    failed_after = REGISTRY.get_sample_value("herald_api_messages_enqueue_failed_total", failed)
+    assert failed_before is not None
+    assert failed_after == failed_before + 1
 
 
 async def test_readiness_reports_redis_down_with_503(client: httpx.AsyncClient) -> None:

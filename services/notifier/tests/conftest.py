@@ -12,9 +12,14 @@ from herald_notifier.settings import Settings
 
 @pytest.fixture
 def settings_for(redis_url: str, queue_namespace: str) -> Callable[..., Settings]:
-    """Notifier settings on this test's queue, sending to ``smtp_host:smtp_port``."""
+    """Notifier settings on this test's queue, sending to ``smtp_host:smtp_port``.
+
+    The metrics server is off: the registry is read in-process, and a port
+    bound by one test would stay bound for the whole run.
+    """
 
     def make(*, smtp_port: int, smtp_host: str = "127.0.0.1", **overrides: Any) -> Settings:
+        overrides.setdefault("metrics_port", 0)
         return Settings(
             redis_url=redis_url,
             queue_namespace=queue_namespace,

@@ -79,6 +79,7 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
             "HERALD_SMTP_PORT": str(port),
             "HERALD_LOG_FORMAT": "json",
             "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "3",
+            "HERALD_METRICS_PORT": "0",
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "herald_notifier", env=env, stdout=sink, stderr=sink

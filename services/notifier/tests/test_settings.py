@@ -28,6 +28,7 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.sender.addr_spec == "no-reply@herald.localhost"
     assert settings.notifier_concurrency == 10
     assert settings.notifier_shutdown_grace_seconds == 20
+    assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9101)
 
 
 def test_reads_herald_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ async def test_logs_reports_and_stops_on_signal(
         "HERALD_QUEUE_REPORT_CRON": "* * * * * *",
         "HERALD_LOG_FORMAT": "json",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "0",
+        "HERALD_METRICS_PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "herald_scheduler", env=env, stdout=asyncio.subprocess.PIPE

@@ -65,6 +65,7 @@ def scheduler_settings(redis_url: str, namespace: str, cron: str = EVERY_SECOND)
         queue_namespace=namespace,
         queue_report_cron=cron,
         scheduler_shutdown_grace_seconds=0,
+        metrics_port=0,
     )
 
 

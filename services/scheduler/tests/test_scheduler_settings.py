@@ -17,6 +17,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "HERALD_LOG_FORMAT",
         "HERALD_QUEUE_REPORT_CRON",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS",
+        "HERALD_METRICS_HOST",
+        "HERALD_METRICS_PORT",
+        "HERALD_MONITOR_HOST",
+        "HERALD_MONITOR_PORT",
+        "HERALD_MONITOR_USER",
+        "HERALD_MONITOR_PASSWORD",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -30,6 +36,10 @@ def test_defaults() -> None:
     assert settings.log_format == "auto"
     assert settings.queue_report_cron == "* * * * *"
     assert settings.scheduler_shutdown_grace_seconds == 2
+    assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9102)
+    assert (settings.monitor_host, settings.monitor_port) == ("127.0.0.1", 8080)
+    assert settings.monitor_user == "admin"
+    assert settings.monitor_password is None
 
 
 def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,3 +73,19 @@ def test_rejects_an_invalid_cron_string(monkeypatch: pytest.MonkeyPatch, cron: s
 def test_rejects_a_negative_grace_period() -> None:
     with pytest.raises(ValidationError, match="scheduler_shutdown_grace_seconds"):
         Settings(_env_file=None, scheduler_shutdown_grace_seconds=-1)
+
+
+def test_the_monitor_password_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_MONITOR_PASSWORD", "a long monitor secret")
+
+    settings = Settings(_env_file=None)
+
+    assert settings.monitor_password is not None
+    assert settings.monitor_password.get_secret_value() == "a long monitor secret"
+    assert "a long monitor secret" not in repr(settings)
+
+
+@pytest.mark.parametrize("user", ["", "ad:min"])
+def test_rejects_a_monitor_user_basic_auth_cannot_carry(user: str) -> None:
+    with pytest.raises(ValidationError, match="monitor_user"):
+        Settings(_env_file=None, monitor_user=user)

@@ -53,8 +53,7 @@ def serve_metrics(host: str, port: int) -> bool:
         if (current := _serving.get("address")) is not None:
             if current != (host, port):
                 raise RuntimeError(
-                    f"metrics are already served on {current[0]}:{current[1]}, "
-                    f"not {host}:{port}"
+                    f"metrics are already served on {current[0]}:{current[1]}, not {host}:{port}"
                 )
             return True
         try:

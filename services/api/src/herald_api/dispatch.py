@@ -16,7 +16,6 @@ from redis.exceptions import RedisError
 from saq import Queue
 
 from herald_api.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
-
 from herald_shared.messages import Message
 from herald_shared.tasks import enqueue
 

@@ -10,8 +10,8 @@ from aiosmtplib import SMTPException
 from saq import Job
 
 from herald_notifier.failures import classify
-from herald_notifier.metrics import measure_send
 from herald_notifier.mailer import Mailer
+from herald_notifier.metrics import measure_send
 from herald_notifier.render import Renderer
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import fail_permanently

@@ -106,9 +106,7 @@ async def update_queue_depth(queue: Queue) -> None:
     QUEUE_JOBS.labels(queue.name, "scheduled").set(max(incomplete - queued - active, 0))
 
 
-async def track_queue_depth(
-    queue: Queue, *, every: float = QUEUE_DEPTH_INTERVAL_SECONDS
-) -> None:
+async def track_queue_depth(queue: Queue, *, every: float = QUEUE_DEPTH_INTERVAL_SECONDS) -> None:
     """Refresh the depth gauges of ``queue`` now and every ``every`` seconds, until cancelled.
 
     A failed refresh keeps the last values; it is logged once per outage.

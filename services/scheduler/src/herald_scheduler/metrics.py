@@ -43,6 +43,13 @@ NOTIFIER_QUEUE_WORKERS = Gauge(
 )
 
 
+def expect_runs(job: str) -> None:
+    """Export 0 complete and 0 failed runs of cron job ``job`` before its first run,
+    so rate() and alerts see the series at once."""
+    for outcome in ("complete", "failed"):
+        CRON_RUNS.labels(job, outcome)
+
+
 async def record_run(ctx: SchedulerContext) -> None:
     """SAQ ``after_process`` hook: count the cron run that just ended."""
     if (attempt := finished_attempt(ctx)) is not None:

@@ -52,8 +52,7 @@ class Settings(BaseSettings):
         default=9102,
         ge=0,
         le=65535,
-        description="Port of the worker's Prometheus metrics server (GET /metrics); "
-        "0 disables it.",
+        description="Port of the worker's Prometheus metrics server (GET /metrics); 0 disables it.",
     )
     monitor_host: str = Field(
         default="127.0.0.1",

@@ -20,7 +20,7 @@ from saq import CronJob, Queue
 from saq.types import FunctionsType, LifecycleFunctionsType
 
 from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
-from herald_scheduler.metrics import record_run
+from herald_scheduler.metrics import expect_runs, record_run
 from herald_scheduler.settings import Settings
 from herald_shared import queues
 from herald_shared.metrics import serve_metrics
@@ -66,6 +66,19 @@ def build_settings(settings: Settings) -> WorkerSettings:
         if notifier is not None:
             await notifier.disconnect()
 
+    cron_jobs = [
+        CronJob(
+            report_notifier_queue,
+            cron=settings.queue_report_cron,
+            unique=True,
+            timeout=REPORT_TIMEOUT_SECONDS,
+            # One attempt: a failed report is stale by the next tick, which reports anew.
+            retries=1,
+        )
+    ]
+    for cron_job in cron_jobs:
+        expect_runs(cron_job.function.__qualname__)
+
     return WorkerSettings(
         queue=queues.connect_queue(
             settings.redis_url, queues.SCHEDULER, namespace=settings.queue_namespace
@@ -74,16 +87,7 @@ def build_settings(settings: Settings) -> WorkerSettings:
         # Each CronJob has at most one run in flight (its unique key), so one slot
         # per CronJob is enough.
         concurrency=1,
-        cron_jobs=[
-            CronJob(
-                report_notifier_queue,
-                cron=settings.queue_report_cron,
-                unique=True,
-                timeout=REPORT_TIMEOUT_SECONDS,
-                # One attempt: a failed report is stale by the next tick, which reports anew.
-                retries=1,
-            )
-        ],
+        cron_jobs=cron_jobs,
         cron_tz=UTC,
         startup=startup,
         shutdown=shutdown,
