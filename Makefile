@@ -27,16 +27,21 @@ migrate: ## Create the database if missing and apply Alembic migrations
 test: install ## Unit and integration tests of shared and every service (real PostgreSQL, Redis, SMTP)
 	$(UV) run --no-sync pytest $(TEST_PATHS)
 
-lint: ## ruff (lint + format check) and mypy (strict)
+lint: ## ruff (lint + format), mypy --strict, hadolint, compose config
 	$(UV) run ruff check $(LINT_PATHS)
 	$(UV) run ruff format --check $(LINT_PATHS)
 	$(UV) run mypy $(LINT_PATHS)
 	$(UV) run hadolint services/*/Dockerfile
+	@# `compose config --quiet` prints problems but may still exit 0: any output fails.
 	@if $(COMPOSE) version >/dev/null 2>&1; then \
-		$(COMPOSE) -f compose.yaml config --quiet && echo "compose.yaml: valid"; \
-		POSTGRES_PASSWORD=x HERALD_SMTP_HOST=x HERALD_SMTP_PASSWORD=x \
-			$(COMPOSE) -f compose.yaml -f compose.production.yaml config --quiet \
-			&& echo "compose.production.yaml: valid"; \
+		out=$$($(COMPOSE) -f compose.yaml config --quiet 2>&1); \
+		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "compose.yaml: valid"; \
+		out=$$(POSTGRES_PASSWORD=x HERALD_SMTP_HOST=x HERALD_SMTP_PASSWORD=x HERALD_MONITOR_PASSWORD=x \
+			$(COMPOSE) -f compose.yaml -f compose.production.yaml config --quiet 2>&1); \
+		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "compose.production.yaml: valid"; \
+		out=$$($(COMPOSE) -f compose.yaml -f compose.production.yaml config --quiet 2>&1); \
+		if [ -z "$$out" ]; then echo "compose.production.yaml accepts unset secrets" >&2; exit 1; fi; \
+		echo "compose.production.yaml: refuses unset secrets"; \
 	else echo "docker compose not installed: compose files not validated" >&2; fi
 
 format: ## Apply ruff's fixes and formatting

@@ -6,6 +6,7 @@ Each test leaves the stack as it found it: one replica of each service.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections import Counter
@@ -133,3 +134,42 @@ def test_an_image_holds_only_its_own_service(compose: Compose, service: str, for
         f"print(u.find_spec('{foreign}') is None, u.find_spec('herald_shared') is not None)"
     )
     assert compose("exec", "-T", service, "python", "-c", probe).split() == ["True", "True"]
+
+
+async def test_metrics_count_signups_and_sent_emails(
+    api: httpx.AsyncClient, inbox: MailDevClient, compose: Compose
+) -> None:
+    address = await sign_up(api)
+    await inbox.wait_for_email(address)
+
+    api_metrics = (await api.get("/metrics")).text
+    assert "herald_api_signups_total" in api_metrics
+    assert 'route="/api/v1/users",status="201"' in api_metrics
+    scrape = "import urllib.request; print(urllib.request.urlopen('{}').read().decode())"
+    notifier_metrics = compose(
+        "exec", "-T", "notifier", "python", "-c", scrape.format("http://127.0.0.1:9101/metrics")
+    )
+    sent = [
+        line
+        for line in notifier_metrics.splitlines()
+        if line.startswith("herald_notifier_emails_sent_total ")
+    ]
+    assert sent
+    assert float(sent[0].split()[1]) >= 1
+    scheduler_metrics = compose(
+        "exec", "-T", "scheduler", "python", "-c", scrape.format("http://127.0.0.1:9102/metrics")
+    )
+    assert "herald_scheduler_cron_runs_total" in scheduler_metrics
+
+
+async def test_the_queue_monitor_requires_its_password(compose: Compose) -> None:
+    del compose  # only on the container stack
+    url = os.environ["HERALD_E2E_MONITOR_URL"]
+    async with httpx.AsyncClient(base_url=url, timeout=10) as monitor:
+        assert (await monitor.get("/api/queues")).status_code == 401
+        wrong = await monitor.get("/api/queues", auth=("admin", "not-the-password"))
+        assert wrong.status_code == 401
+        ok = await monitor.get("/api/queues", auth=("admin", "herald-monitor-dev-only"))
+    assert ok.status_code == 200
+    names = {queue["name"] for queue in ok.json()["queues"]}
+    assert {"notifier", "scheduler"} <= names

@@ -50,9 +50,7 @@ def snapshot() -> dict[str, float]:
         "sends_ok_seconds": value(
             "herald_notifier_email_send_duration_seconds_sum", outcome="sent"
         ),
-        "sends_error": value(
-            "herald_notifier_email_send_duration_seconds_count", outcome="error"
-        ),
+        "sends_error": value("herald_notifier_email_send_duration_seconds_count", outcome="error"),
     }
 
 

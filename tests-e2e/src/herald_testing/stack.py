@@ -225,6 +225,7 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
         "HERALD_E2E_COMPOSE_PROJECT": project,
         "HERALD_API_PUBLISHED_PORT": str(free_port()),
         "HERALD_MAILDEV_WEB_PORT": str(free_port()),
+        "HERALD_MONITOR_PUBLISHED_PORT": str(free_port()),
         # Every 2 s, so "one run per tick with two replicas" is seen in seconds.
         "HERALD_QUEUE_REPORT_CRON": "* * * * * */2",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
@@ -239,6 +240,7 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
             | {
                 "HERALD_E2E_API_URL": f"http://127.0.0.1:{env['HERALD_API_PUBLISHED_PORT']}",
                 "HERALD_E2E_MAILDEV_URL": f"http://127.0.0.1:{env['HERALD_MAILDEV_WEB_PORT']}",
+                "HERALD_E2E_MONITOR_URL": f"http://127.0.0.1:{env['HERALD_MONITOR_PUBLISHED_PORT']}",
             },
         )
     finally:
