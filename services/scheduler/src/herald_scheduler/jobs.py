@@ -10,6 +10,7 @@ import structlog
 from saq import Queue
 from saq.types import Context, WorkerInfo
 
+from herald_scheduler.internal_api import InternalApi
 from herald_scheduler.metrics import record_report
 
 log = structlog.get_logger(__name__)
@@ -20,6 +21,10 @@ class SchedulerContext(Context, total=False):
 
     notifier_queue: Queue
     """The notifier's queue, connected for the worker's lifetime."""
+    internal_api: InternalApi
+    """The API's internal endpoints (only when HERALD_INTERNAL_TOKEN is set)."""
+    outbox_retention_seconds: int
+    """How old a relayed outbox row must be to be purged."""
 
 
 class QueueReport(TypedDict):
@@ -73,3 +78,12 @@ def _failed(workers: Iterable[WorkerInfo]) -> int:
 
 def _tick(scheduled: int) -> str | None:
     return datetime.fromtimestamp(scheduled, UTC).isoformat() if scheduled else None
+
+
+async def purge_outbox(ctx: SchedulerContext) -> int:
+    """Ask the API to delete relayed outbox rows past their retention; log how many."""
+    deleted = await ctx["internal_api"].purge_outbox(
+        older_than_seconds=ctx["outbox_retention_seconds"]
+    )
+    log.info("outbox.purged", deleted=deleted, older_than_seconds=ctx["outbox_retention_seconds"])
+    return deleted

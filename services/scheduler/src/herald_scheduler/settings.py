@@ -34,6 +34,28 @@ class Settings(BaseSettings):
         "sixth field is seconds and comes LAST (`* * * * * */10`: every 10 s). "
         "Intervals under 2 s are not honoured (see herald_scheduler.worker).",
     )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL of the API, whose internal endpoints do the work the "
+        "scheduler triggers (the API is the only writer of the accounts database).",
+    )
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the API's internal endpoints (the API's "
+        "HERALD_INTERNAL_TOKEN). Unset: the jobs that need the API are not scheduled.",
+    )
+    outbox_purge_cron: str = Field(
+        default="*/10 * * * *",
+        description="When to ask the API to delete relayed outbox rows (cron, UTC).",
+    )
+    outbox_retention_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="Relayed outbox rows older than this are deleted by the purge.",
+    )
+    api_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long one internal API call may take."
+    )
     scheduler_shutdown_grace_seconds: int = Field(
         # A report takes milliseconds, and a cancelled run is re-queued for another replica,
         # so a short grace loses nothing while keeping every (even idle) stop this quick.
@@ -78,7 +100,7 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("queue_report_cron", mode="after")
+    @field_validator("queue_report_cron", "outbox_purge_cron", mode="after")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         value = value.strip()

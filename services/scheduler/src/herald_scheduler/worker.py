@@ -16,14 +16,18 @@ from collections.abc import Collection
 from datetime import UTC, tzinfo
 from typing import TypedDict
 
+import structlog
 from saq import CronJob, Queue
 from saq.types import FunctionsType, LifecycleFunctionsType
 
-from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
+from herald_scheduler.internal_api import InternalApi
+from herald_scheduler.jobs import SchedulerContext, purge_outbox, report_notifier_queue
 from herald_scheduler.metrics import expect_runs, record_run
 from herald_scheduler.settings import Settings
 from herald_shared import queues
 from herald_shared.metrics import serve_metrics
+
+log = structlog.get_logger(__name__)
 
 REPORT_TIMEOUT_SECONDS = 10
 """A report is a handful of Redis reads; past this Redis is in trouble, and the next tick
@@ -60,11 +64,27 @@ def build_settings(settings: Settings) -> WorkerSettings:
         )
         await notifier.connect()
         ctx["notifier_queue"] = notifier
+        if settings.internal_token is None:
+            log.warning(
+                "scheduler.api_jobs_disabled",
+                reason="HERALD_INTERNAL_TOKEN is not set",
+                jobs=["purge_outbox"],
+            )
+        else:
+            ctx["internal_api"] = InternalApi(
+                base_url=settings.api_url,
+                token=settings.internal_token,
+                timeout=settings.api_timeout_seconds,
+            )
+            ctx["outbox_retention_seconds"] = settings.outbox_retention_seconds
 
     async def shutdown(ctx: SchedulerContext) -> None:
         notifier = ctx.pop("notifier_queue", None)
         if notifier is not None:
             await notifier.disconnect()
+        internal_api = ctx.pop("internal_api", None)
+        if internal_api is not None:
+            await internal_api.aclose()
 
     cron_jobs = [
         CronJob(
@@ -76,6 +96,17 @@ def build_settings(settings: Settings) -> WorkerSettings:
             retries=1,
         )
     ]
+    if settings.internal_token is not None:
+        cron_jobs.append(
+            CronJob(
+                purge_outbox,
+                cron=settings.outbox_purge_cron,
+                unique=True,
+                timeout=int(settings.api_timeout_seconds) + 5,
+                # A failed purge (API down) is simply redone at the next tick.
+                retries=1,
+            )
+        )
     for cron_job in cron_jobs:
         expect_runs(cron_job.function.__qualname__)
 
