@@ -37,7 +37,8 @@ from herald_testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 E2E_TESTS = ROOT / "tests-e2e" / "tests"
-COMPOSE_FILE = ROOT / "compose.yaml"
+COMPOSE_FILES = (ROOT / "compose.yaml", ROOT / "tests-e2e" / "faults" / "compose.yaml")
+"""The stack, plus the fault overlay: the notifier sends through a relay that can refuse."""
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -211,7 +212,8 @@ def e2e_local(run_id: str, pytest_args: list[str]) -> int:
 
 
 def compose_command(project: str) -> list[str]:
-    return ["docker", "compose", "--project-name", project, "--file", str(COMPOSE_FILE)]
+    files = [arg for path in COMPOSE_FILES for arg in ("--file", str(path))]
+    return ["docker", "compose", "--project-name", project, *files]
 
 
 def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
