@@ -9,7 +9,7 @@ STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/nul
 TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests
 LINT_PATHS := shared services tests-e2e
 
-.PHONY: help install dev migrate test lint format e2e up down logs ps clean
+.PHONY: help install dev migrate test lint format e2e chaos up down logs ps clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ lint: ## ruff (lint + format), mypy --strict, hadolint, compose config
 	$(UV) run ruff check $(LINT_PATHS)
 	$(UV) run ruff format --check $(LINT_PATHS)
 	$(UV) run mypy $(LINT_PATHS)
-	$(UV) run hadolint services/*/Dockerfile
+	$(UV) run hadolint services/*/Dockerfile tests-e2e/faults/Dockerfile
 	@# `compose config --quiet` prints problems but may still exit 0: any output fails.
 	@if $(COMPOSE) version >/dev/null 2>&1; then \
 		out=$$($(COMPOSE) -f compose.yaml config --quiet 2>&1); \
@@ -50,6 +50,9 @@ format: ## Apply ruff's fixes and formatting
 
 e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes)
 	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK)
+
+chaos: install ## 1,000 signups while Redis stops, the notifier is SIGKILLed and SMTP refuses 20%
+	$(UV) run --no-sync python -m herald_testing.chaos
 
 up: ## Build and start the whole stack in containers; wait until healthy
 	$(COMPOSE) up --build --wait

@@ -10,8 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -34,27 +33,6 @@ async def sign_up_many(
 
     await asyncio.gather(*(one() for _ in range(count)))
     return addresses
-
-
-async def all_delivered(
-    inbox: MailDevClient, addresses: Iterable[str], *, within: float
-) -> Counter[str]:
-    """Wait until every address got mail; the number of emails each got."""
-    wanted = set(addresses)
-    deadline = time.monotonic() + within
-    while True:
-        counts = Counter(
-            to["address"]
-            for email in await inbox.emails()
-            for to in email["to"]
-            if to["address"] in wanted
-        )
-        if set(counts) == wanted:
-            return counts
-        if time.monotonic() > deadline:
-            missing = sorted(wanted - set(counts))
-            raise AssertionError(f"{len(missing)} of {len(wanted)} never arrived: {missing[:5]}")
-        await asyncio.sleep(0.1)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
@@ -82,7 +60,7 @@ async def test_1_redis_outage_during_100_signups_loses_nothing(
         compose("up", "--detach", "--wait", "redis")
     back = time.monotonic()
 
-    counts = await all_delivered(inbox, addresses, within=5.0)
+    counts = await inbox.wait_for_all(addresses, within=5.0)
 
     drained = time.monotonic() - back
     print(f"\n[fault 1] 100 emails delivered {drained:.2f} s after Redis returned")
@@ -120,7 +98,7 @@ async def test_3_notifier_sigkilled_twice_mid_batch_loses_nothing(
         compose("up", "--detach", "--wait", "notifier")
     await batch
 
-    counts = await all_delivered(inbox, addresses, within=180.0)
+    counts = await inbox.wait_for_all(addresses, within=180.0)
 
     duplicates = {address: n for address, n in counts.items() if n > 1}
     print(f"\n[fault 3] 200 signups, notifier SIGKILLed twice: duplicates={len(duplicates)}")
@@ -138,7 +116,7 @@ async def test_4_smtp_refusing_a_fifth_delivers_all_and_dead_letters_a_bounce_on
             "/api/v1/users", json={"email": bounce, "password": PASSWORD, "display_name": "B"}
         )
         assert response.status_code == 201
-        counts = await all_delivered(inbox, addresses, within=120.0)
+        counts = await inbox.wait_for_all(addresses, within=120.0)
     finally:
         compose.set_smtp_refuse_ratio(0)
 

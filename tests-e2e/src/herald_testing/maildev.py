@@ -11,7 +11,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,35 @@ class MailDevClient:
             for email in await self.emails()
             if any(to.get("address", "").lower() == address.lower() for to in email.get("to", []))
         ]
+
+    async def count_by_recipient(self, addresses: Iterable[str]) -> Counter[str]:
+        """How many emails each of ``addresses`` received (absent: none)."""
+        wanted = {address.lower() for address in addresses}
+        return Counter(
+            to["address"].lower()
+            for email in await self.emails()
+            for to in email.get("to", [])
+            if to.get("address", "").lower() in wanted
+        )
+
+    async def wait_for_all(self, addresses: Iterable[str], *, within: float) -> Counter[str]:
+        """Wait until each of ``addresses`` has mail; how many emails each got.
+
+        Raises ``AssertionError`` naming the missing ones after ``within`` seconds.
+        """
+        wanted = {address.lower() for address in addresses}
+        deadline = time.monotonic() + within
+        while True:
+            counts = await self.count_by_recipient(wanted)
+            if set(counts) == wanted:
+                return counts
+            if time.monotonic() > deadline:
+                missing = sorted(wanted - set(counts))
+                raise AssertionError(
+                    f"{len(missing)} of {len(wanted)} never arrived within {within} s: "
+                    f"{missing[:5]}"
+                )
+            await asyncio.sleep(0.1)
 
     async def wait_for_email(self, address: str, *, within: float = 5.0) -> dict[str, Any]:
         """The first email to ``address``, waiting up to ``within`` seconds for it."""
