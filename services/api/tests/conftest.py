@@ -8,18 +8,27 @@ its own Redis namespace.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from saq import Queue
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.app import create_app
+from herald_api.db import create_engine, session_factory
 from herald_api.migrate import migrate
+from herald_api.relay import Relay
 from herald_api.settings import Settings
+from herald_shared import queues
+from herald_shared.messages import WelcomeEmail
 
 
 def _with_database(url: str, name: str) -> str:
@@ -79,3 +88,64 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the test's database, as the API opens them."""
+    engine = create_engine(settings)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def make_relay(
+    sessions: async_sessionmaker[AsyncSession], notifier_queue: Queue
+) -> AsyncIterator[Callable[..., Relay]]:
+    """Build outbox relays on the test's database and queue (settings overridable).
+
+    Every relay it built and started is stopped afterwards.
+    """
+    built: list[Relay] = []
+
+    def make(**overrides: Any) -> Relay:
+        options: dict[str, Any] = {
+            "sessions": sessions,
+            "queues": {queues.NOTIFIER: notifier_queue},
+            "batch_size": 200,
+            "poll_seconds": 0.05,
+            "max_backoff_seconds": 1.0,
+            "push_timeout_seconds": 2.0,
+        }
+        relay = Relay(**(options | overrides))
+        built.append(relay)
+        return relay
+
+    yield make
+    for relay in built:
+        await relay.stop()
+
+
+@pytest.fixture
+def insert_pending(db: asyncpg.Connection) -> Callable[..., Awaitable[list[uuid.UUID]]]:
+    """Insert ``count`` due outbox rows of valid WelcomeEmails (no users); their ids."""
+
+    async def insert(count: int, **columns: Any) -> list[uuid.UUID]:
+        messages = [
+            WelcomeEmail(user_id=uuid.uuid4(), email=f"user{i}@example.com", display_name="U")
+            for i in range(count)
+        ]
+        await db.executemany(
+            "INSERT INTO outbox (message_id, task, queue, payload, available_at) "
+            "VALUES ($1, 'send_welcome_email', 'notifier', $2::jsonb, now())",
+            [(m.message_id, json.dumps(m.encode())) for m in messages],
+        )
+        if columns:
+            assignments = ", ".join(f"{name} = {value}" for name, value in columns.items())
+            await db.execute(
+                f"UPDATE outbox SET {assignments} WHERE message_id = ANY($1::uuid[])",
+                [m.message_id for m in messages],
+            )
+        return [m.message_id for m in messages]
+
+    return insert

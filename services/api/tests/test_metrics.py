@@ -99,3 +99,14 @@ async def test_metrics_stay_out_of_the_openapi_schema(client: httpx.AsyncClient)
 
     assert "/metrics" not in schema["paths"]
     assert "/api/v1/users" in schema["paths"]
+
+
+async def test_outbox_series_are_exported_before_anything_happens(
+    client: httpx.AsyncClient,
+) -> None:
+    text = (await client.get("/metrics")).text
+
+    assert "herald_api_outbox_pending " in text
+    assert 'herald_api_outbox_relayed_total{message_type="WelcomeEmail"}' in text
+    for reason in ("redis", "database", "rejected", "other"):
+        assert f'herald_api_outbox_relay_errors_total{{reason="{reason}"}}' in text

@@ -1,4 +1,4 @@
-"""A Redis outage must not cost a signup."""
+"""A Redis outage must not cost a signup, nor its welcome email."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ async def test_signup_succeeds_and_logs_the_user_when_redis_is_down(
     failed_after = REGISTRY.get_sample_value("herald_api_messages_enqueue_failed_total", failed)
     assert failed_before is not None
     assert failed_after == failed_before + 1
+
+    # The message waits in the outbox, due at once (not after the fast path's
+    # grace period), for the relay.
+    [row] = await db.fetch("SELECT * FROM outbox")
+    assert str(row["message_id"]) == failures[0]["message_id"]
+    assert row["relayed_at"] is None
+    assert row["attempts"] >= 1
+    assert "ConnectionError" in row["last_error"]
+    assert await db.fetchval("SELECT available_at < created_at + interval '1 second' FROM outbox")
 
 
 async def test_readiness_reports_redis_down_with_503(client: httpx.AsyncClient) -> None:

@@ -100,6 +100,7 @@ def local_stack(
 ) -> Iterator[Stack]:
     env = env | {
         "HERALD_API_PORT": str(api_port),
+        "HERALD_API_URL": f"http://127.0.0.1:{api_port}",
         "HERALD_SMTP_HOST": "127.0.0.1",
         "HERALD_SMTP_PORT": str(smtp_port),
     }
@@ -129,6 +130,8 @@ def dev() -> int:
     # An idle SAQ worker waits out its whole grace period on stop; keep Ctrl-C snappy.
     env.setdefault("HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS", "2")
     env.setdefault("HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS", "2")
+    # The scheduler asks the API to purge the outbox; both need the same token.
+    env.setdefault("HERALD_INTERNAL_TOKEN", "herald-internal-dev-only")
     api_port = int(env.get("HERALD_API_PORT", "8000"))
     smtp_port = int(env.get("HERALD_SMTP_PORT", "1025"))
     web_port = int(env.get("HERALD_MAILDEV_WEB_PORT", "1080"))
@@ -183,6 +186,7 @@ def e2e_local(run_id: str, pytest_args: list[str]) -> int:
         "HERALD_LOG_FORMAT": "json",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "2",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "2",
+        "HERALD_INTERNAL_TOKEN": uuid.uuid4().hex,
     }
     api_port, smtp_port, web_port = free_port(), free_port(), free_port()
     status = 1

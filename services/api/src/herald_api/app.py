@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from herald_api import metrics
 from herald_api.api import errors
-from herald_api.api.main import api_router
+from herald_api.api.main import api_router, internal_router
 from herald_api.api.routes import health
 from herald_api.requestlog import RequestLogMiddleware
 from herald_api.resources import open_resources
@@ -28,6 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan)
     app.include_router(api_router)
+    if settings.internal_token is not None:
+        # Without a token the internal routes do not exist at all: 404, not 401.
+        app.include_router(internal_router)
     app.include_router(health.router)
     errors.install(app)
     metrics.install(app)

@@ -1,11 +1,33 @@
-"""The database engine and sessions."""
+"""The database engine and sessions, and what counts as "the database is unavailable"."""
 
 from __future__ import annotations
 
+import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.settings import Settings
+
+CONNECTIVITY_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,  # OperationalError, InterfaceError, or any with connection_invalidated
+    sa_exc.TimeoutError,  # no pooled connection became free in time
+    # asyncpg's own errors reach us unwrapped while a connection is being opened.
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    OSError,  # ConnectionRefusedError & co. while connecting
+    TimeoutError,  # asyncpg's connect timeout
+)
+"""Exception types that may mean PostgreSQL is unreachable; ``is_unavailable`` decides."""
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.SQLAlchemyError,
+    asyncpg.PostgresError,
+    *CONNECTIVITY_ERRORS,
+)
+"""Anything a database call may raise that is the database's fault, not a bug of ours."""
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -13,8 +35,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
         settings.sqlalchemy_url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
+        connect_args={"timeout": settings.database_connect_timeout_seconds},
     )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means PostgreSQL cannot be reached (as opposed to a bad statement)."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated
+    return isinstance(exc, CONNECTIVITY_ERRORS)

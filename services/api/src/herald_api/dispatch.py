@@ -1,57 +1,115 @@
-"""Hand queue messages to Redis once the transaction that caused them commits.
+"""How a request hands queue messages over: stage them in its transaction, push them after.
 
 The route never enqueues by itself: it asks ``signup`` to register a user, and
-``signup`` asks the dispatcher to publish after commit. A transactional outbox
-replaces this module's body (stage in the transaction, publish after commit,
-relay what failed) without reshaping the route.
+``signup`` asks the dispatcher to stage the welcome email in the same
+transaction as the user (``outbox.stage``) and, once that transaction
+committed, to push it to Redis at once (the fast path). Whatever the fast path
+could not push stays pending in the outbox for the relay (``herald_api.relay``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Mapping
+from contextlib import suppress
 
 import structlog
 from redis.exceptions import RedisError
 from saq import Queue
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from herald_api import outbox
+from herald_api.db import DATABASE_ERRORS
+from herald_api.errortext import describe
 from herald_api.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
 from herald_shared.messages import Message
-from herald_shared.tasks import enqueue
+from herald_shared.tasks import enqueue, task_for
 
 log = structlog.get_logger(__name__)
 
+PUSH_ERRORS = (RedisError, OSError, TimeoutError)
+"""What a push raises when Redis is down, unreachable or too slow."""
+
 
 class Dispatcher:
-    def __init__(self, queue: Queue, *, timeout_seconds: float) -> None:
-        self.queue = queue
+    def __init__(
+        self,
+        queues: Mapping[str, Queue],
+        *,
+        timeout_seconds: float,
+        grace_seconds: float,
+        exit_after_commit: bool = False,
+    ) -> None:
+        """``queues``: each base queue name (``herald_shared.queues``) and its connected queue."""
+        self.queues = queues
         self.timeout_seconds = timeout_seconds
+        self.grace_seconds = grace_seconds
+        self.exit_after_commit = exit_after_commit
+        """Fault tests only: the caller ends the process between its commit and the push."""
 
-    async def publish(self, message: Message, *, user_id: uuid.UUID) -> bool:
-        """Enqueue ``message``; on a Redis failure log it with ``user_id`` and return False.
+    async def stage(self, session: AsyncSession, message: Message) -> None:
+        """Write ``message`` to the outbox in ``session``'s transaction; the caller commits."""
+        await outbox.stage(session, message, grace_seconds=self.grace_seconds)
 
-        The caller's transaction has already committed, so a queue outage must
-        not turn a created account into an error response.
+    async def publish_after_commit(
+        self, session: AsyncSession, message: Message, *, user_id: uuid.UUID
+    ) -> bool:
+        """Push a staged, committed ``message`` to Redis and mark its row relayed.
+
+        On a Redis failure, log it with ``user_id`` and return False: the row
+        stays pending (due at once) for the relay. The transaction has
+        committed, so no failure here may turn a created account into an error
+        response; database failures are logged too.
         """
+        message_type = type(message).__name__
+        queue = self.queues[task_for(message).queue]
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                await enqueue(self.queue, message)
-        except (RedisError, OSError, TimeoutError) as exc:
-            MESSAGES_ENQUEUE_FAILED.labels(type(message).__name__).inc()
+                job = await enqueue(queue, message)
+        except PUSH_ERRORS as exc:
+            MESSAGES_ENQUEUE_FAILED.labels(message_type).inc()
             log.error(
                 "message.enqueue_failed",
                 user_id=str(user_id),
                 message_id=str(message.message_id),
-                message_type=type(message).__name__,
-                error=repr(exc),
+                message_type=message_type,
+                error=describe(exc),
+            )
+            await self._settle(
+                session,
+                message,
+                outbox.retry_soon(session, message.message_id, error=describe(exc)),
             )
             return False
-        MESSAGES_ENQUEUED.labels(type(message).__name__).inc()
+        MESSAGES_ENQUEUED.labels(message_type).inc()
         log.info(
             "message.enqueued",
             user_id=str(user_id),
             message_id=str(message.message_id),
-            message_type=type(message).__name__,
-            queue=self.queue.name,
+            message_type=message_type,
+            queue=queue.name,
+            # None: a job with this key was already in flight (the relay was faster).
+            already_queued=job is None,
         )
+        await self._settle(session, message, outbox.mark_relayed(session, message.message_id))
         return True
+
+    async def _settle(
+        self,
+        session: AsyncSession,
+        message: Message,
+        change: Awaitable[object],
+    ) -> None:
+        """Run the outbox update ``change`` and commit it; log a database failure."""
+        try:
+            await change
+            await session.commit()
+        except DATABASE_ERRORS as exc:
+            # The row stays as it was: pending, so the relay pushes it (again);
+            # the job key refuses the duplicate while the first is in flight.
+            log.warning(
+                "outbox.update_failed", message_id=str(message.message_id), error=describe(exc)
+            )
+            with suppress(*DATABASE_ERRORS):
+                await session.rollback()

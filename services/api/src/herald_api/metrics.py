@@ -12,7 +12,14 @@ from collections.abc import Iterable
 
 from fastapi import FastAPI, Response
 from fastapi.routing import RouteContext, iter_route_contexts
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,20 +44,42 @@ HTTP_REQUEST_SECONDS = Histogram(
 SIGNUPS = Counter("herald_api_signups_total", "Accounts created (committed) by sign-up.")
 MESSAGES_ENQUEUED = Counter(
     "herald_api_messages_enqueued_total",
-    "Queue messages handed to Redis after their transaction committed, by message type.",
+    "Queue messages the request itself handed to Redis right after their transaction "
+    "committed (the outbox fast path), by message type.",
     ["message_type"],
 )
 MESSAGES_ENQUEUE_FAILED = Counter(
     "herald_api_messages_enqueue_failed_total",
-    "Queue messages Redis did not take in time (logged as message.enqueue_failed), "
-    "by message type.",
+    "Queue messages Redis did not take in time on the fast path (logged as "
+    "message.enqueue_failed; the outbox relay retries them), by message type.",
     ["message_type"],
+)
+OUTBOX_PENDING = Gauge(
+    "herald_api_outbox_pending",
+    "Outbox messages not yet relayed to Redis, as the relay last counted them "
+    "(every replica counts the same table: aggregate with max, not sum).",
+)
+OUTBOX_RELAYED = Counter(
+    "herald_api_outbox_relayed_total",
+    "Outbox messages the relay pushed to Redis and marked relayed, by message type.",
+    ["message_type"],
+)
+RELAY_ERROR_REASONS = ("redis", "database", "rejected", "other")
+OUTBOX_RELAY_ERRORS = Counter(
+    "herald_api_outbox_relay_errors_total",
+    "Outbox relay failures, by reason: redis (a push failed; the batch is retried after a "
+    "backoff), database (a pass failed), rejected (a row that can never be pushed was set "
+    "aside; see outbox.message_rejected), other (a bug).",
+    ["reason"],
 )
 
 for _task in TASKS.values():
     # Export 0 before the first message, so rate() and alerts see the series at once.
     MESSAGES_ENQUEUED.labels(_task.message.__name__)
     MESSAGES_ENQUEUE_FAILED.labels(_task.message.__name__)
+    OUTBOX_RELAYED.labels(_task.message.__name__)
+for _reason in RELAY_ERROR_REASONS:
+    OUTBOX_RELAY_ERRORS.labels(_reason)
 
 
 class MetricsMiddleware:

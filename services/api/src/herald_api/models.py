@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, EmailStr, SecretStr, StringConstraints
-from sqlalchemy import Column, DateTime, String, func
+from sqlalchemy import Column, DateTime, Index, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from herald_shared.text import DisplayName
@@ -35,6 +36,41 @@ class User(SQLModel, table=True):
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
     email_verified_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A queue message staged in the transaction that caused it (the transactional outbox).
+
+    Written with the change that causes it, in one transaction; pushed to Redis
+    by the fast path right after commit or, failing that, by the relay
+    (``herald_api.relay``). ``relayed_at`` is set only after SAQ took the job.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The relay's only question: which pending rows may be pushed now.
+        Index("outbox_pending_idx", "available_at", postgresql_where=text("relayed_at IS NULL")),
+    )
+
+    message_id: uuid.UUID = Field(primary_key=True)
+    task: str = Field(sa_column=Column(Text, nullable=False))
+    queue: str = Field(sa_column=Column(Text, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = Field(
+        default_factory=_utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    available_at: datetime = Field(
+        default_factory=_utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    attempts: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    relayed_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
 

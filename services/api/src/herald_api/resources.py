@@ -1,4 +1,4 @@
-"""What the API holds open for its lifetime: database pool, queue, hasher."""
+"""What the API holds open for its lifetime: database pool, queue, hasher, outbox relay."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api.db import create_engine, session_factory
 from herald_api.dispatch import Dispatcher
 from herald_api.passwords import PasswordHasher
+from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
 
@@ -29,31 +30,58 @@ class Resources:
     notifier_queue: Queue
     dispatcher: Dispatcher
     hasher: PasswordHasher
+    relay: Relay
 
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open everything, start the outbox relay; stop the relay first when closing."""
+    if settings.fault_exit_after_commit:
+        log.warning(
+            "fault.enabled",
+            setting="HERALD_FAULT_EXIT_AFTER_COMMIT",
+            effect="every signup ends this process right after its commit (fault tests only)",
+        )
     engine = create_engine(settings)
+    sessions = session_factory(engine)
     queue = queues.connect_queue(
         settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
     )
     await queue.connect()
+    by_name = {queues.NOTIFIER: queue}
     hasher = PasswordHasher(
         memory_kib=settings.argon2_memory_kib,
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
         workers=settings.hash_workers,
     )
+    relay = Relay(
+        sessions=sessions,
+        queues=by_name,
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=settings.outbox_poll_seconds,
+        max_backoff_seconds=settings.outbox_max_backoff_seconds,
+        push_timeout_seconds=settings.enqueue_timeout_seconds,
+    )
+    relay.start()
     try:
         yield Resources(
             settings=settings,
             engine=engine,
-            sessions=session_factory(engine),
+            sessions=sessions,
             notifier_queue=queue,
-            dispatcher=Dispatcher(queue, timeout_seconds=settings.enqueue_timeout_seconds),
+            dispatcher=Dispatcher(
+                by_name,
+                timeout_seconds=settings.enqueue_timeout_seconds,
+                grace_seconds=settings.outbox_fast_path_grace_seconds,
+                exit_after_commit=settings.fault_exit_after_commit,
+            ),
             hasher=hasher,
+            relay=relay,
         )
     finally:
+        # Before the pool and the queue close under it.
+        await relay.stop()
         hasher.close()
         try:
             await queue.disconnect()

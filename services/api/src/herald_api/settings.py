@@ -6,12 +6,15 @@ import os
 from functools import cache
 from typing import Literal
 
-from pydantic import Field, PostgresDsn, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HERALD_", env_file=".env", extra="ignore")
+    # Errors name the variable and the rule, never the value: it may be a secret.
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     api_host: str = Field(default="127.0.0.1", description="Address `herald-api serve` binds.")
     api_port: int = Field(default=8000, description="Port `herald-api serve` listens on.")
@@ -21,6 +24,12 @@ class Settings(BaseSettings):
         "postgresql+asyncpg://). `herald-api migrate` creates the database if missing.",
     )
     database_pool_size: int = Field(default=10, ge=1, description="Connections kept open.")
+    database_connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long opening a database connection may take before the request "
+        "gets a 503 (asyncpg's own default is 60 s).",
+    )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Redis URL SAQ queues live in."
     )
@@ -53,6 +62,41 @@ class Settings(BaseSettings):
     readiness_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long /health/ready waits for each dependency."
     )
+    outbox_batch_size: int = Field(
+        default=200, ge=1, description="Outbox rows the relay claims and pushes per pass."
+    )
+    outbox_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How long the relay sleeps when nothing is due."
+    )
+    outbox_max_backoff_seconds: float = Field(
+        default=1.0,
+        ge=0.1,
+        description="Cap of the relay's exponential backoff (from 0.1 s) while Redis or "
+        "PostgreSQL fails, and of each failed row's retry delay.",
+    )
+    outbox_fast_path_grace_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a new outbox row is left to the signup's own push before "
+        "the relay may take it.",
+    )
+    internal_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token of the internal endpoints (/internal/v1, called by the "
+        "scheduler); at least 16 characters. Unset: those endpoints answer 404.",
+    )
+    fault_exit_after_commit: bool = Field(
+        default=False,
+        description="For fault tests only: a signup ends the process (exit status 70) right "
+        "after its commit, before pushing its welcome email, like a crash there.",
+    )
+
+    @field_validator("internal_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: object) -> object:
+        # Compose passes an unset variable through as "", which means "no token".
+        return None if value == "" else value
 
     @field_validator("database_url", mode="after")
     @classmethod

@@ -6,6 +6,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from herald_api import faults
 from herald_api.dispatch import Dispatcher
 from herald_api.metrics import SIGNUPS
 from herald_api.models import User, UserCreate
@@ -27,8 +28,10 @@ async def sign_up(
     data: UserCreate,
     request_id: str | None,
 ) -> User:
-    """Create the user, commit, then hand the welcome email to the queue.
+    """Create the user and stage its welcome email in one transaction, then push the email.
 
+    Both rows commit together or not at all, so no crash can leave a user
+    without its welcome email or an email without its user.
     Raises ``EmailTakenError`` when the (normalised) address is registered.
     """
     # Hash before touching the database: the same cost for new and taken
@@ -43,11 +46,15 @@ async def sign_up(
     )
     session.add(user)
     try:
+        # Staging flushes the user first, so a taken address fails here already.
+        await dispatcher.stage(session, welcome)
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
         raise EmailTakenError from exc
     SIGNUPS.inc()
-    log.info("user.created", user_id=str(user.id))
-    await dispatcher.publish(welcome, user_id=user.id)
+    log.info("user.created", user_id=str(user.id), message_id=str(welcome.message_id))
+    if dispatcher.exit_after_commit:
+        faults.exit_after_commit(user_id=str(user.id), message_id=str(welcome.message_id))
+    await dispatcher.publish_after_commit(session, welcome, user_id=user.id)
     return user

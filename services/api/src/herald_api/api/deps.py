@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from asgi_correlation_id import correlation_id
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.dispatch import Dispatcher
@@ -39,7 +41,36 @@ def get_request_id() -> str | None:
     return correlation_id.get()
 
 
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="InternalToken",
+    description="HERALD_INTERNAL_TOKEN of the API (the scheduler holds the same value).",
+)
+
+
+def require_internal_token(
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Let a request through only with ``Authorization: Bearer <HERALD_INTERNAL_TOKEN>``.
+
+    Without a configured token the internal routes do not exist (404), so a
+    deployment that never set one exposes nothing to guess at.
+    """
+    expected = resources.settings.internal_token
+    if expected is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="Not Found")
+    given = credentials.credentials if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="A valid internal bearer token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
+InternalAuthDep = Annotated[None, Depends(require_internal_token)]

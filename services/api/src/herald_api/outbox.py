@@ -1,0 +1,196 @@
+"""The transactional outbox table: what the fast path, the relay and the purge do to it.
+
+A message is staged in the transaction of the change that causes it, so both
+commit or neither does. Rows are marked relayed only after SAQ took the job:
+delivery to Redis is at least once (the job key, the message id, refuses a
+duplicate push while the first is in flight; the notifier dedupes the rest).
+
+Every time here is PostgreSQL's clock, never the API's, so replicas with
+drifting clocks agree on when a row is due.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, delete, func, insert, literal_column, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from herald_api.models import OutboxMessage
+from herald_shared.messages import Message
+from herald_shared.tasks import task_for
+
+BACKOFF_BASE_SECONDS = 0.1
+"""A failed row's first retry delay; it doubles with each attempt up to a cap."""
+
+NEVER: ColumnElement[datetime] = literal_column("'infinity'::timestamptz")
+"""The ``available_at`` of a row set aside: it stays pending (and counted) but is never due."""
+
+
+async def stage(session: AsyncSession, message: Message, *, grace_seconds: float) -> None:
+    """Insert ``message`` into the outbox inside ``session``'s transaction (no commit).
+
+    The relay leaves the row alone for ``grace_seconds``: the time the fast
+    path has to push it right after the commit.
+    Raises ``MessageError`` if the message is invalid, before writing anything.
+    """
+    task = task_for(message)
+    payload = message.encode()
+    # Validate now: an invalid message must fail its transaction, not become a row
+    # the relay can never push.
+    task.message.decode(payload)
+    await session.exec(
+        insert(OutboxMessage).values(
+            message_id=message.message_id,
+            task=task.name,
+            queue=task.queue,
+            payload=payload,
+            available_at=func.now() + timedelta(seconds=grace_seconds),
+        )
+    )
+
+
+def _pending_and_unlocked(message_id: uuid.UUID) -> SelectOfScalar[uuid.UUID]:
+    # SKIP LOCKED: a relay that holds this row will settle it itself; the
+    # request must not wait for the relay's batch (which may be waiting on Redis).
+    return (
+        select(col(OutboxMessage.message_id))
+        .where(col(OutboxMessage.message_id) == message_id, _pending())
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def mark_relayed(session: AsyncSession, message_id: uuid.UUID) -> bool:
+    """Mark one pending row relayed unless a relay holds it; whether it was marked."""
+    result = await session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked(message_id)))
+        .values(relayed_at=func.now())
+    )
+    return bool(result.rowcount)
+
+
+async def retry_soon(session: AsyncSession, message_id: uuid.UUID, *, error: str) -> None:
+    """After a failed fast-path push: make the row due now, so the relay retries it promptly."""
+    await session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked(message_id)))
+        .values(
+            available_at=func.now(),
+            attempts=col(OutboxMessage.attempts) + 1,
+            last_error=error,
+        )
+    )
+
+
+async def claim(session: AsyncSession, *, limit: int) -> Sequence[OutboxMessage]:
+    """Lock up to ``limit`` due pending rows, oldest due first, skipping rows others hold.
+
+    The locks last until ``session``'s transaction ends, so concurrent relays
+    (one per API replica) never push the same row at the same time.
+    """
+    result = await session.exec(
+        select(OutboxMessage)
+        .where(_pending(), col(OutboxMessage.available_at) <= func.now())
+        .order_by(col(OutboxMessage.available_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return result.all()
+
+
+async def mark_all_relayed(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
+    """Mark claimed rows relayed (SAQ took their jobs)."""
+    if message_ids:
+        await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.message_id).in_(message_ids))
+            .values(relayed_at=func.now())
+        )
+
+
+async def defer(
+    session: AsyncSession,
+    message_ids: Sequence[uuid.UUID],
+    *,
+    error: str,
+    max_delay_seconds: float,
+) -> None:
+    """Count a failed push against claimed rows and make each due again after a backoff.
+
+    The delay doubles per attempt from ``BACKOFF_BASE_SECONDS`` up to
+    ``max_delay_seconds``, so a long outage never pushes a row far into the future.
+    """
+    if not message_ids:
+        return
+    delay = func.least(
+        BACKOFF_BASE_SECONDS * func.power(2, col(OutboxMessage.attempts)), max_delay_seconds
+    )
+    await session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.message_id).in_(message_ids))
+        .values(
+            attempts=col(OutboxMessage.attempts) + 1,
+            last_error=error,
+            # clock_timestamp(): the push may have waited; now() is the transaction's start.
+            available_at=func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, delay),
+        )
+    )
+
+
+async def set_aside(session: AsyncSession, message_id: uuid.UUID, *, error: str) -> None:
+    """Keep a row that can never be pushed (malformed, unknown task) out of the relay's way.
+
+    It stays pending, so the pending gauge shows it until someone repairs or deletes it.
+    """
+    await session.exec(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.message_id) == message_id)
+        .values(attempts=col(OutboxMessage.attempts) + 1, last_error=error, available_at=NEVER)
+    )
+
+
+async def count_pending(session: AsyncSession) -> int:
+    """Rows not relayed yet (including rows set aside)."""
+    result = await session.exec(select(func.count()).select_from(OutboxMessage).where(_pending()))
+    return int(result.one())
+
+
+PURGE_BATCH_SIZE = 10_000
+"""Rows one purge transaction deletes: a long backlog is purged in short transactions."""
+
+
+async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_seconds: int) -> int:
+    """Delete every row relayed more than ``older_than_seconds`` ago; how many were deleted."""
+    deleted = 0
+    while True:
+        async with sessions() as session:
+            batch = await _purge_batch(
+                session, older_than_seconds=older_than_seconds, limit=PURGE_BATCH_SIZE
+            )
+            await session.commit()
+        deleted += batch
+        if batch < PURGE_BATCH_SIZE:
+            return deleted
+
+
+async def _purge_batch(session: AsyncSession, *, older_than_seconds: int, limit: int) -> int:
+    relayed_before = func.now() - timedelta(seconds=older_than_seconds)
+    doomed = (
+        select(col(OutboxMessage.message_id))
+        .where(col(OutboxMessage.relayed_at) < relayed_before)
+        .limit(limit)
+    )
+    result = await session.exec(
+        delete(OutboxMessage).where(col(OutboxMessage.message_id).in_(doomed))
+    )
+    return int(result.rowcount)
+
+
+def _pending() -> ColumnElement[bool]:
+    return col(OutboxMessage.relayed_at).is_(None)

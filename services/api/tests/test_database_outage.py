@@ -1,0 +1,153 @@
+"""PostgreSQL unreachable: 503 with Retry-After, nothing half-written, recovery by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from herald_api.api.errors import DATABASE_UNAVAILABLE
+from herald_api.app import create_app
+from herald_api.settings import Settings
+from herald_testing.ports import free_port
+
+BODY = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}
+
+
+@pytest.fixture
+async def dead_db_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with its database URL on a port where nothing listens."""
+    dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/herald"
+    app = create_app(settings.model_copy(update={"database_url": dead}))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
+        ) as http,
+    ):
+        yield http
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503
+    assert response.json() == {"detail": DATABASE_UNAVAILABLE}
+    assert response.headers["Retry-After"] == "1"
+
+
+async def test_signup_and_read_answer_503_when_postgres_is_unreachable(
+    dead_db_client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    assert_unavailable(await dead_db_client.post("/api/v1/users", json=BODY))
+    assert_unavailable(await dead_db_client.get(f"/api/v1/users/{uuid.uuid4()}"))
+
+    ready = await dead_db_client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["postgres"].startswith("error")
+    # Validation still answers without the database.
+    assert (await dead_db_client.post("/api/v1/users", json={})).status_code == 422
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_connection_lost_mid_signup_is_503_and_writes_neither_row(
+    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    # Hold the signup between its two inserts: SHARE mode blocks INSERT into outbox
+    # (and nothing the relay's claims need), so the signup waits there, user written.
+    locker = await asyncpg.connect(database_url)
+    signup: asyncio.Task[httpx.Response] | None = None
+    try:
+        await locker.execute("BEGIN; LOCK TABLE outbox IN SHARE MODE")
+        signup = asyncio.create_task(client.post("/api/v1/users", json=BODY))
+        pid = await _blocked_insert(db)
+        holds = await db.fetch(
+            "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE l.pid = $1 AND l.granted",
+            pid,
+        )
+        assert ("users", "RowExclusiveLock") in [(h["relname"], h["mode"]) for h in holds]
+        assert await db.fetchval("SELECT pg_terminate_backend($1)", pid)
+        response = await asyncio.wait_for(signup, timeout=10)
+    finally:
+        await locker.close()
+        if signup is not None and not signup.done():
+            signup.cancel()
+
+    assert_unavailable(response)
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+    # The pool replaces the dead connection by itself (pool_pre_ping).
+    again = await client.post("/api/v1/users", json=BODY)
+    assert again.status_code == 201
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def _blocked_insert(db: asyncpg.Connection) -> int:
+    """The backend of the signup waiting to insert its outbox row."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pid: int | None = await db.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query ILIKE 'INSERT INTO outbox%'"
+        )
+        if pid is not None:
+            return pid
+        await asyncio.sleep(0.02)
+    raise AssertionError("the signup never reached its outbox insert")
+
+
+async def test_the_api_recovers_by_itself_after_postgres_dropped_every_connection(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    created = await client.post("/api/v1/users", json=BODY)
+    location = created.headers["Location"]
+
+    terminated = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    assert terminated >= 1
+    assert (await client.get(location)).status_code == 200
+
+
+async def test_a_database_that_accepts_but_never_answers_is_503_after_the_connect_timeout(
+    settings: Settings,
+) -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # hold the connection open and say nothing
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = settings.model_copy(
+        update={
+            "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/herald",
+            "database_connect_timeout_seconds": 0.3,
+        }
+    )
+    app = create_app(silent)
+    try:
+        async with (
+            LifespanManager(app) as manager,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
+            ) as http,
+        ):
+            started = time.monotonic()
+            response = await http.get(f"/api/v1/users/{uuid.uuid4()}")
+            waited = time.monotonic() - started
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert_unavailable(response)
+    assert waited < 5

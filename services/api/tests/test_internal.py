@@ -1,0 +1,149 @@
+"""``POST /internal/v1/outbox/purge``: the scheduler's way to trim the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+
+from herald_api import outbox
+from herald_api.app import create_app
+from herald_api.settings import Settings
+
+TOKEN = "internal-token-for-tests-only"
+PURGE = "/internal/v1/outbox/purge"
+HOUR = {"older_than_seconds": 3600}
+
+InsertPending = Callable[..., Awaitable[list[uuid.UUID]]]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"internal_token": SecretStr(TOKEN)})
+
+
+@pytest.fixture
+async def no_token_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"internal_token": None}))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
+        ) as http,
+    ):
+        yield http
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        bearer("internal-token-for-tests-onlY"),
+        bearer(TOKEN[:-1]),
+        bearer(""),
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+    ],
+    ids=["missing", "wrong", "prefix", "empty", "basic-scheme", "no-scheme"],
+)
+async def test_purge_without_the_right_token_is_401_and_deletes_nothing(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    insert_pending: InsertPending,
+    headers: dict[str, str],
+) -> None:
+    await insert_pending(2, relayed_at="now() - interval '2 days'")
+
+    response = await client.post(PURGE, json=HOUR, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert TOKEN not in response.text
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_auth_is_checked_before_the_body(client: httpx.AsyncClient) -> None:
+    response = await client.post(PURGE, json={"older_than_seconds": 1})
+
+    assert response.status_code == 401
+
+
+async def test_without_a_configured_token_the_internal_routes_do_not_exist(
+    no_token_client: httpx.AsyncClient,
+) -> None:
+    for headers in ({}, bearer(TOKEN), bearer("")):
+        response = await no_token_client.post(PURGE, json=HOUR, headers=headers)
+        assert response.status_code == 404
+        assert "WWW-Authenticate" not in response.headers
+    schema = (await no_token_client.get("/openapi.json")).json()
+    assert PURGE not in schema["paths"]
+
+
+async def test_purge_deletes_only_rows_relayed_before_the_threshold(
+    client: httpx.AsyncClient, db: asyncpg.Connection, insert_pending: InsertPending
+) -> None:
+    old = await insert_pending(3, relayed_at="now() - interval '2 hours'")
+    recent = await insert_pending(2, relayed_at="now() - interval '10 minutes'")
+    # Created long ago but never relayed: a purge must never lose a message.
+    stuck = await insert_pending(
+        2, created_at="now() - interval '3 days'", available_at="'infinity'"
+    )
+    due = await insert_pending(1, created_at="now() - interval '3 days'")
+
+    response = await client.post(PURGE, json=HOUR, headers=bearer(TOKEN))
+
+    assert response.status_code == 200
+    assert response.json() == {"deleted": 3}
+    left = {r["message_id"] for r in await db.fetch("SELECT message_id FROM outbox")}
+    assert left == set(recent + stuck + due)
+    assert not left & set(old)
+
+    again = await client.post(PURGE, json=HOUR, headers=bearer(TOKEN))
+    assert again.json() == {"deleted": 0}
+
+
+async def test_a_long_backlog_is_purged_in_several_transactions(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    insert_pending: InsertPending,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox, "PURGE_BATCH_SIZE", 3)
+    await insert_pending(7, relayed_at="now() - interval '2 hours'")
+
+    response = await client.post(PURGE, json=HOUR, headers=bearer(TOKEN))
+
+    assert response.json() == {"deleted": 7}
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"older_than_seconds": 59}, {"older_than_seconds": -1}, {"older_than_seconds": "x"}],
+)
+async def test_a_threshold_under_a_minute_or_missing_is_422(
+    client: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    response = await client.post(PURGE, json=body, headers=bearer(TOKEN))
+
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "older_than_seconds"]]
+
+
+async def test_the_purge_is_documented_with_its_bearer_scheme(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    operation = schema["paths"][PURGE]["post"]
+    assert operation["tags"] == ["internal"]
+    assert {"401", "404", "422"} <= set(operation["responses"])
+    assert operation["security"] == [{"InternalToken": []}]
+    assert schema["components"]["securitySchemes"]["InternalToken"]["scheme"] == "bearer"

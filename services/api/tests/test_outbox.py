@@ -1,0 +1,167 @@
+"""The transactional outbox on signup: one transaction, then the fast path.
+
+A signup writes its user and its welcome email's outbox row together, pushes
+the email to SAQ right after the commit, and only then marks the row relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import NoReturn
+
+import asyncpg
+import httpx
+import pytest
+from saq import Queue
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api import faults, outbox
+from herald_api.dispatch import Dispatcher
+from herald_api.models import UserCreate
+from herald_api.passwords import PasswordHasher
+from herald_api.relay import Relay
+from herald_api.signup import sign_up
+from herald_shared import queues
+from herald_shared.messages import WelcomeEmail
+from herald_shared.tasks import SEND_WELCOME_EMAIL
+
+BODY = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}
+
+
+async def test_signup_writes_one_user_and_one_outbox_row_marked_relayed_after_the_push(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    response = await client.post("/api/v1/users", json=BODY)
+
+    assert response.status_code == 201
+    user_id = response.json()["id"]
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    [row] = await db.fetch("SELECT * FROM outbox")
+    assert row["task"] == SEND_WELCOME_EMAIL.name
+    assert row["queue"] == queues.NOTIFIER
+    assert row["attempts"] == 0
+    assert row["last_error"] is None
+    assert row["relayed_at"] is not None
+    assert row["relayed_at"] >= row["created_at"]
+    message = WelcomeEmail.decode(json.loads(row["payload"]))
+    assert message.message_id == row["message_id"]
+    assert str(message.user_id) == user_id
+    [job] = (await notifier_queue.info(jobs=True))["jobs"]
+    assert job["key"] == str(row["message_id"])
+    assert WelcomeEmail.decode(job["kwargs"]["payload"]) == message
+
+
+async def test_a_taken_email_writes_neither_a_user_nor_an_outbox_row(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    assert (await client.post("/api/v1/users", json=BODY)).status_code == 201
+    assert (await client.post("/api/v1/users", json=BODY)).status_code == 409
+
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+class SimulatedCrashError(BaseException):
+    """Stands in for os._exit: nothing after it runs, like a process that died there."""
+
+
+async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_delivers(
+    sessions: async_sessionmaker[AsyncSession],
+    db: asyncpg.Connection,
+    notifier_queue: Queue,
+    make_relay: Callable[..., Relay],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash(status: int) -> NoReturn:
+        raise SimulatedCrashError(status)
+
+    monkeypatch.setattr(os, "_exit", crash)
+    hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1)
+    dispatcher = Dispatcher(
+        {queues.NOTIFIER: notifier_queue},
+        timeout_seconds=2.0,
+        grace_seconds=0,
+        exit_after_commit=True,
+    )
+    try:
+        async with sessions() as session:
+            with pytest.raises(SimulatedCrashError) as crashed:
+                await sign_up(
+                    session=session,
+                    hasher=hasher,
+                    dispatcher=dispatcher,
+                    data=UserCreate.model_validate(BODY),
+                    request_id=None,
+                )
+    finally:
+        hasher.close()
+    assert crashed.value.args == (faults.EXIT_AFTER_COMMIT_STATUS,)
+
+    # Committed together (one transaction id), nothing pushed, nothing marked.
+    user = await db.fetchrow("SELECT id, xmin::text AS xid FROM users")
+    row = await db.fetchrow("SELECT message_id, relayed_at, payload, xmin::text AS xid FROM outbox")
+    assert user is not None
+    assert row is not None
+    assert user["xid"] == row["xid"]
+    assert row["relayed_at"] is None
+    assert await notifier_queue.count("queued") == 0
+
+    result = await make_relay().relay_once()
+
+    assert result.relayed.total() == 1
+    assert await db.fetchval("SELECT relayed_at IS NOT NULL FROM outbox") is True
+    [job] = (await notifier_queue.info(jobs=True))["jobs"]
+    assert job["key"] == str(row["message_id"])
+    assert WelcomeEmail.decode(job["kwargs"]["payload"]).user_id == user["id"]
+
+
+async def test_the_relay_leaves_a_new_row_to_the_fast_path_during_the_grace_period(
+    sessions: async_sessionmaker[AsyncSession],
+    db: asyncpg.Connection,
+    make_relay: Callable[..., Relay],
+    notifier_queue: Queue,
+) -> None:
+    dispatcher = Dispatcher(
+        {queues.NOTIFIER: notifier_queue}, timeout_seconds=2.0, grace_seconds=60
+    )
+    message = WelcomeEmail(user_id=uuid.uuid4(), email="a@example.com", display_name="A")
+    async with sessions() as session:
+        await dispatcher.stage(session, message)
+        await session.commit()
+
+    result = await make_relay().relay_once()
+
+    assert result.claimed == 0
+    assert await db.fetchval("SELECT available_at - created_at FROM outbox") == timedelta(
+        seconds=60
+    )
+
+
+async def test_the_fast_path_never_waits_for_a_relay_holding_its_row(
+    sessions: async_sessionmaker[AsyncSession],
+    db: asyncpg.Connection,
+    database_url: str,
+    insert_pending: Callable[..., Awaitable[list[uuid.UUID]]],
+) -> None:
+    [message_id] = await insert_pending(1)
+    relay = await asyncpg.connect(database_url)
+    try:
+        await relay.execute("BEGIN")
+        await relay.execute("SELECT 1 FROM outbox WHERE message_id = $1 FOR UPDATE", message_id)
+        async with sessions() as session, asyncio.timeout(2):
+            marked = await outbox.mark_relayed(session, message_id)
+            await outbox.retry_soon(session, message_id, error="x")
+            await session.commit()
+    finally:
+        await relay.close()
+
+    # The relay holding it settles the row itself; the request left it alone.
+    assert marked is False
+    row = await db.fetchrow("SELECT relayed_at, attempts FROM outbox")
+    assert (row["relayed_at"], row["attempts"]) == (None, 0)
