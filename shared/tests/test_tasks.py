@@ -26,9 +26,10 @@ async def test_enqueue_puts_one_job_with_the_task_policy(notifier_queue: Queue) 
     assert stored is not None
     assert stored.function == "send_welcome_email"
     assert stored.kwargs == {"payload": message.encode()}
-    assert (stored.retries, stored.timeout) == (
+    assert (stored.retries, stored.timeout, stored.heartbeat) == (
         SEND_WELCOME_EMAIL.retries,
         SEND_WELCOME_EMAIL.timeout,
+        SEND_WELCOME_EMAIL.heartbeat,
     )
     assert stored.retries > 1
     assert stored.retry_backoff

@@ -1,13 +1,19 @@
-"""Fixtures of the notifier's tests: a queue of the test's own and settings aimed at it."""
+"""Fixtures of the notifier's tests: a queue of the test's own, settings aimed at
+it, and its delivery records and dead letters as the notifier keeps them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from herald_notifier.dead_letters import DeadLetters
+from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.settings import Settings
+from herald_shared import queues
 
 
 @pytest.fixture
@@ -31,3 +37,24 @@ def settings_for(redis_url: str, queue_namespace: str) -> Callable[..., Settings
         )
 
     return make
+
+
+@pytest.fixture
+async def notifier_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def deliveries(notifier_redis: aioredis.Redis, queue_namespace: str) -> DeliveryRecords:
+    """The delivery records of this test's notifier queue."""
+    name = queues.queue_name(queues.NOTIFIER, namespace=queue_namespace)
+    return DeliveryRecords(notifier_redis, queue_name=name, record_ttl=timedelta(days=30))
+
+
+@pytest.fixture
+def dead_letters(notifier_redis: aioredis.Redis, queue_namespace: str) -> DeadLetters:
+    """The dead-letter store of this test's notifier queue."""
+    name = queues.queue_name(queues.NOTIFIER, namespace=queue_namespace)
+    return DeadLetters(notifier_redis, queue_name=name)

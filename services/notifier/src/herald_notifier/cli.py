@@ -1,25 +1,80 @@
-"""``herald-notifier``: run the notifier worker until SIGINT or SIGTERM."""
+"""``herald-notifier``: the notifier worker, and its dead letters.
+
+    herald-notifier                      run the worker until SIGINT/SIGTERM
+    herald-notifier run                  the same
+    herald-notifier dead-letters list [--json]
+    herald-notifier dead-letters replay MESSAGE_ID... | --all
+
+``list`` prints one line per dead letter, oldest first: failed_at,
+message_id, task, attempts, reason (``--json``: one JSON object per line,
+payload included). ``replay`` re-enqueues letters and removes each once SAQ
+accepted it; it exits 1 if any letter was kept (still malformed, unknown,
+already in flight) or not found.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import structlog
 from saq import Worker
 
+from herald_notifier.dead_letters import replay
 from herald_notifier.settings import Settings
-from herald_notifier.worker import build_settings
+from herald_notifier.worker import build_settings, connect_queue
 from herald_shared.logs import configure_logging
 
 log = structlog.get_logger(__name__)
 
 
-def main() -> None:
-    """Configure logging from the environment and run the worker."""
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="herald-notifier",
+        description="Herald's notifier: sends account emails from the notifier queue.",
+    )
+    commands = cli.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", help="run the worker until SIGINT/SIGTERM (the default)")
+    letters = commands.add_parser("dead-letters", help="list or replay jobs that failed for good")
+    actions = letters.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="one line per dead letter, oldest first")
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object per line, payload included"
+    )
+    again = actions.add_parser(
+        "replay", help="re-enqueue dead letters; each is removed once SAQ took its job"
+    )
+    again.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
+    again.add_argument("--all", action="store_true", help="every dead letter")
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line, configure logging from the environment, run."""
+    cli = parser()
+    args = cli.parse_args(argv)
+    replaying = args.command == "dead-letters" and args.action == "replay"
+    if replaying and bool(args.all) == bool(args.message_ids):
+        cli.error("dead-letters replay: give MESSAGE_IDs or --all (not both)")
     settings = Settings()
-    configure_logging(service="notifier", level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(run(build_settings(settings)))
+    if args.command in (None, "run"):
+        configure_logging(service="notifier", level=settings.log_level, fmt=settings.log_format)
+        asyncio.run(run(build_settings(settings)))
+        return
+    # Output on stdout, logs on stderr: `list --json` must stay parseable.
+    with contextlib.redirect_stdout(sys.stderr):
+        configure_logging(service="notifier", level="WARNING", fmt=settings.log_format)
+    if args.action == "list":
+        asyncio.run(list_dead_letters(settings, as_json=args.json))
+    else:
+        ids = None if args.all else list(args.message_ids)
+        sys.exit(asyncio.run(replay_dead_letters(settings, ids)))
 
 
 async def run(worker_settings: dict[str, Any]) -> None:
@@ -34,3 +89,40 @@ async def run(worker_settings: dict[str, Any]) -> None:
     finally:
         await worker.queue.disconnect()
         log.info("notifier.stopped")
+
+
+async def list_dead_letters(settings: Settings, *, as_json: bool) -> None:
+    """Print the dead letters of the configured queue."""
+    queue = connect_queue(settings)
+    await queue.connect()
+    try:
+        letters = await queue.dead_letters.entries()
+    finally:
+        await queue.disconnect()
+    for letter in letters:
+        if as_json:
+            print(json.dumps(asdict(letter), sort_keys=True))
+        else:
+            print(
+                f"{letter.failed_at}  {letter.message_id}  {letter.task}  "
+                f"attempts={letter.attempts}  {letter.reason}"
+            )
+    if not letters:
+        print("no dead letters", file=sys.stderr)
+
+
+async def replay_dead_letters(settings: Settings, ids: list[str] | None) -> int:
+    """Replay ``ids`` (every letter if ``None``); the exit status: 0 if all were
+    re-enqueued, else 1."""
+    queue = connect_queue(settings)
+    await queue.connect()
+    try:
+        results = await replay(queue.dead_letters, queue, ids)
+    finally:
+        await queue.disconnect()
+    for result in results:
+        verdict = "replayed" if result.replayed else "not replayed"
+        print(f"{verdict}  {result.message_id}  {result.detail}")
+    if not results:
+        print("no dead letters", file=sys.stderr)
+    return 0 if all(result.replayed for result in results) else 1

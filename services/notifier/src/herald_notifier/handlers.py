@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Any
 
 import structlog
 from aiosmtplib import SMTPException
-from saq import Job
+from saq import Job, Worker
 
+from herald_notifier.delivery import Claim, DeliveryRecords, Outcome
 from herald_notifier.failures import classify
 from herald_notifier.mailer import Mailer
-from herald_notifier.metrics import measure_send
+from herald_notifier.metrics import (
+    CLAIM_CONFLICTS,
+    DELIVERY_MARK_SECONDS,
+    DELIVERY_MARKS_FAILED,
+    DUPLICATES_SUPPRESSED,
+    POSSIBLE_DUPLICATES,
+    measure_send,
+)
 from herald_notifier.render import Renderer
-from herald_shared.messages import WelcomeEmail
-from herald_shared.tasks import fail_permanently
+from herald_shared.messages import Message, WelcomeEmail
+from herald_shared.tasks import (
+    DEFAULT_LEASE_SECONDS,
+    give_up,
+    lease_of,
+    note_failure,
+)
 
 RESOURCES = "notifier"
 """The ctx key under which the worker's startup puts ``Resources``."""
+
+MARK_ATTEMPTS = 3
+"""Tries at writing the sent record before the handler gives up on it."""
 
 log = structlog.get_logger(__name__)
 
@@ -28,14 +48,20 @@ class Resources:
 
     renderer: Renderer
     mailer: Mailer
+    deliveries: DeliveryRecords
 
 
-async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> None:
-    """Render and send the welcome email of ``message``.
+class ClaimHeldError(Exception):
+    """Another attempt holds a live claim on this message: try again later."""
+
+
+async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> str:
+    """Render and send the welcome email of ``message``, at most once.
 
     A failure a retry can fix propagates so SAQ retries under the task's
     backoff; a permanent one (a 5xx about this message, an unrenderable
-    message) also fails the job at once.
+    message) also fails the job at once. Returns what became of the message
+    (the job's result): ``sent`` or ``duplicate_suppressed``.
     """
     resources: Resources = ctx[RESOURCES]
     job: Job | None = ctx.get("job")
@@ -44,34 +70,183 @@ async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> None
         email = resources.renderer.welcome(message)
     except ValueError as exc:
         log.error("email.render_failed", error=str(exc), recipient_domain=domain)
-        _give_up(job)
+        if job is not None:
+            reason = f"render failed: {exc}"
+            give_up(job, kind="unrenderable", reason=reason, error_class=type(exc).__name__)
         raise
+    return await deliver(ctx, resources, message, email, recipient_domain=domain)
+
+
+async def deliver(
+    ctx: dict[str, Any],
+    resources: Resources,
+    message: Message,
+    email: EmailMessage,
+    *,
+    recipient_domain: str,
+) -> str:
+    """Claim ``message``, send ``email``, record it sent (see
+    ``herald_notifier.delivery``); what became of it: ``sent`` or
+    ``duplicate_suppressed``."""
+    lease = lease_of(ctx)
+    deliveries = resources.deliveries
+    claim = await _claim(ctx, deliveries, message, recipient_domain=recipient_domain)
+    if claim.outcome == Outcome.SENT:
+        return "duplicate_suppressed"
+    if lease is not None:
+        lease.keep(lambda: deliveries.renew(claim))
+    await _send(ctx, resources, claim, email, recipient_domain=recipient_domain)
+    log.info(
+        "email.sent",
+        recipient_domain=recipient_domain,
+        possible_duplicate=claim.outcome.possible_duplicate,
+    )
+    return "sent"
+
+
+async def _claim(
+    ctx: dict[str, Any], deliveries: DeliveryRecords, message: Message, *, recipient_domain: str
+) -> Claim:
+    """Claim ``message`` for this attempt; raises ``ClaimHeldError`` if another
+    attempt holds it. A claim found ``sent`` is returned (nothing to do)."""
+    lease = lease_of(ctx)
+    claim = await deliveries.claim(
+        message.message_id,
+        owner=owner_of(ctx),
+        lease_seconds=lease.seconds if lease is not None else DEFAULT_LEASE_SECONDS,
+    )
+    if claim.outcome == Outcome.SENT:
+        DUPLICATES_SUPPRESSED.inc()
+        log.info(
+            "email.duplicate_suppressed", record=claim.previous, recipient_domain=recipient_domain
+        )
+    elif claim.outcome == Outcome.HELD:
+        CLAIM_CONFLICTS.inc()
+        log.info("email.claim_held", holder=claim.previous, recipient_domain=recipient_domain)
+        raise ClaimHeldError("another attempt is sending this message right now")
+    elif claim.outcome.possible_duplicate:
+        crash = claim.outcome == Outcome.STALE
+        POSSIBLE_DUPLICATES.labels("crash" if crash else "unconfirmed").inc()
+        log.warning(
+            "email.redelivered_after_crash" if crash else "email.redelivered_unconfirmed",
+            previous=claim.previous,
+            recipient_domain=recipient_domain,
+        )
+    return claim
+
+
+async def _send(
+    ctx: dict[str, Any],
+    resources: Resources,
+    claim: Claim,
+    email: EmailMessage,
+    *,
+    recipient_domain: str,
+) -> None:
+    """Send ``email`` under ``claim`` and mark it sent straight after the 250."""
+    deliveries = resources.deliveries
+    session = resources.mailer.session()
+    polite = True
     try:
-        with measure_send():
-            await resources.mailer.send(email)
-    except (SMTPException, OSError) as exc:
-        failure = classify(exc)
-        details = {
-            "smtp_code": failure.smtp_code,
-            "reason": failure.reason,
-            "recipient_domain": domain,
-        }
-        if failure.permanent:
-            log.error("email.rejected", **details)
-            _give_up(job)
-        elif job is not None and not job.retryable:
-            log.error("email.failed", retries_exhausted=True, **details)
-        else:
-            log.warning("email.deferred", **details)
+        try:
+            with measure_send():
+                await session.send(email)
+        except (SMTPException, OSError) as exc:
+            await _end_claim(deliveries, claim, data_started=session.data_started)
+            _note_send_failure(ctx.get("job"), exc, recipient_domain=recipient_domain)
+            raise
+        except BaseException:
+            # Cancelled mid-send (a shutdown, SAQ's timeout, a lost lease) or a
+            # bug: no QUIT, just let go of the claim.
+            polite = False
+            await _end_claim(deliveries, claim, data_started=session.data_started)
+            raise
+        # The relay said 250: record it before anything else, QUIT included.
+        await _mark_sent(deliveries, claim)
+    finally:
+        await session.close(polite=polite)
+
+
+def _note_send_failure(
+    job: Job | None, exc: SMTPException | OSError, *, recipient_domain: str
+) -> None:
+    failure = classify(exc)
+    reason = failure.reason
+    if failure.smtp_code is not None:
+        reason = f"SMTP {failure.smtp_code}: {reason}"
+    error_class = type(exc).__name__
+    if job is not None and failure.permanent:
+        give_up(job, kind="rejected", reason=reason, error_class=error_class)
+    elif job is not None:
+        note_failure(job, kind="transient", reason=reason, error_class=error_class)
+    details = {
+        "smtp_code": failure.smtp_code,
+        "reason": failure.reason,
+        "recipient_domain": recipient_domain,
+    }
+    if failure.permanent:
+        log.error("email.rejected", **details)
+    elif job is not None and not job.retryable:
+        log.error("email.failed", retries_exhausted=True, **details)
+    else:
+        log.warning("email.deferred", **details)
+
+
+async def _mark_sent(deliveries: DeliveryRecords, claim: Claim) -> None:
+    """Write the sent record, retrying briefly; shielded from cancellation (the
+    record is true whatever happens to the attempt now)."""
+    accepted = time.perf_counter()
+    mark = asyncio.ensure_future(_write_mark(deliveries, claim))
+    try:
+        await asyncio.shield(mark)
+    except asyncio.CancelledError:
+        # Give the record a moment to land before the cancellation goes on.
+        await asyncio.wait({mark}, timeout=5.0)
         raise
-    log.info("email.sent", recipient_domain=domain)
+    finally:
+        if mark.done() and not mark.cancelled() and mark.exception() is None:
+            DELIVERY_MARK_SECONDS.observe(time.perf_counter() - accepted)
+
+
+async def _write_mark(deliveries: DeliveryRecords, claim: Claim) -> None:
+    for attempt in range(1, MARK_ATTEMPTS + 1):
+        try:
+            await deliveries.mark_sent(claim)
+        except Exception as exc:
+            if attempt < MARK_ATTEMPTS:
+                await asyncio.sleep(0.2 * attempt)
+                continue
+            # The email is out: the job succeeded. Only a redelivery of this
+            # message would send it again (counted as a possible duplicate).
+            DELIVERY_MARKS_FAILED.inc()
+            log.error("email.sent_unrecorded", error=repr(exc))
+        return
+
+
+async def _end_claim(deliveries: DeliveryRecords, claim: Claim, *, data_started: bool) -> None:
+    """Give the claim up after a failed or cancelled send: released if the
+    relay cannot have the message, else left ``unconfirmed``. Never raises
+    (an unreleased claim lapses with its lease)."""
+    try:
+        if data_started:
+            await deliveries.leave_unconfirmed(claim)
+            log.warning("email.outcome_unknown", reason="DATA sent, no reply")
+        else:
+            await deliveries.release(claim)
+    except Exception as exc:
+        log.warning("email.claim_not_released", error=repr(exc))
+
+
+def owner_of(ctx: dict[str, Any]) -> str:
+    """Who claims a message: ``worker id/job key/attempt``."""
+    worker = ctx.get("worker")
+    job: Job | None = ctx.get("job")
+    worker_id = worker.id if isinstance(worker, Worker) else f"local-{uuid.uuid4()}"
+    if job is None:
+        return f"{worker_id}/-/0"
+    return f"{worker_id}/{job.key}/{job.attempts}"
 
 
 def recipient_domain(address: str) -> str:
     """The domain of ``address``: all of it that logs may show."""
     return address.rpartition("@")[2].lower()
-
-
-def _give_up(job: Job | None) -> None:
-    if job is not None:
-        fail_permanently(job)

@@ -2,6 +2,10 @@
 
 - job attempts, from SAQ's ``after_process`` hook (``record_attempt``);
 - SMTP deliveries, timed around the send (``measure_send``);
+- what the delivery records decided: duplicates suppressed, possible
+  duplicates sent, claim clashes, and the time the ``sent`` mark took (the
+  RFC 1047 window, see ``herald_notifier.delivery``);
+- dead letters, by task and reason class (``herald_notifier.dead_letters``);
 - the notifier queue's depth, refreshed by a task the worker's startup runs
   (``track_queue_depth``), so a scrape never waits on Redis.
 
@@ -48,10 +52,50 @@ JOBS_FAILED = Counter(
 EMAILS_SENT = Counter("herald_notifier_emails_sent_total", "Emails the SMTP relay accepted.")
 EMAIL_SEND_SECONDS = Histogram(
     "herald_notifier_email_send_duration_seconds",
-    "Time one SMTP delivery took (connect to QUIT), by outcome: sent or error.",
+    "Time one SMTP delivery took (connect to the reply to DATA), by outcome: sent or error.",
     ["outcome"],
     # Up to the 60 s job timeout: a relay that hangs until HERALD_SMTP_TIMEOUT shows.
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+)
+DUPLICATES_SUPPRESSED = Counter(
+    "herald_notifier_duplicates_suppressed_total",
+    "Jobs whose message was already sent: acknowledged without sending again.",
+)
+POSSIBLE_DUPLICATES = Counter(
+    "herald_notifier_possible_duplicates_total",
+    "Sends of a message a previous attempt may already have delivered, by cause: crash "
+    "(its worker died holding the delivery claim) or unconfirmed (DATA went out, the "
+    "reply never came).",
+    ["cause"],
+)
+CLAIM_CONFLICTS = Counter(
+    "herald_notifier_delivery_claim_conflicts_total",
+    "Attempts that found another live claim on their message and were retried later.",
+)
+DELIVERY_MARK_SECONDS = Histogram(
+    "herald_notifier_delivery_mark_seconds",
+    "Time from the relay's 250 to the sent record acknowledged by Redis: the window in "
+    "which a crash sends the message twice.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+DELIVERY_MARKS_FAILED = Counter(
+    "herald_notifier_delivery_marks_failed_total",
+    "Emails the relay accepted whose sent record could not be written: a redelivery of "
+    "such a message sends it again.",
+)
+DEAD_LETTERS = Counter(
+    "herald_notifier_dead_letters_total",
+    "Jobs dead-lettered, by task and reason: malformed, rejected (5xx), unrenderable, "
+    "retries_exhausted, stuck (swept with no attempt left) or failed (other).",
+    ["task", "reason"],
+)
+DEAD_LETTER_REASONS = (
+    "malformed",
+    "rejected",
+    "unrenderable",
+    "retries_exhausted",
+    "stuck",
+    "failed",
 )
 QUEUE_JOBS = Gauge(
     "herald_notifier_queue_jobs",
@@ -65,8 +109,12 @@ for _task in TASKS.values():
         # Export 0 before the first job, so rate() and alerts see the series at once.
         for _counter in (JOBS_PROCESSED, JOBS_RETRIED, JOBS_FAILED):
             _counter.labels(_task.name)
+        for _reason in DEAD_LETTER_REASONS:
+            DEAD_LETTERS.labels(_task.name, _reason)
 for _outcome in ("sent", "error"):
     EMAIL_SEND_SECONDS.labels(_outcome)
+for _cause in ("crash", "unconfirmed"):
+    POSSIBLE_DUPLICATES.labels(_cause)
 
 
 async def record_attempt(ctx: dict[str, Any]) -> None:

@@ -64,6 +64,26 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the Prometheus metrics server (GET /metrics); 0 disables it.",
     )
+    notifier_sweep_seconds: int = Field(
+        default=5,
+        ge=1,
+        le=60,
+        description="How often SAQ's sweeper looks for stuck jobs (one worker per interval); "
+        "part of how soon a crashed worker's jobs run again.",
+    )
+    notifier_sweep_abort_wait_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=5,
+        description="Seconds the sweeper waits for a stuck job's worker to confirm the "
+        "abort before re-queueing the job (SAQ: 5); all stuck jobs wait at once.",
+    )
+    notifier_delivery_record_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days a delivery record (sent, or a crashed claim) is kept: a redelivery of "
+        "a message within this window is never sent twice.",
+    )
     notifier_shutdown_grace_seconds: int = Field(
         default=20,
         ge=0,
