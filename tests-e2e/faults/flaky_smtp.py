@@ -1,6 +1,6 @@
 """An SMTP relay that refuses some messages on purpose, in front of MailDev.
 
-    python -m herald_testing.flaky_smtp --listen 0.0.0.0:2525 --relay maildev:1025 \
+    python flaky_smtp.py --listen 0.0.0.0:2525 --relay maildev:1025 \
         --refuse-ratio 0.2
 
 Each message is refused with ``451 4.3.0`` (a transient failure the sender must
