@@ -9,7 +9,7 @@ STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/nul
 TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests
 LINT_PATHS := shared services tests-e2e
 
-.PHONY: help install dev migrate test lint format e2e chaos up down logs ps clean
+.PHONY: help install dev migrate test lint format e2e chaos dead-letters replay up down logs ps clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,17 @@ e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; ST
 
 chaos: install ## 1,000 signups while Redis stops, the notifier is SIGKILLed and SMTP refuses 20%
 	$(UV) run --no-sync python -m herald_testing.chaos
+
+# Where the notifier runs: in the compose stack when its notifier is up, else locally.
+NOTIFIER_CLI = $(shell $(COMPOSE) ps --status running --services 2>/dev/null | grep -qx notifier \
+	&& echo "$(COMPOSE) exec -T notifier herald-notifier" || echo "$(UV) run --no-sync herald-notifier")
+
+dead-letters: ## List welcome emails that failed for good, with the reason
+	$(NOTIFIER_CLI) dead-letters list
+
+replay: ## Re-enqueue dead letters: make replay ID=<message_id> (or ID=--all)
+	@test -n "$(ID)" || { echo "usage: make replay ID=<message_id>|--all" >&2; exit 2; }
+	$(NOTIFIER_CLI) dead-letters replay $(ID)
 
 up: ## Build and start the whole stack in containers; wait until healthy
 	$(COMPOSE) up --build --wait
