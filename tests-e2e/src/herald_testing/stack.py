@@ -267,10 +267,19 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
     }
     started = time.monotonic()
+    follower: subprocess.Popen[bytes] | None = None
     try:
         run([*compose, "up", "--build", "--wait", "--wait-timeout", "300"], env)
         assert_healthy(compose, env)
         print(f"[stack] compose stack healthy in {time.monotonic() - started:.1f} s", flush=True)
+        # Follow the logs from the start: tests restart and recreate containers,
+        # and `compose logs` at the end would only show the last of each.
+        follower = subprocess.Popen(
+            [*compose, "logs", "--follow", "--no-color", "--timestamps"],
+            env=env,
+            stdout=(log_dir / "compose.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         return run_suite(
             pytest_args,
             env
@@ -281,9 +290,10 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
             },
         )
     finally:
-        with (log_dir / "compose.log").open("wb") as logs:
-            subprocess.run([*compose, "logs", "--no-color"], env=env, stdout=logs, check=False)
         run([*compose, "down", "--volumes", "--remove-orphans", "--timeout", "30"], env)
+        if follower is not None:
+            follower.terminate()
+            follower.wait(timeout=10)
         print(f"[stack] container logs: {log_dir / 'compose.log'}", flush=True)
 
 
