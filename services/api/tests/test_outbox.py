@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from saq import Queue
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -165,3 +166,23 @@ async def test_the_fast_path_never_waits_for_a_relay_holding_its_row(
     assert marked is False
     row = await db.fetchrow("SELECT relayed_at, attempts FROM outbox")
     assert (row["relayed_at"], row["attempts"]) == (None, 0)
+
+
+async def test_a_failed_outbox_update_after_commit_still_answers_201(
+    client: httpx.AsyncClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in the container fault run: the post-commit update timed out, the
+    # session rolled back, and reading the (expired) user for the response failed.
+    async def stalls(session: AsyncSession, *_args: object, **_kwargs: object) -> None:
+        await session.execute(text("SELECT 1"))  # the update's transaction has begun
+        raise TimeoutError
+
+    monkeypatch.setattr(outbox, "mark_relayed", stalls)
+
+    response = await client.post("/api/v1/users", json=BODY)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["email"] == BODY["email"]
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    # The row was not marked: the relay pushes it again, SAQ's key refuses the twin.
+    assert await db.fetchval("SELECT relayed_at IS NULL FROM outbox") is True

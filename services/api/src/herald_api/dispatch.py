@@ -10,13 +10,14 @@ could not push stays pending in the outbox for the relay (``herald_api.relay``).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Mapping
 from contextlib import suppress
 
 import structlog
 from redis.exceptions import RedisError
-from saq import Queue
+from saq import Job, Queue
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api import outbox
@@ -30,6 +31,20 @@ log = structlog.get_logger(__name__)
 
 PUSH_ERRORS = (RedisError, OSError, TimeoutError)
 """What a push raises when Redis is down, unreachable or too slow."""
+
+PAUSE_AFTER_FAILURE_SECONDS = 1.0
+"""After a failed push, how long signups skip the fast path and leave the row to the relay.
+
+During an outage every push attempt resolves and connects anew; at signup
+concurrency those lookups fill the event loop's default thread pool, which
+the database driver needs too, and signups slow to seconds. One probe a
+second is enough: the relay drains the rest within about a second of Redis
+returning.
+"""
+
+
+class RedisUnavailableError(ConnectionError):
+    """The fast path is paused after a recent failed push."""
 
 
 class Dispatcher:
@@ -47,6 +62,8 @@ class Dispatcher:
         self.grace_seconds = grace_seconds
         self.exit_after_commit = exit_after_commit
         """Fault tests only: the caller ends the process between its commit and the push."""
+        self._paused_until = 0.0
+        self._last_failure = ""
 
     async def stage(self, session: AsyncSession, message: Message) -> None:
         """Write ``message`` to the outbox in ``session``'s transaction; the caller commits."""
@@ -65,8 +82,7 @@ class Dispatcher:
         message_type = type(message).__name__
         queue = self.queues[task_for(message).queue]
         try:
-            async with asyncio.timeout(self.timeout_seconds):
-                job = await enqueue(queue, message)
+            job = await self._push(queue, message)
         except Exception as exc:
             # Committed already: whatever the push raised (Redis down, or a client
             # bug on a connection Redis just dropped), the relay will push the row.
@@ -97,6 +113,18 @@ class Dispatcher:
         )
         await self._settle(session, message, outbox.mark_relayed(session, message.message_id))
         return True
+
+    async def _push(self, queue: Queue, message: Message) -> Job | None:
+        """``enqueue`` with a timeout, paused for a while after a failure."""
+        if time.monotonic() < self._paused_until:
+            raise RedisUnavailableError(f"fast path paused after {self._last_failure}")
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await enqueue(queue, message)
+        except Exception as exc:
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
+            self._last_failure = describe(exc)
+            raise
 
     async def _settle(
         self,

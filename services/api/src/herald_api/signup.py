@@ -52,6 +52,10 @@ async def sign_up(
     except IntegrityError as exc:
         await session.rollback()
         raise EmailTakenError from exc
+    # Detach the committed user: if the post-commit outbox update fails and
+    # rolls the session back, a rollback would expire it, and reading it for the
+    # response would then hit the database (MissingGreenlet -> 500).
+    session.expunge(user)
     SIGNUPS.inc()
     log.info("user.created", user_id=str(user.id), message_id=str(welcome.message_id))
     if dispatcher.exit_after_commit:
