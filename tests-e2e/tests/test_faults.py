@@ -57,13 +57,14 @@ async def test_1_redis_outage_during_100_signups_loses_nothing(
     try:
         addresses = await sign_up_many(api, 100)
     finally:
+        # The clock starts before Redis does: its boot counts against the 5 s.
+        back = time.monotonic()
         compose("up", "--detach", "--wait", "redis")
-    back = time.monotonic()
 
     counts = await inbox.wait_for_all(addresses, within=5.0)
 
     drained = time.monotonic() - back
-    print(f"\n[fault 1] 100 emails delivered {drained:.2f} s after Redis returned")
+    print(f"\n[fault 1] 100 emails delivered {drained:.2f} s after Redis was started again")
     assert counts == dict.fromkeys(addresses, 1)
 
 

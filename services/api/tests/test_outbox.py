@@ -18,7 +18,6 @@ import asyncpg
 import httpx
 import pytest
 from saq import Queue
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -174,7 +173,7 @@ async def test_a_failed_outbox_update_after_commit_still_answers_201(
     # Seen in the container fault run: the post-commit update timed out, the
     # session rolled back, and reading the (expired) user for the response failed.
     async def stalls(session: AsyncSession, *_args: object, **_kwargs: object) -> None:
-        await session.execute(text("SELECT 1"))  # the update's transaction has begun
+        await session.connection()  # the update's transaction has begun
         raise TimeoutError
 
     monkeypatch.setattr(outbox, "mark_relayed", stalls)
