@@ -4,7 +4,6 @@ operator lists and replays them with ``herald-notifier dead-letters``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import email.policy
 import json
@@ -12,13 +11,12 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
 from prometheus_client import REGISTRY
-from saq import Job, Queue, Status, Worker
-from saq.job import TERMINAL_STATUSES
+from saq import Job, Queue, Status
 from saq.utils import now
 
 from herald_notifier.dead_letters import DeadLetter, DeadLetters
@@ -28,6 +26,7 @@ from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
 from herald_testing.smtp import serve_smtp
@@ -63,38 +62,6 @@ class ScriptedRelay:
         return "250 2.0.0 queued"
 
 
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker[Any]]:
-    worker: Worker[Any] = Worker(**build_settings(settings))
-    await worker.queue.connect()
-    task = asyncio.create_task(worker.start())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await task
-        await worker.queue.disconnect()
-
-
-async def wait_for_job(
-    queue: Queue, key: str, check: Callable[[Job], bool], *, within: float = 10.0
-) -> Job:
-    job: Job | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                job = await queue.job(key)
-                if job is not None and check(job):
-                    return job
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"job {key} not as expected within {within} s: {job!r}") from None
-
-
-def finished(job: Job) -> bool:
-    return job.status in TERMINAL_STATUSES
-
-
 def complete(job: Job) -> bool:
     return job.status == Status.COMPLETE
 
@@ -128,7 +95,7 @@ async def test_a_permanent_refusal_is_tried_once_and_dead_lettered_with_its_reas
     before = dead_lettered("rejected")
 
     with serve_smtp(relay) as port:
-        async with running_worker(settings_for(smtp_port=port)):
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
             job = await enqueue(notifier_queue, message)
             assert job is not None
             done = await wait_for_job(notifier_queue, job.key, finished)
@@ -156,7 +123,7 @@ async def test_a_job_out_of_retries_is_dead_lettered_with_its_last_error(
     job.retry_delay = 0.0
     before = dead_lettered("retries_exhausted")
 
-    async with running_worker(settings_for(smtp_port=free_port())):
+    async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
         await notifier_queue.enqueue(job)
         done = await wait_for_job(notifier_queue, job.key, finished)
 
@@ -186,7 +153,7 @@ async def test_a_job_timing_out_on_its_last_attempt_is_dead_lettered(
 
     with serve_smtp(relay) as port:
         try:
-            async with running_worker(settings_for(smtp_port=port)):
+            async with running_worker(build_settings(settings_for(smtp_port=port))):
                 await notifier_queue.enqueue(job)
                 done = await wait_for_job(notifier_queue, job.key, finished)
         finally:
@@ -223,7 +190,7 @@ async def test_malformed_payloads_are_dead_lettered_and_later_mail_still_flows(
     before = dead_lettered("malformed")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
-    async with running_worker(settings):
+    async with running_worker(build_settings(settings)):
         for job in (bad, garbage):
             await notifier_queue.enqueue(job)
         failed = [await wait_for_job(notifier_queue, job.key, finished) for job in (bad, garbage)]
@@ -318,7 +285,7 @@ async def test_an_operator_lists_and_replays_a_dead_letter_and_a_sent_one_stays_
         return await notifier_cli(redis_url, queue_namespace, *args)
 
     with serve_smtp(relay) as port:
-        async with running_worker(settings_for(smtp_port=port)):
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
             job = await enqueue(notifier_queue, message)
             assert job is not None
             await wait_for_job(notifier_queue, job.key, finished)
@@ -379,7 +346,7 @@ async def test_replay_keeps_a_payload_that_is_still_malformed_and_says_why(
         "email": "not-an-address",
         "display_name": "Mallory",
     }
-    async with running_worker(settings_for(smtp_port=free_port())):
+    async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
         bad = Job(function=TASK, kwargs={"payload": payload}, retries=5)
         await notifier_queue.enqueue(bad)
         await wait_for_job(notifier_queue, bad.key, finished)

@@ -21,8 +21,7 @@ from typing import Any, Literal
 
 import structlog
 from prometheus_client import REGISTRY
-from saq import Job, Queue, Status, Worker
-from saq.job import TERMINAL_STATUSES
+from saq import Queue, Status
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
@@ -31,6 +30,7 @@ from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.smtp import serve_smtp
 
@@ -86,20 +86,6 @@ def relaying(handler: HoldingRelay) -> Iterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker[Any]]:
-    """A real notifier worker, in this event loop, until the block ends."""
-    worker: Worker[Any] = Worker(**build_settings(settings))
-    await worker.queue.connect()
-    task = asyncio.create_task(worker.start())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await task
-        await worker.queue.disconnect()
-
-
-@contextlib.asynccontextmanager
 async def notifier_process(
     redis_url: str, queue_namespace: str, smtp_port: int, **env: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
@@ -142,26 +128,6 @@ async def until(condition: Callable[[], object], what: str, *, within: float = 1
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def wait_for_job(
-    queue: Queue, key: str, check: Callable[[Job], bool], *, within: float = 10.0
-) -> Job:
-    """The job ``key`` once ``check(job)`` holds, polling up to ``within`` seconds."""
-    job: Job | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                job = await queue.job(key)
-                if job is not None and check(job):
-                    return job
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"job {key} not as expected within {within} s: {job!r}") from None
-
-
-def finished(job: Job) -> bool:
-    return job.status in TERMINAL_STATUSES
-
-
 def welcome(address: str = "ada@example.com") -> WelcomeEmail:
     return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name="Ada")
 
@@ -193,7 +159,7 @@ async def test_a_redelivered_sent_message_sends_nothing_and_completes(
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
     with captured() as logs:
-        async with running_worker(settings):
+        async with running_worker(build_settings(settings)):
             first = await enqueue(notifier_queue, message)
             assert first is not None
             await mailbox.wait_for_email("ada@example.com")
@@ -227,7 +193,10 @@ async def test_two_workers_racing_on_one_message_send_it_once(
 
     with relaying(relay) as port:
         settings = settings_for(smtp_port=port, notifier_concurrency=1)
-        async with running_worker(settings), running_worker(settings):
+        async with (
+            running_worker(build_settings(settings)),
+            running_worker(build_settings(settings)),
+        ):
             for job in jobs:
                 await notifier_queue.enqueue(job)
             await until(relay.held.is_set, "one worker to be inside DATA")
@@ -271,7 +240,7 @@ async def test_a_sigkilled_worker_mid_data_is_recovered_by_another_within_the_bo
             notifier_sweep_abort_wait_seconds=abort_wait,
         )
         with captured() as logs:
-            async with running_worker(settings):
+            async with running_worker(build_settings(settings)):
                 # Send time and the second worker's start-up are the slack.
                 done = await wait_for_job(notifier_queue, job.key, finished, within=bound + 3)
                 recovered = time.monotonic() - killed
@@ -296,7 +265,7 @@ async def test_a_long_send_is_not_swept_while_its_heartbeat_is_fresh(
 
     with relaying(relay) as port:
         settings = settings_for(smtp_port=port, notifier_sweep_seconds=1)
-        async with running_worker(settings):
+        async with running_worker(build_settings(settings)):
             await notifier_queue.enqueue(job)
             await until(relay.held.is_set, "the send to be inside DATA")
             touches: set[int] = set()
@@ -341,7 +310,7 @@ async def test_sigterm_mid_send_requeues_without_spending_an_attempt_and_frees_t
         requeued = await notifier_queue.job(job.key)
         record = await deliveries.record(message.message_id)
         relay.release.set()
-        async with running_worker(settings_for(smtp_port=port)):
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
             done = await wait_for_job(notifier_queue, job.key, finished)
 
     assert requeued is not None
@@ -372,7 +341,7 @@ async def test_sigterm_while_data_awaits_its_reply_counts_the_resend_as_possible
 
         record = await deliveries.record(message.message_id)
         with captured() as logs:
-            async with running_worker(settings_for(smtp_port=port)):
+            async with running_worker(build_settings(settings_for(smtp_port=port))):
                 done = await wait_for_job(notifier_queue, job.key, finished)
 
     assert len(relay.received) == 2
@@ -397,7 +366,7 @@ async def test_an_attempt_whose_job_was_handed_on_stops_and_leaves_the_job_alone
         # A sweeper that never runs: the test plays it.
         settings = settings_for(smtp_port=port, notifier_sweep_seconds=60)
         with captured() as logs:
-            async with running_worker(settings):
+            async with running_worker(build_settings(settings)):
                 await notifier_queue.enqueue(job)
                 await until(relay.held.is_set, "the send to be inside DATA")
                 # What a sweeper does with a job it took for stuck: re-queue it.

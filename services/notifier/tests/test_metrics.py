@@ -14,12 +14,11 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 from prometheus_client import REGISTRY
-from saq import Job, Queue, Status, Worker
+from saq import Job, Queue, Status
 from saq.job import TERMINAL_STATUSES
 
 from herald_notifier.metrics import update_queue_depth
@@ -27,6 +26,7 @@ from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_testing.jobs import running_worker
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
 
@@ -67,19 +67,6 @@ async def eventually(check: Callable[[], bool], what: str, *, within: float = 10
         await asyncio.sleep(0.05)
 
 
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker[Any]]:
-    worker: Worker[Any] = Worker(**build_settings(settings))
-    await worker.queue.connect()
-    task = asyncio.create_task(worker.start())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await task
-        await worker.queue.disconnect()
-
-
 async def finished(queue: Queue, key: str) -> Job:
     for _ in range(200):
         job = await queue.job(key)
@@ -99,7 +86,7 @@ async def test_a_sent_email_is_counted_and_timed(
     before = snapshot()
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
-    async with running_worker(settings):
+    async with running_worker(build_settings(settings)):
         job = await enqueue(notifier_queue, welcome("ada@example.com"))
         assert job is not None
         await mailbox.wait_for_email("ada@example.com")
@@ -119,7 +106,7 @@ async def test_a_failing_job_counts_a_retry_then_a_failure(
     job.retries = 2
     job.retry_delay = 0.0
 
-    async with running_worker(settings_for(smtp_port=free_port())):
+    async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
         await notifier_queue.enqueue(job)
         done = await finished(notifier_queue, job.key)
         await eventually(lambda: change(before).get("processed") == 2, "counted")
@@ -162,7 +149,7 @@ async def test_the_worker_refreshes_the_queue_depth_while_it_runs(
     later = SEND_WELCOME_EMAIL.job(welcome("e@example.com"))
     await notifier_queue.enqueue(later, scheduled=int(time.time()) + 3600)
 
-    async with running_worker(settings_for(smtp_port=free_port())):
+    async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
         await eventually(lambda: depth(notifier_queue, "scheduled") == 1, "refreshed")
 
     assert depth(notifier_queue, "queued") == 0

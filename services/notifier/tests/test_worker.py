@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email
 import email.policy
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
 import structlog
-from saq import Job, Queue, Status, Worker
-from saq.job import TERMINAL_STATUSES
+from saq import Job, Queue, Status
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
@@ -21,25 +19,12 @@ from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
 from herald_testing.smtp import serve_smtp
 
 SettingsFor = Callable[..., Settings]
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker[Any]]:
-    """A real notifier worker, in this event loop, until the block ends."""
-    worker: Worker[Any] = Worker(**build_settings(settings))
-    await worker.queue.connect()
-    task = asyncio.create_task(worker.start())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await task
-        await worker.queue.disconnect()
 
 
 class ScriptedRelay:
@@ -64,26 +49,6 @@ class ScriptedRelay:
         return "250 2.0.0 queued"
 
 
-async def wait_for_job(
-    notifier_queue: Queue, key: str, until: Callable[[Job], bool], *, within: float = 10.0
-) -> Job:
-    """The job ``key`` once ``until(job)`` holds, polling up to ``within`` seconds."""
-    job: Job | None = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                job = await notifier_queue.job(key)
-                if job is not None and until(job):
-                    return job
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"job {key} not as expected within {within} s: {job!r}") from None
-
-
-def finished(job: Job) -> bool:
-    return job.status in TERMINAL_STATUSES
-
-
 def welcome(address: str, display_name: str = "Ada Lovelace") -> WelcomeEmail:
     return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name=display_name)
 
@@ -103,7 +68,7 @@ async def test_welcome_email_arrives_addressed_to_the_user(
     message = welcome("ada@example.com", "Ada Lovelace")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
-    async with running_worker(settings):
+    async with running_worker(build_settings(settings)):
         job = await enqueue(notifier_queue, message)
         assert job is not None
         received = await mailbox.wait_for_email("ada@example.com")
@@ -132,7 +97,7 @@ async def test_temporary_refusal_is_retried_and_delivers_once(
     job.retry_delay = 0.0
 
     with serve_smtp(relay) as port, capture_logs_with_context() as logs:
-        async with running_worker(settings_for(smtp_port=port)):
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
             await notifier_queue.enqueue(job)
             done = await wait_for_job(notifier_queue, job.key, finished)
 
@@ -159,7 +124,7 @@ async def test_unreachable_relay_leaves_the_job_queued_for_retry(
     job.retry_backoff = False
 
     with capture_logs_with_context() as logs:
-        async with running_worker(settings_for(smtp_port=closed_port)):
+        async with running_worker(build_settings(settings_for(smtp_port=closed_port))):
             await notifier_queue.enqueue(job)
             retried = await wait_for_job(
                 notifier_queue, job.key, lambda j: j.attempts == 1 and j.status == Status.QUEUED
@@ -182,7 +147,7 @@ async def test_transient_failures_give_up_after_the_last_attempt(
     job.retry_delay = 0.0
 
     with capture_logs_with_context() as logs:
-        async with running_worker(settings_for(smtp_port=free_port())):
+        async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
             await notifier_queue.enqueue(job)
             done = await wait_for_job(notifier_queue, job.key, finished)
 
@@ -202,7 +167,7 @@ async def test_permanent_refusal_fails_the_job_at_once(
     job.retry_delay = 0.0
 
     with serve_smtp(relay) as port, capture_logs_with_context() as logs:
-        async with running_worker(settings_for(smtp_port=port)):
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
             await notifier_queue.enqueue(job)
             done = await wait_for_job(notifier_queue, job.key, finished)
 
@@ -236,7 +201,7 @@ async def test_malformed_payload_fails_alone_and_later_mail_still_flows(
     good = welcome("linus@example.com", "Linus")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
-    async with running_worker(settings):
+    async with running_worker(build_settings(settings)):
         await notifier_queue.enqueue(bad)
         failed = await wait_for_job(notifier_queue, bad.key, finished)
         await enqueue(notifier_queue, good)
