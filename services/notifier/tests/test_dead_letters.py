@@ -4,16 +4,11 @@ operator lists and replays them with ``herald-notifier dead-letters``."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import json
 import os
 import sys
-import threading
 import uuid
 from collections.abc import Callable
-from email.message import EmailMessage
-from typing import Any
 
 from prometheus_client import REGISTRY
 from saq import Job, Queue, Status
@@ -29,37 +24,10 @@ from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
-from herald_testing.smtp import serve_smtp
+from herald_testing.smtp import ScriptedRelay, serve_smtp
 
 SettingsFor = Callable[..., Settings]
 TASK = SEND_WELCOME_EMAIL.name
-
-
-class ScriptedRelay:
-    """An aiosmtpd handler answering RCPT TO from a script, then accepting;
-    DATA may be held until the test releases it."""
-
-    def __init__(self, rcpt_replies: list[str] | None = None, *, hold_data: bool = False) -> None:
-        self.rcpt_replies = list(rcpt_replies or [])
-        self.hold_data = hold_data
-        self.release = threading.Event()
-        self.received: list[EmailMessage] = []
-
-    async def handle_RCPT(  # noqa: N802  (aiosmtpd's hook name)
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
-        if self.rcpt_replies:
-            return self.rcpt_replies.pop(0)
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        if self.hold_data:
-            await asyncio.to_thread(self.release.wait, 10.0)
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.received.append(parsed)
-        return "250 2.0.0 queued"
 
 
 def complete(job: Job) -> bool:

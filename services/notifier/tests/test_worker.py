@@ -7,8 +7,6 @@ import email
 import email.policy
 import uuid
 from collections.abc import Callable
-from email.message import EmailMessage
-from typing import Any
 
 import structlog
 from saq import Job, Queue, Status
@@ -22,31 +20,9 @@ from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
-from herald_testing.smtp import serve_smtp
+from herald_testing.smtp import ScriptedRelay, serve_smtp
 
 SettingsFor = Callable[..., Settings]
-
-
-class ScriptedRelay:
-    """An aiosmtpd handler that answers RCPT TO from a script, then accepts."""
-
-    def __init__(self, rcpt_replies: list[str]) -> None:
-        self.rcpt_replies = list(rcpt_replies)
-        self.received: list[EmailMessage] = []
-
-    async def handle_RCPT(  # noqa: N802  (aiosmtpd's hook name)
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
-    ) -> str:
-        if self.rcpt_replies:
-            return self.rcpt_replies.pop(0)
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.received.append(parsed)
-        return "250 2.0.0 queued"
 
 
 def welcome(address: str, display_name: str = "Ada Lovelace") -> WelcomeEmail:
