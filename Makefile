@@ -7,9 +7,9 @@ COMPOSE ?= docker compose
 # make e2e: the compose stack where Docker answers, else local processes.
 STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo compose || echo local)
 TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests
-LINT_PATHS := shared services tests-e2e
+LINT_PATHS := shared services tests-e2e bench
 
-.PHONY: help install dev migrate test lint format e2e chaos dead-letters replay up down logs ps clean
+.PHONY: help install dev migrate test lint format e2e fuzz bench chaos dead-letters replay up down logs ps clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ format: ## Apply ruff's fixes and formatting
 
 e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes)
 	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK)
+
+fuzz: install ## Schemathesis on a fresh local stack: fails on any 5xx or response off the OpenAPI schema
+	$(UV) run --no-sync python -m herald_testing.stack fuzz
+
+bench: install ## Benchmarks on the local PostgreSQL, Redis and an SMTP sink: one table (docs/benchmarks.md)
+	$(UV) run --group bench python -m bench
 
 chaos: install ## 1,000 signups while Redis stops, the notifier is SIGKILLed and SMTP refuses 20%
 	$(UV) run --no-sync python -m herald_testing.chaos

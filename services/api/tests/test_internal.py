@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -147,3 +148,33 @@ async def test_the_purge_is_documented_with_its_bearer_scheme(client: httpx.Asyn
     assert {"401", "404", "422"} <= set(operation["responses"])
     assert operation["security"] == [{"InternalToken": []}]
     assert schema["components"]["securitySchemes"]["InternalToken"]["scheme"] == "bearer"
+
+
+async def test_an_absurd_retention_is_422_not_a_database_error(client: httpx.AsyncClient) -> None:
+    # Found by `make fuzz`: now() - 350,000 years is no timestamp PostgreSQL has.
+    response = await client.post(
+        PURGE, json={"older_than_seconds": 11_027_020_048_931}, headers=bearer(TOKEN)
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "older_than_seconds"]
+
+
+async def test_a_purge_body_that_is_not_json_is_415(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        PURGE,
+        content=json.dumps(HOUR),
+        headers=bearer(TOKEN) | {"content-type": "text/plain"},
+    )
+
+    assert response.status_code == 415
+
+
+async def test_without_the_token_the_content_type_is_not_checked(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        PURGE, content=json.dumps(HOUR), headers={"content-type": "text/plain"}
+    )
+
+    assert response.status_code == 401

@@ -10,9 +10,13 @@ from pydantic import AfterValidator, StringConstraints
 
 def _printable(value: str) -> str:
     # Control and format characters (CR, LF, NUL, bidi overrides...) must never
-    # reach an email header or a log line.
+    # reach an email header or a log line; nor may a lone surrogate (Cs), which
+    # JSON can carry (\ud800) but UTF-8, PostgreSQL and SMTP cannot.
     for char in value:
-        if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise ValueError("must not contain lone surrogate characters")
+        if category in {"Cc", "Cf", "Zl", "Zp"}:
             raise ValueError("must not contain control characters or line breaks")
     return value
 

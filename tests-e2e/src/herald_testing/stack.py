@@ -3,6 +3,7 @@
     python -m herald_testing.stack dev                          # until Ctrl-C
     python -m herald_testing.stack e2e --stack local [ARGS...]  # local processes
     python -m herald_testing.stack e2e --stack compose [ARGS...]  # containers
+    python -m herald_testing.stack fuzz [SCHEMATHESIS ARGS...]    # local processes
 
 ``dev`` uses the configuration in the environment (``HERALD_*``, ``.env``):
 migrations first, then MailDev, the API, the notifier and the scheduler.
@@ -11,6 +12,11 @@ and a queue namespace of their own; ``e2e --stack compose`` brings up
 ``compose.yaml`` under a compose project of its own with the API and MailDev
 published on free ports. Either runs the suite, removes everything it made
 (volumes included) and exits with pytest's status.
+
+``fuzz`` starts the local processes like ``e2e --stack local`` and runs
+schemathesis against the API's own ``/openapi.json`` (internal routes
+included): any 5xx, undocumented status code or content type, or body off its
+documented schema fails the run. It exits with schemathesis's status.
 """
 
 from __future__ import annotations
@@ -173,14 +179,26 @@ def run_suite(pytest_args: list[str], env: Mapping[str, str]) -> int:
     )
 
 
-def e2e_local(run_id: str, pytest_args: list[str]) -> int:
+@dataclass
+class LocalRun:
+    """A local stack on free ports, with a database and a queue namespace of its own."""
+
+    env: dict[str, str]
+    api_url: str
+    maildev_url: str
+    log_dir: Path
+
+
+@contextlib.contextmanager
+def isolated_local_stack(run_id: str, kind: str) -> Iterator[LocalRun]:
+    """Start the local processes against ``herald_<kind>_<run_id>``; drop it all afterwards."""
     import asyncio  # noqa: PLC0415
 
     base_url = make_url(os.environ.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL))
-    database = f"herald_e2e_{run_id}"
+    database = f"herald_{kind}_{run_id}"
     database_url = base_url.set(database=database).render_as_string(hide_password=False)
     redis_url = os.environ.get("HERALD_REDIS_URL", DEFAULT_REDIS_URL)
-    namespace = f"e2e-{run_id}"
+    namespace = f"{kind}-{run_id}"
     log_dir = ROOT / ".e2e" / run_id
     log_dir.mkdir(parents=True)
     env = dict(os.environ) | {
@@ -193,20 +211,15 @@ def e2e_local(run_id: str, pytest_args: list[str]) -> int:
         "HERALD_INTERNAL_TOKEN": uuid.uuid4().hex,
     }
     api_port, smtp_port, web_port = free_port(), free_port(), free_port()
-    status = 1
     try:
         with local_stack(
             env, api_port=api_port, smtp_port=smtp_port, web_port=web_port, log_dir=log_dir
         ):
-            status = subprocess.call(
-                [sys.executable, "-m", "pytest", str(E2E_TESTS), *pytest_args],
-                env=env
-                | {
-                    "HERALD_E2E_API_URL": f"http://127.0.0.1:{api_port}",
-                    "HERALD_E2E_MAILDEV_URL": f"http://127.0.0.1:{web_port}",
-                    "HERALD_E2E_LOG_DIR": str(log_dir),
-                },
-                cwd=ROOT,
+            yield LocalRun(
+                env=env,
+                api_url=f"http://127.0.0.1:{api_port}",
+                maildev_url=f"http://127.0.0.1:{web_port}",
+                log_dir=log_dir,
             )
     finally:
         asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
@@ -215,7 +228,69 @@ def e2e_local(run_id: str, pytest_args: list[str]) -> int:
         if keys:
             client.delete(*keys)
         client.close()
-    print(f"[stack] process logs: {log_dir}", flush=True)
+        print(f"[stack] process logs: {log_dir}", flush=True)
+
+
+def e2e_local(run_id: str, pytest_args: list[str]) -> int:
+    with isolated_local_stack(run_id, "e2e") as stack:
+        return subprocess.call(
+            [sys.executable, "-m", "pytest", str(E2E_TESTS), *pytest_args],
+            env=stack.env
+            | {
+                "HERALD_E2E_API_URL": stack.api_url,
+                "HERALD_E2E_MAILDEV_URL": stack.maildev_url,
+                "HERALD_E2E_LOG_DIR": str(stack.log_dir),
+            },
+            cwd=ROOT,
+        )
+
+
+FUZZ_CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+)
+"""A 5xx, an undocumented status code or content type, a body off its schema: each fails."""
+FUZZ_MAX_EXAMPLES = 200
+"""Generated cases per operation and phase: the run stays well under 3 minutes on 2 cores."""
+
+
+def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
+    """Schemathesis against the local API's own OpenAPI schema, internal routes included."""
+    started = time.monotonic()
+    with isolated_local_stack(run_id, "fuzz") as stack:
+        command = [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{stack.api_url}/openapi.json",
+            "--checks",
+            ",".join(FUZZ_CHECKS),
+            "--max-examples",
+            str(FUZZ_MAX_EXAMPLES),
+            # Only /internal/v1 reads it; every other route ignores the header.
+            "--header",
+            f"Authorization: Bearer {stack.env['HERALD_INTERNAL_TOKEN']}",
+            "--generation-database",
+            "none",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(stack.log_dir),
+            "--no-color",
+            *schemathesis_args,
+        ]
+        print(
+            f"[stack] fuzz: schemathesis, at most {FUZZ_MAX_EXAMPLES} examples per operation "
+            f"and phase, checks {', '.join(FUZZ_CHECKS)}",
+            flush=True,
+        )
+        # cwd: schemathesis keeps its crash cache in ./.schemathesis; keep it with the logs.
+        status = subprocess.call(command, env=stack.env, cwd=stack.log_dir)
+    verdict = "passed" if status == 0 else f"FAILED (schemathesis exit status {status})"
+    print(f"[stack] fuzz {verdict} in {time.monotonic() - started:.0f} s", flush=True)
     return status
 
 
@@ -299,12 +374,14 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="herald-stack", description=__doc__)
-    parser.add_argument("mode", choices=["dev", "e2e"])
+    parser.add_argument("mode", choices=["dev", "e2e", "fuzz"])
     parser.add_argument("--stack", choices=["local", "compose"], default="local")
     args, rest = parser.parse_known_args()
     if args.mode == "dev":
         sys.exit(dev())
     run_id = uuid.uuid4().hex[:10]
+    if args.mode == "fuzz":
+        sys.exit(fuzz(run_id, rest))
     sys.exit(e2e_local(run_id, rest) if args.stack == "local" else e2e_compose(run_id, rest))
 
 

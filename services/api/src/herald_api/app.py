@@ -26,7 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.resources = resources
             yield
 
-    app = FastAPI(title="Herald", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Herald", version="0.1.0", lifespan=lifespan, max_body_size=errors.MAX_BODY_BYTES
+    )
     app.include_router(api_router)
     if settings.internal_token is not None:
         # Without a token the internal routes do not exist at all: 404, not 401.

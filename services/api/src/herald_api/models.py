@@ -21,7 +21,19 @@ def _utcnow() -> datetime:
 Email = Annotated[EmailStr, AfterValidator(str.lower)]
 """An email address, validated and normalised (email-validator's form, lower-cased)."""
 
-Password = Annotated[SecretStr, StringConstraints(min_length=8, max_length=128)]
+
+def _encodable(value: SecretStr) -> SecretStr:
+    # JSON may carry a lone surrogate (\ud800) that no UTF-8 encoder, argon2's included, takes.
+    try:
+        value.get_secret_value().encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain lone surrogate characters") from None
+    return value
+
+
+Password = Annotated[
+    SecretStr, StringConstraints(min_length=8, max_length=128), AfterValidator(_encodable)
+]
 
 
 class User(SQLModel, table=True):

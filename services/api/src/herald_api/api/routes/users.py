@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from herald_api.api.deps import DispatcherDep, HasherDep, RequestIdDep, SessionDep
+from herald_api.api.errors import BODY_RESPONSES, require_json_body
 from herald_api.models import User, UserCreate, UserPublic
 from herald_api.signup import EmailTakenError, sign_up
 
@@ -18,7 +19,8 @@ EMAIL_TAKEN = "An account with this email address already exists."
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={status.HTTP_409_CONFLICT: {"description": EMAIL_TAKEN}},
+    responses={status.HTTP_409_CONFLICT: {"description": EMAIL_TAKEN}, **BODY_RESPONSES},
+    dependencies=[Depends(require_json_body)],
 )
 async def create_user(
     body: UserCreate,

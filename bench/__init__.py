@@ -1,0 +1,1 @@
+"""Herald's benchmark harness: ``make bench`` (``python -m bench``)."""
