@@ -7,7 +7,6 @@ URLs cannot grow the series without bound.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from fastapi import FastAPI, Response
@@ -21,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from herald_shared.tasks import TASKS
 
@@ -82,34 +81,21 @@ for _reason in RELAY_ERROR_REASONS:
     OUTBOX_RELAY_ERRORS.labels(_reason)
 
 
-class MetricsMiddleware:
-    """Counts and times every HTTP request by method, route template and status."""
+class RequestMetrics:
+    """Counts and times HTTP requests by method, route template and status.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    Fed by ``RequestLogMiddleware``, which already captures each request's
+    status and duration for its log line.
+    """
+
+    def __init__(self) -> None:
         self._templates: dict[int, list[RouteContext]] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        # What the client sees if the app raises before answering: the server's 500.
-        status_code = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            route = self.route_template(scope)
-            HTTP_REQUESTS.labels(method, route, str(status_code)).inc()
-            HTTP_REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+    def observe(self, scope: Scope, *, status_code: int, seconds: float) -> None:
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        route = self.route_template(scope)
+        HTTP_REQUESTS.labels(method, route, str(status_code)).inc()
+        HTTP_REQUEST_SECONDS.labels(method, route).observe(seconds)
 
     def route_template(self, scope: Scope) -> str:
         """The path format of the route that handled ``scope``, or ``UNMATCHED``."""
@@ -149,6 +135,5 @@ async def metrics() -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Serve ``GET /metrics`` (outside the OpenAPI schema) and count every request."""
+    """Serve ``GET /metrics`` (outside the OpenAPI schema)."""
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.add_middleware(MetricsMiddleware)

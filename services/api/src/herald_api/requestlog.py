@@ -1,4 +1,4 @@
-"""One log line per HTTP request, with the request id bound for every line."""
+"""One log line and the metrics of each HTTP request, with the request id bound for every line."""
 
 from __future__ import annotations
 
@@ -8,23 +8,28 @@ import structlog
 from asgi_correlation_id import correlation_id
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from herald_api.metrics import RequestMetrics
+
 log = structlog.get_logger("herald_api.http")
 
 
 class RequestLogMiddleware:
-    """Binds ``request_id`` to the log context and logs ``http.request`` at the end.
+    """Binds ``request_id`` to the log context; at the end logs ``http.request`` and
+    counts the request in the Prometheus metrics.
 
     Must run inside ``CorrelationIdMiddleware``, which sets the id.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.metrics = RequestMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # What the client sees if the app raises before answering: the server's 500.
         status_code = 500
 
         async def send_wrapper(message: Message) -> None:
@@ -37,10 +42,12 @@ class RequestLogMiddleware:
             try:
                 await self.app(scope, receive, send_wrapper)
             finally:
+                seconds = time.perf_counter() - started
+                self.metrics.observe(scope, status_code=status_code, seconds=seconds)
                 log.info(
                     "http.request",
                     method=scope["method"],
                     path=scope["path"],
                     status=status_code,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
                 )
