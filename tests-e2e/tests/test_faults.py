@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
 from herald_testing.signups import PASSWORD, fresh_address, sign_up
+from herald_testing.waiting import eventually
 
 
 async def sign_up_many(
@@ -33,14 +33,6 @@ async def sign_up_many(
 
     await asyncio.gather(*(one() for _ in range(count)))
     return addresses
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.2)
 
 
 async def ready(api: httpx.AsyncClient) -> bool:

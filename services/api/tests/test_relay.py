@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -27,6 +26,7 @@ from herald_api.settings import Settings
 from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
 from herald_testing.ports import free_port
+from herald_testing.waiting import eventually
 
 T = TypeVar("T")
 InsertPending = Callable[..., Awaitable[list[uuid.UUID]]]
@@ -43,14 +43,6 @@ def relayed_total() -> float:
 
 def relay_errors(reason: str) -> float:
     return metric("herald_api_outbox_relay_errors_total", reason=reason)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def pending(db: asyncpg.Connection) -> int:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from saq import Queue, Status
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import enqueue
 from herald_testing.smtp import serve_smtp
+from herald_testing.waiting import eventually
 
 HELD_FOR = 10.0
 """Longest the relay holds a message before replying (the test releases it sooner)."""
@@ -48,18 +49,6 @@ def serving(handler: HoldingRelay) -> Iterator[int]:
             handler.release.set()
 
 
-async def until(condition: Callable[[], object], what: str, *, within: float = 10.0) -> None:
-    """Poll ``condition`` until it is true, up to ``within`` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 def log_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
@@ -87,13 +76,13 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
         try:
             job = await enqueue(notifier_queue, message)
             assert job is not None
-            await until(relay.data_started.is_set, "the send to start", within=15)
+            await eventually(relay.data_started.is_set, "the send to start", within=15)
 
             process.send_signal(signal.SIGTERM)
             shutting_down = lambda: any(  # noqa: E731
                 "shutting down" in line["event"] for line in log_lines(output)
             )
-            await until(shutting_down, "the worker to start shutting down")
+            await eventually(shutting_down, "the worker to start shutting down")
             relay.release.set()
             returncode = await asyncio.wait_for(process.wait(), timeout=15)
         finally:

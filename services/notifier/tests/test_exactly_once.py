@@ -33,6 +33,7 @@ from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.smtp import serve_smtp
+from herald_testing.waiting import eventually
 
 SettingsFor = Callable[..., Settings]
 
@@ -116,18 +117,6 @@ async def notifier_process(
             await process.wait()
 
 
-async def until(condition: Callable[[], object], what: str, *, within: float = 10.0) -> None:
-    """Poll ``condition`` until it is true, up to ``within`` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 def welcome(address: str = "ada@example.com") -> WelcomeEmail:
     return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name="Ada")
 
@@ -199,9 +188,9 @@ async def test_two_workers_racing_on_one_message_send_it_once(
         ):
             for job in jobs:
                 await notifier_queue.enqueue(job)
-            await until(relay.held.is_set, "one worker to be inside DATA")
+            await eventually(relay.held.is_set, "one worker to be inside DATA")
             # The other worker meets the live claim (and backs off) while DATA is held.
-            await until(
+            await eventually(
                 lambda: value("herald_notifier_delivery_claim_conflicts_total") > conflicts,
                 "the other worker to meet the claim",
             )
@@ -229,7 +218,7 @@ async def test_a_sigkilled_worker_mid_data_is_recovered_by_another_within_the_bo
         sweeping = {"HERALD_NOTIFIER_SWEEP_SECONDS": str(sweep)}
         async with notifier_process(redis_url, queue_namespace, port, **sweeping) as doomed:
             await notifier_queue.enqueue(job)
-            await until(relay.held.is_set, "the doomed worker to be inside DATA", within=15)
+            await eventually(relay.held.is_set, "the doomed worker to be inside DATA", within=15)
             doomed.kill()
             await doomed.wait()
             killed = time.monotonic()
@@ -267,7 +256,7 @@ async def test_a_long_send_is_not_swept_while_its_heartbeat_is_fresh(
         settings = settings_for(smtp_port=port, notifier_sweep_seconds=1)
         async with running_worker(build_settings(settings)):
             await notifier_queue.enqueue(job)
-            await until(relay.held.is_set, "the send to be inside DATA")
+            await eventually(relay.held.is_set, "the send to be inside DATA")
             touches: set[int] = set()
 
             async def touched_thrice() -> bool:
@@ -303,7 +292,7 @@ async def test_sigterm_mid_send_requeues_without_spending_an_attempt_and_frees_t
     with relaying(relay) as port:
         async with notifier_process(redis_url, queue_namespace, port) as notifier:
             await notifier_queue.enqueue(job)
-            await until(relay.held.is_set, "the send to start", within=15)
+            await eventually(relay.held.is_set, "the send to start", within=15)
             notifier.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(notifier.wait(), timeout=15) == 0
 
@@ -335,7 +324,7 @@ async def test_sigterm_while_data_awaits_its_reply_counts_the_resend_as_possible
     with relaying(relay) as port:
         async with notifier_process(redis_url, queue_namespace, port) as notifier:
             await notifier_queue.enqueue(job)
-            await until(relay.held.is_set, "DATA to be sent", within=15)
+            await eventually(relay.held.is_set, "DATA to be sent", within=15)
             notifier.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(notifier.wait(), timeout=15) == 0
 
@@ -368,7 +357,7 @@ async def test_an_attempt_whose_job_was_handed_on_stops_and_leaves_the_job_alone
         with captured() as logs:
             async with running_worker(build_settings(settings)):
                 await notifier_queue.enqueue(job)
-                await until(relay.held.is_set, "the send to be inside DATA")
+                await eventually(relay.held.is_set, "the send to be inside DATA")
                 # What a sweeper does with a job it took for stuck: re-queue it.
                 stored = await notifier_queue.job(job.key)
                 assert stored is not None

@@ -29,6 +29,7 @@ from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import running_worker
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.ports import free_port
+from herald_testing.waiting import eventually
 
 TASK = SEND_WELCOME_EMAIL.name
 
@@ -57,14 +58,6 @@ def snapshot() -> dict[str, float]:
 def change(before: dict[str, float]) -> dict[str, float]:
     after = snapshot()
     return {key: after[key] - before[key] for key in before if after[key] != before[key]}
-
-
-async def eventually(check: Callable[[], bool], what: str, *, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not {what} after {within} s")
-        await asyncio.sleep(0.05)
 
 
 async def finished(queue: Queue, key: str) -> Job:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, cast
 
 import pytest
@@ -17,6 +17,7 @@ from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings
 from herald_shared import tasks
 from herald_shared.messages import WelcomeEmail
+from herald_testing.waiting import eventually
 
 EVERY_SECOND = "* * * * * *"
 
@@ -48,15 +49,6 @@ async def workers() -> AsyncIterator[Workers]:
     started = Workers()
     yield started
     await started.stop_all()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 15.0) -> None:
-    """Wait until ``check()`` is true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition still false after {within} s")
-        await asyncio.sleep(0.1)
 
 
 def scheduler_settings(redis_url: str, namespace: str, cron: str = EVERY_SECOND) -> Settings:
@@ -94,8 +86,8 @@ async def test_replicas_report_once_per_tick(
         async def four_ticks_reported() -> bool:
             return len({entry["tick"] for entry in reports(logs)}) >= 4
 
-        await eventually(both_replicas_alive)
-        await eventually(four_ticks_reported)
+        await eventually(both_replicas_alive, within=15.0)
+        await eventually(four_ticks_reported, within=15.0)
         await workers.stop_all()
 
     ticks = [entry["tick"] for entry in reports(logs)]
@@ -177,6 +169,6 @@ async def test_report_counts_active_jobs_and_failures_of_live_workers(
         async def reported() -> bool:
             return dict(await report_notifier_queue(ctx)) == expected
 
-        await eventually(reported)
+        await eventually(reported, within=15.0)
     finally:
         release.set()
