@@ -26,10 +26,11 @@ from herald_shared.tasks import (
     note_failure,
     touch,
 )
+from herald_testing.messages import welcome_email
 
 
 def welcome() -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
+    return welcome_email(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
 
 
 async def running(queue: Queue, *, heartbeat: int = 10, worker_id: str = "w1") -> Job:

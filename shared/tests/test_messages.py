@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from herald_shared.messages import MessageError, WelcomeEmail
+from herald_shared.messages import (
+    AccountExistsEmail,
+    MessageError,
+    VerificationEmail,
+    WelcomeEmail,
+)
+from herald_testing.messages import verification_link
 
 
 def welcome(**overrides: Any) -> WelcomeEmail:
@@ -18,6 +24,7 @@ def welcome(**overrides: Any) -> WelcomeEmail:
         "email": "ada@example.com",
         "display_name": "Ada Lovelace",
         "request_id": "req-1",
+        "verification": verification_link(),
     }
     fields.update(overrides)
     return WelcomeEmail(**fields)
@@ -29,7 +36,7 @@ def test_round_trip_through_json_keeps_every_field() -> None:
     wire = json.loads(json.dumps(message.encode()))
 
     assert WelcomeEmail.decode(wire) == message
-    assert wire["schema_version"] == 1
+    assert wire["schema_version"] == 2
     assert set(wire) == {
         "schema_version",
         "message_id",
@@ -38,7 +45,49 @@ def test_round_trip_through_json_keeps_every_field() -> None:
         "display_name",
         "requested_at",
         "request_id",
+        "verification",
     }
+    assert set(wire["verification"]) == {"token_id", "expires_at"}
+
+
+def test_version_1_welcome_without_a_link_still_decodes() -> None:
+    # Queued before email verification existed: still sent, without a link.
+    wire = welcome().encode() | {"schema_version": 1}
+    del wire["verification"]
+
+    assert WelcomeEmail.decode(wire).verification is None
+
+
+def test_version_2_welcome_needs_its_link() -> None:
+    wire = welcome().encode()
+    del wire["verification"]
+
+    with pytest.raises(MessageError, match="verification: required from schema_version 2"):
+        WelcomeEmail.decode(wire)
+
+
+@pytest.mark.parametrize("token_id", ["short", "x" * 65, "has space" + "x" * 20, "a+b/" * 8])
+def test_a_token_id_must_look_like_one(token_id: str) -> None:
+    wire = welcome().encode()
+    wire["verification"]["token_id"] = token_id
+
+    with pytest.raises(MessageError, match=r"verification\.token_id"):
+        WelcomeEmail.decode(wire)
+
+
+def test_the_other_account_emails_round_trip() -> None:
+    common: dict[str, Any] = {
+        "user_id": uuid.uuid4(),
+        "email": "ada@example.com",
+        "display_name": "Ada",
+    }
+    verification = VerificationEmail(**common, verification=verification_link(), reason="reminder")
+    exists = AccountExistsEmail(**common)
+
+    assert VerificationEmail.decode(json.loads(json.dumps(verification.encode()))) == verification
+    assert AccountExistsEmail.decode(json.loads(json.dumps(exists.encode()))) == exists
+    with pytest.raises(MessageError, match="reason"):
+        VerificationEmail.decode(verification.encode() | {"reason": "because"})
 
 
 def test_each_message_gets_its_own_id() -> None:
@@ -46,13 +95,13 @@ def test_each_message_gets_its_own_id() -> None:
 
 
 def test_unknown_version_is_rejected_by_name() -> None:
-    wire = welcome().encode() | {"schema_version": 2}
+    wire = welcome().encode() | {"schema_version": 3}
 
     with pytest.raises(MessageError) as caught:
         WelcomeEmail.decode(wire)
 
     assert str(caught.value) == (
-        "invalid WelcomeEmail: schema_version: unsupported version 2 (supported: 1)"
+        "invalid WelcomeEmail: schema_version: unsupported version 3 (supported: 1, 2)"
     )
 
 

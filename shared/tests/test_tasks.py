@@ -10,10 +10,11 @@ from saq import Queue
 from herald_shared import queues
 from herald_shared.messages import MessageError, WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_testing.messages import welcome_email
 
 
 def welcome() -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
+    return welcome_email(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
 
 
 async def test_enqueue_puts_one_job_with_the_task_policy(notifier_queue: Queue) -> None:
@@ -47,13 +48,14 @@ async def test_the_same_message_in_flight_is_not_queued_twice(notifier_queue: Qu
 async def test_an_invalid_message_never_reaches_redis(notifier_queue: Queue) -> None:
     # model_construct skips validation, as a careless producer might.
     bad = WelcomeEmail.model_construct(
-        schema_version=1,
+        schema_version=2,
         message_id=uuid.uuid4(),
         user_id=uuid.uuid4(),
         email="not-an-address",
         display_name="Ada",
         requested_at=welcome().requested_at,
         request_id=None,
+        verification=welcome().verification,
     )
 
     with pytest.raises(MessageError, match="email"):

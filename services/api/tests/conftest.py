@@ -28,7 +28,7 @@ from herald_api.migrate import migrate
 from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
-from herald_shared.messages import WelcomeEmail
+from herald_testing.messages import welcome_email
 
 
 def _with_database(url: str, name: str) -> str:
@@ -132,7 +132,7 @@ def insert_pending(db: asyncpg.Connection) -> Callable[..., Awaitable[list[uuid.
 
     async def insert(count: int, **columns: Any) -> list[uuid.UUID]:
         messages = [
-            WelcomeEmail(user_id=uuid.uuid4(), email=f"user{i}@example.com", display_name="U")
+            welcome_email(user_id=uuid.uuid4(), email=f"user{i}@example.com", display_name="U")
             for i in range(count)
         ]
         await db.executemany(

@@ -30,6 +30,7 @@ from herald_api.signup import sign_up
 from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL
+from herald_testing.messages import welcome_email
 
 BODY = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}
 
@@ -130,7 +131,7 @@ async def test_the_relay_leaves_a_new_row_to_the_fast_path_during_the_grace_peri
     dispatcher = Dispatcher(
         {queues.NOTIFIER: notifier_queue}, timeout_seconds=2.0, grace_seconds=60
     )
-    message = WelcomeEmail(user_id=uuid.uuid4(), email="a@example.com", display_name="A")
+    message = welcome_email(user_id=uuid.uuid4(), email="a@example.com", display_name="A")
     async with sessions() as session:
         await dispatcher.stage(session, message)
         await session.commit()

@@ -28,7 +28,7 @@ from herald_scheduler.metrics import record_run
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings
 from herald_shared import tasks
-from herald_shared.messages import WelcomeEmail
+from herald_testing.messages import welcome_email
 from herald_testing.ports import free_port
 
 JOB = "report_notifier_queue"
@@ -46,7 +46,7 @@ async def test_each_report_sets_the_notifier_queue_gauges(notifier_queue: Queue)
     for _ in range(2):
         await tasks.enqueue(
             notifier_queue,
-            WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada"),
+            welcome_email(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada"),
         )
     ctx = cast(SchedulerContext, {"notifier_queue": notifier_queue})
 

@@ -17,6 +17,7 @@ from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings
 from herald_shared import tasks
 from herald_shared.messages import WelcomeEmail
+from herald_testing.messages import welcome_email
 from herald_testing.waiting import eventually
 
 EVERY_SECOND = "* * * * * *"
@@ -62,7 +63,7 @@ def scheduler_settings(redis_url: str, namespace: str, cron: str = EVERY_SECOND)
 
 
 def welcome() -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada Lovelace")
+    return welcome_email(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada Lovelace")
 
 
 def reports(logs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

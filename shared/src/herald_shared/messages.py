@@ -2,7 +2,12 @@
 
 Every message is a frozen pydantic model with a ``schema_version`` literal.
 Messages carry identifiers and what the consumer needs to act, never a
-password, hash or token.
+password, hash or token: an emailed link carries a token *id*, from which
+only a holder of ``HERALD_LINK_SECRET`` can derive the token
+(``herald_shared.tokens``).
+
+A consumer keeps decoding every version it lists in ``SUPPORTED_VERSIONS``
+for as long as producers of it may still have messages in flight.
 """
 
 from __future__ import annotations
@@ -11,9 +16,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from herald_shared.text import DisplayName
+from herald_shared.tokens import TokenId
 
 
 class MessageError(ValueError):
@@ -76,10 +90,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class WelcomeEmail(Message):
-    """Ask the notifier to welcome a newly signed-up user."""
+class VerificationLink(BaseModel):
+    """An email verification link to put in an email: its token id and expiry."""
 
-    schema_version: Literal[1] = 1
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token_id: TokenId
+    expires_at: AwareDatetime
+
+
+class AccountEmail(Message):
+    """Fields of every email to an account holder."""
+
     user_id: uuid.UUID
     email: EmailStr
     display_name: DisplayName
@@ -87,3 +109,42 @@ class WelcomeEmail(Message):
     request_id: str | None = Field(
         default=None, max_length=200, description="The HTTP request that caused this message."
     )
+
+
+class WelcomeEmail(AccountEmail):
+    """Welcome a newly signed-up user and ask them to verify their address.
+
+    Version 1 (before email verification) had no link; the notifier still
+    sends those, without one.
+    """
+
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2
+    verification: VerificationLink | None = None
+
+    @model_validator(mode="after")
+    def _link_from_version_2(self) -> Self:
+        if self.schema_version >= 2 and self.verification is None:
+            raise ValueError("verification: required from schema_version 2")
+        if self.schema_version == 1 and self.verification is not None:
+            raise ValueError("verification: not part of schema_version 1")
+        return self
+
+
+class VerificationEmail(AccountEmail):
+    """Send a fresh verification link: asked for by the user, or a reminder."""
+
+    schema_version: Literal[1] = 1
+    verification: VerificationLink
+    reason: Literal["requested", "reminder"]
+
+
+class AccountExistsEmail(AccountEmail):
+    """Tell an account holder that someone tried to sign up with their address.
+
+    Sent instead of a second welcome, so the signup answer never reveals
+    whether an address has an account (ASVS 6.3.8).
+    """
+
+    schema_version: Literal[1] = 1

@@ -27,7 +27,13 @@ from saq.queue.redis import RedisQueue
 from saq.utils import now
 
 from herald_shared import queues
-from herald_shared.messages import Message, MessageError, WelcomeEmail
+from herald_shared.messages import (
+    AccountExistsEmail,
+    Message,
+    MessageError,
+    VerificationEmail,
+    WelcomeEmail,
+)
 
 M = TypeVar("M", bound=Message)
 
@@ -81,10 +87,12 @@ class Task(Generic[M]):
         )
 
 
-SEND_WELCOME_EMAIL: Task[WelcomeEmail] = Task(
-    name="send_welcome_email",
-    queue=queues.NOTIFIER,
-    message=WelcomeEmail,
+def _email_task(name: str, message: type[M]) -> Task[M]:
+    """An email task of the notifier, under the one policy every account email shares."""
+    return Task(name=name, queue=queues.NOTIFIER, message=message, **EMAIL_POLICY)
+
+
+EMAIL_POLICY: dict[str, Any] = {
     # 25 attempts, full-jitter backoff from 1 s doubling to a 600 s cap: the 24
     # waits have caps 1, 2, 4 ... 512 s, then 14 x 600 s (9,423 s in all), so the
     # retries span 78 min on average (sd ~11 min; the worst case 2.6 h): a relay
@@ -94,23 +102,31 @@ SEND_WELCOME_EMAIL: Task[WelcomeEmail] = Task(
     # by a clash with another live delivery claim, so a few are spare. A job out
     # of attempts is dead-lettered; `herald-notifier dead-letters replay` sends
     # it later, and the delivery record keeps that from doubling a sent email.
-    retries=25,
+    "retries": 25,
     # A delivery normally takes milliseconds; each SMTP reply may take up to
     # HERALD_SMTP_TIMEOUT (15 s), so 60 s covers a slow relay without letting a
     # hung connection hold a worker slot for long. With a heartbeat the timeout
     # no longer decides how fast a crash is recovered, so it can stay generous.
-    timeout=60,
+    "timeout": 60,
     # Touched every ~3.3 s while running; untouched for 10 s = stuck. With the
     # notifier's 5 s sweep, a SIGKILLed worker's jobs run again within 18 s
     # (measured ~13 s; bound in herald_notifier.worker). Shorter would risk sweeping a live job
     # whose event loop stalled for a few seconds (the delivery claim would still
     # keep that from sending twice, but the attempt would be wasted).
-    heartbeat=10,
-    retry_delay=1.0,
-    retry_backoff=600.0,
-)
+    "heartbeat": 10,
+    "retry_delay": 1.0,
+    "retry_backoff": 600.0,
+}
+"""The SAQ job policy of every email task (see ``Task`` for what each field means)."""
 
-TASKS: dict[str, Task[Any]] = {task.name: task for task in (SEND_WELCOME_EMAIL,)}
+SEND_WELCOME_EMAIL = _email_task("send_welcome_email", WelcomeEmail)
+SEND_VERIFICATION_EMAIL = _email_task("send_verification_email", VerificationEmail)
+SEND_ACCOUNT_EXISTS_EMAIL = _email_task("send_account_exists_email", AccountExistsEmail)
+
+TASKS: dict[str, Task[Any]] = {
+    task.name: task
+    for task in (SEND_WELCOME_EMAIL, SEND_VERIFICATION_EMAIL, SEND_ACCOUNT_EXISTS_EMAIL)
+}
 
 
 def task_for(message: Message) -> Task[Any]:
