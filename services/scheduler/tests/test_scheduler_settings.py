@@ -16,6 +16,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "HERALD_LOG_LEVEL",
         "HERALD_LOG_FORMAT",
         "HERALD_QUEUE_REPORT_CRON",
+        "HERALD_VERIFICATION_REMINDER_CRON",
+        "HERALD_VERIFICATION_REMINDER_AFTER_SECONDS",
+        "HERALD_UNVERIFIED_PURGE_CRON",
+        "HERALD_UNVERIFIED_ACCOUNT_DAYS",
+        "HERALD_TOKEN_PURGE_CRON",
+        "HERALD_TOKEN_RETENTION_SECONDS",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS",
         "HERALD_METRICS_HOST",
         "HERALD_METRICS_PORT",
@@ -40,6 +46,13 @@ def test_defaults() -> None:
     assert (settings.monitor_host, settings.monitor_port) == ("127.0.0.1", 8080)
     assert settings.monitor_user == "admin"
     assert settings.monitor_password is None
+    assert settings.verification_reminder_cron == "*/10 * * * *"
+    assert settings.verification_reminder_after_seconds == 24 * 3600
+    assert settings.unverified_purge_cron == "15 * * * *"
+    assert settings.unverified_account_days == 7
+    assert settings.unverified_account_seconds == 7 * 24 * 3600
+    assert settings.token_purge_cron == "45 * * * *"
+    assert settings.token_retention_seconds == 24 * 3600
 
 
 def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,3 +102,59 @@ def test_the_monitor_password_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> No
 def test_rejects_a_monitor_user_basic_auth_cannot_carry(user: str) -> None:
     with pytest.raises(ValidationError, match="monitor_user"):
         Settings(_env_file=None, monitor_user=user)
+
+
+def test_reads_the_account_jobs_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_VERIFICATION_REMINDER_CRON", "* * * * * */5")
+    monkeypatch.setenv("HERALD_VERIFICATION_REMINDER_AFTER_SECONDS", "60")
+    monkeypatch.setenv("HERALD_UNVERIFIED_PURGE_CRON", "* * * * * */7")
+    monkeypatch.setenv("HERALD_UNVERIFIED_ACCOUNT_DAYS", "1")
+    monkeypatch.setenv("HERALD_TOKEN_PURGE_CRON", "* * * * * */9")
+    monkeypatch.setenv("HERALD_TOKEN_RETENTION_SECONDS", "90")
+
+    settings = Settings(_env_file=None)
+
+    assert settings.verification_reminder_cron == "* * * * * */5"
+    assert settings.verification_reminder_after_seconds == 60
+    assert settings.unverified_purge_cron == "* * * * * */7"
+    assert settings.unverified_account_seconds == 24 * 3600
+    assert settings.token_purge_cron == "* * * * * */9"
+    assert settings.token_retention_seconds == 90
+
+
+@pytest.mark.parametrize(
+    "name", ["verification_reminder_cron", "unverified_purge_cron", "token_purge_cron"]
+)
+def test_rejects_an_invalid_account_job_cron(name: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({name: "61 * * * *"})
+
+    [error] = caught.value.errors()
+    assert error["loc"] == (name,)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # The API refuses ages under a minute or over 100 years.
+        ("verification_reminder_after_seconds", 59),
+        ("token_retention_seconds", 59),
+        ("token_retention_seconds", 100 * 365 * 24 * 3600 + 1),
+        ("outbox_retention_seconds", 100 * 365 * 24 * 3600 + 1),
+        ("unverified_account_days", 0),
+        ("unverified_account_days", 100 * 365 + 1),
+    ],
+)
+def test_rejects_an_age_the_api_would_refuse(name: str, value: int) -> None:
+    with pytest.raises(ValidationError, match=name):
+        Settings.model_validate({name: value})
+
+
+@pytest.mark.parametrize("reminder_after", [24 * 3600, 2 * 24 * 3600])
+def test_rejects_a_reminder_no_sooner_than_the_purge(reminder_after: int) -> None:
+    with pytest.raises(ValidationError, match="deleted before their reminder"):
+        Settings(
+            _env_file=None,
+            verification_reminder_after_seconds=reminder_after,
+            unverified_account_days=1,
+        )

@@ -1,8 +1,12 @@
 """The API's internal endpoints, as the scheduler calls them.
 
 The API is the only writer of the accounts database, so periodic work on it
-(purging relayed outbox rows, later reminders and purges of accounts) runs in
-the API; the scheduler only decides when, and asks over authenticated HTTP.
+(purging relayed outbox rows, reminding and purging unverified accounts,
+purging spent verification tokens) runs in the API; the scheduler only decides
+when, and asks over authenticated HTTP.
+
+Every method raises ``httpx.HTTPError`` when the API cannot be reached or does
+not answer 2xx, so the cron run fails and says why.
 """
 
 from __future__ import annotations
@@ -28,6 +32,30 @@ class InternalApi:
         """Delete relayed outbox rows older than ``older_than_seconds``; the count deleted."""
         body = await self._post(
             "/internal/v1/outbox/purge", {"older_than_seconds": older_than_seconds}
+        )
+        return int(body["deleted"])
+
+    async def remind_unverified_users(self, *, older_than_seconds: int) -> int:
+        """Send one verification reminder to each user still unverified more than
+        ``older_than_seconds`` after signup and never reminded; the count reminded."""
+        body = await self._post(
+            "/internal/v1/users/remind-unverified", {"older_than_seconds": older_than_seconds}
+        )
+        return int(body["reminded"])
+
+    async def purge_unverified_users(self, *, older_than_seconds: int) -> int:
+        """Delete users still unverified more than ``older_than_seconds`` after signup,
+        with their tokens; the count of users deleted."""
+        body = await self._post(
+            "/internal/v1/users/purge-unverified", {"older_than_seconds": older_than_seconds}
+        )
+        return int(body["deleted"])
+
+    async def purge_tokens(self, *, older_than_seconds: int) -> int:
+        """Delete verification tokens used or expired more than ``older_than_seconds``
+        ago; the count deleted."""
+        body = await self._post(
+            "/internal/v1/tokens/purge", {"older_than_seconds": older_than_seconds}
         )
         return int(body["deleted"])
 

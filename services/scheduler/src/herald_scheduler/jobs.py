@@ -11,7 +11,7 @@ from saq import Queue
 from saq.types import Context, WorkerInfo
 
 from herald_scheduler.internal_api import InternalApi
-from herald_scheduler.metrics import record_report
+from herald_scheduler.metrics import record_api_work, record_report
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +25,12 @@ class SchedulerContext(Context, total=False):
     """The API's internal endpoints (only when HERALD_INTERNAL_TOKEN is set)."""
     outbox_retention_seconds: int
     """How old a relayed outbox row must be to be purged."""
+    verification_reminder_after_seconds: int
+    """How long after signup an unverified user is reminded."""
+    unverified_account_seconds: int
+    """How long after signup an unverified user is deleted."""
+    token_retention_seconds: int
+    """How long after use or expiry a verification token is deleted."""
 
 
 class QueueReport(TypedDict):
@@ -80,10 +86,47 @@ def _tick(scheduled: int) -> str | None:
     return datetime.fromtimestamp(scheduled, UTC).isoformat() if scheduled else None
 
 
+# The jobs below that call the API let its errors (httpx.HTTPError) propagate: the
+# run then fails, SAQ logs the error with its traceback, and the failure is
+# counted (herald_scheduler_cron_runs_total{outcome="failed"}). Each is safe to
+# redo at the next tick, which is their only retry. Their log lines carry counts,
+# never a user's address.
+
+
 async def purge_outbox(ctx: SchedulerContext) -> int:
     """Ask the API to delete relayed outbox rows past their retention; log how many."""
-    deleted = await ctx["internal_api"].purge_outbox(
-        older_than_seconds=ctx["outbox_retention_seconds"]
-    )
-    log.info("outbox.purged", deleted=deleted, older_than_seconds=ctx["outbox_retention_seconds"])
+    older_than = ctx["outbox_retention_seconds"]
+    deleted = await ctx["internal_api"].purge_outbox(older_than_seconds=older_than)
+    log.info("outbox.purged", deleted=deleted, older_than_seconds=older_than)
+    record_api_work("purge_outbox", deleted)
+    return deleted
+
+
+async def remind_unverified_users(ctx: SchedulerContext) -> int:
+    """Ask the API to send each user unverified for the configured time, and never
+    reminded, one reminder with a fresh verification link; log how many."""
+    older_than = ctx["verification_reminder_after_seconds"]
+    reminded = await ctx["internal_api"].remind_unverified_users(older_than_seconds=older_than)
+    log.info("unverified_users.reminded", reminded=reminded, older_than_seconds=older_than)
+    record_api_work("remind_unverified_users", reminded)
+    return reminded
+
+
+async def purge_unverified_users(ctx: SchedulerContext) -> int:
+    """Ask the API to delete accounts still unverified the configured time after
+    signup; log how many."""
+    older_than = ctx["unverified_account_seconds"]
+    deleted = await ctx["internal_api"].purge_unverified_users(older_than_seconds=older_than)
+    log.info("unverified_users.purged", deleted=deleted, older_than_seconds=older_than)
+    record_api_work("purge_unverified_users", deleted)
+    return deleted
+
+
+async def purge_tokens(ctx: SchedulerContext) -> int:
+    """Ask the API to delete verification tokens used or expired longer ago than
+    their retention; log how many."""
+    older_than = ctx["token_retention_seconds"]
+    deleted = await ctx["internal_api"].purge_tokens(older_than_seconds=older_than)
+    log.info("tokens.purged", deleted=deleted, older_than_seconds=older_than)
+    record_api_work("purge_tokens", deleted)
     return deleted

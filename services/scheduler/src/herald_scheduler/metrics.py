@@ -2,7 +2,8 @@
 
 - cron runs by job and outcome, from SAQ's ``after_process`` hook
   (``record_run``);
-- the notifier queue as the last ``queue.report`` saw it (``record_report``).
+- the notifier queue as the last ``queue.report`` saw it (``record_report``);
+- what the API reported doing for each job that calls it (``record_api_work``).
 
 The worker serves them on ``HERALD_METRICS_HOST:HERALD_METRICS_PORT``.
 """
@@ -41,6 +42,13 @@ NOTIFIER_QUEUE_WORKERS = Gauge(
     "Notifier workers alive at the last queue.report.",
     ["queue"],
 )
+API_WORK = Counter(
+    "herald_scheduler_api_work_total",
+    "What the API reported doing at the scheduler's request, by job: users reminded "
+    "(remind_unverified_users), unverified users deleted (purge_unverified_users), "
+    "verification tokens deleted (purge_tokens), outbox rows deleted (purge_outbox).",
+    ["job"],
+)
 
 
 def expect_runs(job: str) -> None:
@@ -64,3 +72,13 @@ def record_report(report: QueueReport) -> None:
     NOTIFIER_QUEUE_JOBS.labels(queue, "scheduled").set(report["scheduled"])
     NOTIFIER_QUEUE_FAILED.labels(queue).set(report["failed"])
     NOTIFIER_QUEUE_WORKERS.labels(queue).set(report["workers"])
+
+
+def expect_api_work(job: str) -> None:
+    """Export 0 for cron job ``job``'s API work before its first run."""
+    API_WORK.labels(job)
+
+
+def record_api_work(job: str, count: int) -> None:
+    """Count ``count`` things the API did in one run of cron job ``job``."""
+    API_WORK.labels(job).inc(count)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from croniter import croniter
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald_shared.logs import LogFormat
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+DAY_SECONDS = 24 * 3600
+
+MAX_AGE_SECONDS = 100 * 365 * DAY_SECONDS
+"""The API's bound on every ``older_than_seconds`` (100 years); a larger value is
+refused here, at startup, rather than by the API at every run."""
 
 
 class Settings(BaseSettings):
@@ -49,9 +55,43 @@ class Settings(BaseSettings):
         description="When to ask the API to delete relayed outbox rows (cron, UTC).",
     )
     outbox_retention_seconds: int = Field(
-        default=24 * 3600,
+        default=DAY_SECONDS,
         ge=60,
+        le=MAX_AGE_SECONDS,
         description="Relayed outbox rows older than this are deleted by the purge.",
+    )
+    verification_reminder_cron: str = Field(
+        default="*/10 * * * *",
+        description="When to ask the API to remind unverified users to verify (cron, UTC).",
+    )
+    verification_reminder_after_seconds: int = Field(
+        default=DAY_SECONDS,
+        ge=60,
+        le=MAX_AGE_SECONDS,
+        description="A user still unverified this long after signup gets one reminder "
+        "email with a fresh verification link (never a second one).",
+    )
+    unverified_purge_cron: str = Field(
+        # Hourly, off the hour: away from the other jobs that fire at minute 0.
+        default="15 * * * *",
+        description="When to ask the API to delete accounts never verified (cron, UTC).",
+    )
+    unverified_account_days: int = Field(
+        default=7,
+        ge=1,
+        le=MAX_AGE_SECONDS // DAY_SECONDS,
+        description="Accounts still unverified this many days after signup are deleted, "
+        "with their tokens.",
+    )
+    token_purge_cron: str = Field(
+        default="45 * * * *",
+        description="When to ask the API to delete spent verification tokens (cron, UTC).",
+    )
+    token_retention_seconds: int = Field(
+        default=DAY_SECONDS,
+        ge=60,
+        le=MAX_AGE_SECONDS,
+        description="Verification tokens used or expired longer ago than this are deleted.",
     )
     api_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long one internal API call may take."
@@ -100,7 +140,14 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("queue_report_cron", "outbox_purge_cron", mode="after")
+    @field_validator(
+        "queue_report_cron",
+        "outbox_purge_cron",
+        "verification_reminder_cron",
+        "unverified_purge_cron",
+        "token_purge_cron",
+        mode="after",
+    )
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         value = value.strip()
@@ -110,3 +157,22 @@ class Settings(BaseSettings):
                 "month weekday, or 6 with seconds last, e.g. '*/5 * * * *')"
             )
         return value
+
+    @model_validator(mode="after")
+    def _reminder_before_purge(self) -> Self:
+        # Otherwise accounts are deleted before they are ever reminded: a
+        # misconfiguration that silently turns reminders off.
+        if self.verification_reminder_after_seconds >= self.unverified_account_seconds:
+            raise ValueError(
+                "HERALD_VERIFICATION_REMINDER_AFTER_SECONDS "
+                f"({self.verification_reminder_after_seconds}) must be less than "
+                f"HERALD_UNVERIFIED_ACCOUNT_DAYS ({self.unverified_account_days}) in "
+                f"seconds ({self.unverified_account_seconds}): unverified accounts would be "
+                "deleted before their reminder"
+            )
+        return self
+
+    @property
+    def unverified_account_seconds(self) -> int:
+        """``unverified_account_days`` in seconds, as the API's purge takes it."""
+        return self.unverified_account_days * DAY_SECONDS

@@ -21,8 +21,15 @@ from saq import CronJob, Queue
 from saq.types import FunctionsType, LifecycleFunctionsType
 
 from herald_scheduler.internal_api import InternalApi
-from herald_scheduler.jobs import SchedulerContext, purge_outbox, report_notifier_queue
-from herald_scheduler.metrics import expect_runs, record_run
+from herald_scheduler.jobs import (
+    SchedulerContext,
+    purge_outbox,
+    purge_tokens,
+    purge_unverified_users,
+    remind_unverified_users,
+    report_notifier_queue,
+)
+from herald_scheduler.metrics import expect_api_work, expect_runs, record_run
 from herald_scheduler.settings import Settings
 from herald_shared import queues
 from herald_shared.metrics import serve_metrics
@@ -32,6 +39,37 @@ log = structlog.get_logger(__name__)
 REPORT_TIMEOUT_SECONDS = 10
 """A report is a handful of Redis reads; past this Redis is in trouble, and the next tick
 reports anew."""
+
+
+API_JOBS = (purge_outbox, remind_unverified_users, purge_unverified_users, purge_tokens)
+"""The jobs that call the API's internal endpoints."""
+
+
+def api_cron_jobs(settings: Settings) -> list[CronJob[SchedulerContext]]:
+    """The CronJobs of ``API_JOBS``, at their configured times.
+
+    None without ``HERALD_INTERNAL_TOKEN``: the API would refuse every call.
+    """
+    if settings.internal_token is None:
+        return []
+    crons = {
+        purge_outbox: settings.outbox_purge_cron,
+        remind_unverified_users: settings.verification_reminder_cron,
+        purge_unverified_users: settings.unverified_purge_cron,
+        purge_tokens: settings.token_purge_cron,
+    }
+    return [
+        CronJob(
+            function,
+            cron=crons[function],
+            unique=True,
+            timeout=int(settings.api_timeout_seconds) + 5,
+            # A failed run (API down) is simply redone at the next tick: each of
+            # these is idempotent, and the API never reminds a user twice.
+            retries=1,
+        )
+        for function in API_JOBS
+    ]
 
 
 class WorkerSettings(TypedDict):
@@ -68,7 +106,7 @@ def build_settings(settings: Settings) -> WorkerSettings:
             log.warning(
                 "scheduler.api_jobs_disabled",
                 reason="HERALD_INTERNAL_TOKEN is not set",
-                jobs=["purge_outbox"],
+                jobs=[function.__qualname__ for function in API_JOBS],
             )
         else:
             ctx["internal_api"] = InternalApi(
@@ -77,6 +115,11 @@ def build_settings(settings: Settings) -> WorkerSettings:
                 timeout=settings.api_timeout_seconds,
             )
             ctx["outbox_retention_seconds"] = settings.outbox_retention_seconds
+            ctx["verification_reminder_after_seconds"] = (
+                settings.verification_reminder_after_seconds
+            )
+            ctx["unverified_account_seconds"] = settings.unverified_account_seconds
+            ctx["token_retention_seconds"] = settings.token_retention_seconds
 
     async def shutdown(ctx: SchedulerContext) -> None:
         notifier = ctx.pop("notifier_queue", None)
@@ -96,19 +139,11 @@ def build_settings(settings: Settings) -> WorkerSettings:
             retries=1,
         )
     ]
-    if settings.internal_token is not None:
-        cron_jobs.append(
-            CronJob(
-                purge_outbox,
-                cron=settings.outbox_purge_cron,
-                unique=True,
-                timeout=int(settings.api_timeout_seconds) + 5,
-                # A failed purge (API down) is simply redone at the next tick.
-                retries=1,
-            )
-        )
+    cron_jobs.extend(api_cron_jobs(settings))
     for cron_job in cron_jobs:
         expect_runs(cron_job.function.__qualname__)
+        if cron_job.function in API_JOBS:
+            expect_api_work(cron_job.function.__qualname__)
 
     return WorkerSettings(
         queue=queues.connect_queue(
@@ -116,8 +151,8 @@ def build_settings(settings: Settings) -> WorkerSettings:
         ),
         functions=[],
         # Each CronJob has at most one run in flight (its unique key), so one slot
-        # per CronJob is enough.
-        concurrency=1,
+        # per CronJob is enough, and a slow API call never holds up another job.
+        concurrency=len(cron_jobs),
         cron_jobs=cron_jobs,
         cron_tz=UTC,
         startup=startup,
