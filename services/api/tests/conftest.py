@@ -30,6 +30,12 @@ from herald_api.settings import Settings
 from herald_shared import queues
 from herald_testing.messages import welcome_email
 
+LINK_SECRET = "link-secret-for-tests-only-0123456789"
+"""HERALD_LINK_SECRET of the API under test (tests derive link tokens with it)."""
+
+JWT_SECRET = "jwt-secret-for-tests-only-0123456789abcdef"
+"""HERALD_JWT_SECRET of the API under test (tests forge and check access tokens with it)."""
+
 
 def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
@@ -47,7 +53,13 @@ async def _admin(postgres_url: str, *statements: str) -> None:
 @pytest.fixture(scope="session")
 def template_database(postgres_url: str) -> Iterator[str]:
     name = f"herald_template_{uuid.uuid4().hex[:8]}"
-    migrate(Settings(database_url=_with_database(postgres_url, name)))
+    migrate(
+        Settings(
+            database_url=_with_database(postgres_url, name),
+            link_secret=LINK_SECRET,
+            jwt_secret=JWT_SECRET,
+        )
+    )
     yield name
     asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -67,6 +79,10 @@ def settings(database_url: str, redis_url: str, queue_namespace: str) -> Setting
         redis_url=redis_url,
         queue_namespace=queue_namespace,
         hash_workers=2,
+        link_secret=LINK_SECRET,
+        jwt_secret=JWT_SECRET,
+        # Tests send many requests from one address; the rate limit tests turn them on.
+        rate_limits_enabled=False,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from typing import NoReturn
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 from saq import Queue
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,7 +31,7 @@ from herald_api.relay import Relay
 from herald_api.signup import sign_up
 from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
-from herald_shared.tasks import SEND_WELCOME_EMAIL
+from herald_shared.tasks import SEND_ACCOUNT_EXISTS_EMAIL, SEND_WELCOME_EMAIL
 from herald_testing.messages import welcome_email
 
 BODY = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}
@@ -40,9 +42,8 @@ async def test_signup_writes_one_user_and_one_outbox_row_marked_relayed_after_th
 ) -> None:
     response = await client.post("/api/v1/users", json=BODY)
 
-    assert response.status_code == 201
-    user_id = response.json()["id"]
-    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert response.status_code == 202
+    user_id = str(await db.fetchval("SELECT id FROM users"))
     [row] = await db.fetch("SELECT * FROM outbox")
     assert row["task"] == SEND_WELCOME_EMAIL.name
     assert row["queue"] == queues.NOTIFIER
@@ -58,14 +59,18 @@ async def test_signup_writes_one_user_and_one_outbox_row_marked_relayed_after_th
     assert WelcomeEmail.decode(job["kwargs"]["payload"]) == message
 
 
-async def test_a_taken_email_writes_neither_a_user_nor_an_outbox_row(
+async def test_a_taken_email_writes_no_user_and_stages_the_owner_s_notice(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    assert (await client.post("/api/v1/users", json=BODY)).status_code == 201
-    assert (await client.post("/api/v1/users", json=BODY)).status_code == 409
+    assert (await client.post("/api/v1/users", json=BODY)).status_code == 202
+    assert (await client.post("/api/v1/users", json=BODY)).status_code == 202
 
     assert await db.fetchval("SELECT count(*) FROM users") == 1
-    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+    tasks = await db.fetch("SELECT task FROM outbox ORDER BY created_at")
+    assert [row["task"] for row in tasks] == [
+        SEND_WELCOME_EMAIL.name,
+        SEND_ACCOUNT_EXISTS_EMAIL.name,
+    ]
 
 
 class SimulatedCrashError(BaseException):
@@ -98,6 +103,8 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
                     hasher=hasher,
                     dispatcher=dispatcher,
                     data=UserCreate.model_validate(BODY),
+                    link_secret=SecretStr("x" * 32),
+                    link_valid_for=timedelta(hours=1),
                     request_id=None,
                 )
     finally:
@@ -181,7 +188,7 @@ async def test_a_failed_outbox_update_after_commit_still_answers_201(
 
     response = await client.post("/api/v1/users", json=BODY)
 
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     assert response.json()["email"] == BODY["email"]
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     # The row was not marked: the relay pushes it again, SAQ's key refuses the twin.

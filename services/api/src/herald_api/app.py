@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from herald_api import metrics
 from herald_api.api import errors
 from herald_api.api.main import api_router, internal_router
-from herald_api.api.routes import health
+from herald_api.api.routes import health, pages
 from herald_api.requestlog import RequestLogMiddleware
 from herald_api.resources import open_resources
 from herald_api.settings import Settings, get_settings
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Without a token the internal routes do not exist at all: 404, not 401.
         app.include_router(internal_router)
     app.include_router(health.router)
+    app.include_router(pages.router)
     errors.install(app)
     metrics.install(app)
     # Added last = outermost: the id exists before the request is logged.

@@ -40,7 +40,12 @@ HTTP_REQUEST_SECONDS = Histogram(
     "Time from receiving a request to the end of its response, by method and route template.",
     ["method", "route"],
 )
-SIGNUPS = Counter("herald_api_signups_total", "Accounts created (committed) by sign-up.")
+SIGNUPS = Counter(
+    "herald_api_signups_total",
+    "Signups committed, by outcome: created (a new account) or address_taken (the owner "
+    "was emailed instead).",
+    ["outcome"],
+)
 MESSAGES_ENQUEUED = Counter(
     "herald_api_messages_enqueued_total",
     "Queue messages the request itself handed to Redis right after their transaction "
@@ -70,6 +75,19 @@ OUTBOX_RELAY_ERRORS = Counter(
     "backoff), database (a pass failed), rejected (a row that can never be pushed was set "
     "aside; see outbox.message_rejected), other (a bug).",
     ["reason"],
+)
+RATE_LIMITED = Counter(
+    "herald_api_rate_limited_total",
+    "Attempts refused with 429 by a rate limit (logged as rate_limit.exceeded), by action "
+    "(signup, login, resend) and by the scope of the limit that refused (client, email).",
+    ["action", "scope"],
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "herald_api_rate_limit_fail_open_total",
+    "Attempts let through without a rate-limit check, by action and reason: timeout or "
+    "redis (the check failed; logged as rate_limit.unavailable), paused (skipped for a "
+    "second after such a failure), other (a bug). Any increase means limits are off.",
+    ["action", "reason"],
 )
 
 for _task in TASKS.values():

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, EmailStr, SecretStr, StringConstraints
-from sqlalchemy import Column, DateTime, Index, Integer, String, Text, func, text
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from herald_api.password_policy import is_common
 from herald_shared.text import DisplayName
 
 
@@ -31,13 +33,33 @@ def _encodable(value: SecretStr) -> SecretStr:
     return value
 
 
+def _uncommon(value: SecretStr) -> SecretStr:
+    # The message never quotes the password: 422 bodies and logs must not carry it.
+    if is_common(value.get_secret_value()):
+        raise PydanticCustomError(
+            "password_too_common",
+            "is too common: it is one of the 3,000 most used passwords; choose another",
+        )
+    return value
+
+
 Password = Annotated[
-    SecretStr, StringConstraints(min_length=8, max_length=128), AfterValidator(_encodable)
+    SecretStr,
+    StringConstraints(min_length=8, max_length=128),
+    AfterValidator(_encodable),
+    AfterValidator(_uncommon),
 ]
+"""A new password (OWASP ASVS 5.0, 6.2): 8 to 128 characters of any kind, not a common one."""
 
 
 class User(SQLModel, table=True):
     __tablename__ = "users"
+    __table_args__ = (
+        # Reminders and purges look for unverified users by age.
+        Index(
+            "users_unverified_idx", "created_at", postgresql_where=text("email_verified_at IS NULL")
+        ),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     email: str = Field(sa_column=Column(String(254), nullable=False, unique=True))
@@ -48,6 +70,36 @@ class User(SQLModel, table=True):
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
     email_verified_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    verification_reminded_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class EmailToken(SQLModel, table=True):
+    """A link token sent by email, stored only as its SHA-256 fingerprint.
+
+    Bound to one user and one purpose; spent once (``used_at``); dead after
+    ``expires_at``. See ``herald_shared.tokens`` for how the token itself is
+    derived (and why it never travels through the queue).
+    """
+
+    __tablename__ = "email_tokens"
+    __table_args__ = (Index("email_tokens_user_idx", "user_id", "purpose"),)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    purpose: str = Field(sa_column=Column(Text, nullable=False))
+    fingerprint: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: datetime = Field(
+        default_factory=_utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
 
@@ -91,6 +143,24 @@ class UserCreate(SQLModel):
     email: Email
     password: Password
     display_name: DisplayName
+
+
+class Accepted(SQLModel):
+    """The answer to a request whose outcome is only told by email (signup, resend).
+
+    The same for every outcome, so it never reveals whether the address has an account.
+    """
+
+    email: str
+    detail: str
+
+
+class VerificationRequest(SQLModel):
+    email: Email
+
+
+class VerifyEmail(SQLModel):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class UserPublic(SQLModel):

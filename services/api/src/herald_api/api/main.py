@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from herald_api.api.routes import internal, users
+from herald_api.api.routes import account, internal, login, users, verification
 
 api_router = APIRouter(prefix="/api/v1")
+api_router.include_router(login.router)
+# Before users: no "/users/{...}" route added there can then shadow "/users/me".
+api_router.include_router(account.router)
 api_router.include_router(users.router)
+api_router.include_router(verification.router)
 
 internal_router = internal.router

@@ -6,12 +6,13 @@ schedule and calls these with the shared bearer token (HERALD_INTERNAL_TOKEN).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, Field
 
-from herald_api import outbox
+from herald_api import housekeeping, outbox
 from herald_api.api.deps import InternalAuthDep, ResourcesDep
 from herald_api.api.errors import BODY_RESPONSES, require_json_body
 
@@ -27,16 +28,24 @@ MAX_RETENTION_SECONDS = 100 * 365 * 24 * 3600
 """100 years: far past any retention, and ``now() - interval`` stays a valid timestamp."""
 
 
-class OutboxPurge(BaseModel):
+class OlderThan(BaseModel):
     older_than_seconds: int = Field(
         ge=60,
         le=MAX_RETENTION_SECONDS,
-        description="Delete rows relayed to Redis more than this many seconds ago.",
+        description="The age, in seconds, past which the rows concerned are acted on.",
     )
 
+    @property
+    def age(self) -> timedelta:
+        return timedelta(seconds=self.older_than_seconds)
 
-class OutboxPurged(BaseModel):
-    deleted: int = Field(description="Outbox rows deleted.")
+
+class Deleted(BaseModel):
+    deleted: int = Field(description="Rows deleted.")
+
+
+class Reminded(BaseModel):
+    reminded: int = Field(description="Users sent a reminder.")
 
 
 def _authorized_json(_: InternalAuthDep, request: Request) -> None:
@@ -44,10 +53,44 @@ def _authorized_json(_: InternalAuthDep, request: Request) -> None:
     require_json_body(request)
 
 
+Authorized = Annotated[None, Depends(_authorized_json)]
+
+
 @router.post("/outbox/purge", responses=BODY_RESPONSES)
-async def purge_outbox(
-    _: Annotated[None, Depends(_authorized_json)], body: OutboxPurge, resources: ResourcesDep
-) -> OutboxPurged:
+async def purge_outbox(_: Authorized, body: OlderThan, resources: ResourcesDep) -> Deleted:
     """Delete outbox rows relayed more than ``older_than_seconds`` ago; pending rows stay."""
     deleted = await outbox.purge(resources.sessions, older_than_seconds=body.older_than_seconds)
-    return OutboxPurged(deleted=deleted)
+    return Deleted(deleted=deleted)
+
+
+@router.post("/users/remind-unverified", responses=BODY_RESPONSES)
+async def remind_unverified_users(
+    _: Authorized, body: OlderThan, resources: ResourcesDep
+) -> Reminded:
+    """Email one reminder with a fresh link to each user unverified ``older_than_seconds``
+    after signup and not reminded before (never twice)."""
+    settings = resources.settings
+    reminded = await housekeeping.remind_unverified(
+        sessions=resources.sessions,
+        dispatcher=resources.dispatcher,
+        older_than=body.age,
+        secret=settings.link_secret,
+        valid_for=timedelta(hours=settings.verification_link_hours),
+    )
+    return Reminded(reminded=reminded)
+
+
+@router.post("/users/purge-unverified", responses=BODY_RESPONSES)
+async def purge_unverified_users(
+    _: Authorized, body: OlderThan, resources: ResourcesDep
+) -> Deleted:
+    """Delete accounts still unverified ``older_than_seconds`` after signup, with their tokens."""
+    deleted = await housekeeping.purge_unverified(sessions=resources.sessions, older_than=body.age)
+    return Deleted(deleted=deleted)
+
+
+@router.post("/tokens/purge", responses=BODY_RESPONSES)
+async def purge_tokens(_: Authorized, body: OlderThan, resources: ResourcesDep) -> Deleted:
+    """Delete link tokens spent or expired more than ``older_than_seconds`` ago."""
+    deleted = await housekeeping.purge_tokens(sessions=resources.sessions, older_than=body.age)
+    return Deleted(deleted=deleted)

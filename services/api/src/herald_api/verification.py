@@ -1,0 +1,122 @@
+"""Email verification: issuing link tokens, and spending them.
+
+A user holds at most one live verification token: issuing one (welcome,
+resend, reminder) deletes the unspent ones, so only the newest link works.
+Only the token's fingerprint is stored (``herald_shared.tokens``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from pydantic import SecretStr
+from sqlalchemy import delete, func, insert, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api.dispatch import Dispatcher
+from herald_api.models import EmailToken, User
+from herald_shared.messages import VerificationEmail, VerificationLink
+from herald_shared.tokens import Purpose, derive, fingerprint, new_token_id
+
+log = structlog.get_logger(__name__)
+
+PURPOSE: Purpose = "verify_email"
+
+
+async def issue(
+    session: AsyncSession, *, user_id: uuid.UUID, secret: SecretStr, valid_for: timedelta
+) -> VerificationLink:
+    """Replace ``user_id``'s unspent verification tokens with a new one (no commit).
+
+    Returns the link to email: its token id and expiry. The token itself is
+    derived, fingerprinted and forgotten here; the notifier derives it again.
+    """
+    await session.exec(
+        delete(EmailToken).where(
+            col(EmailToken.user_id) == user_id,
+            col(EmailToken.purpose) == PURPOSE,
+            col(EmailToken.used_at).is_(None),
+        )
+    )
+    token_id = new_token_id()
+    expires_at = datetime.now(UTC) + valid_for
+    await session.exec(
+        insert(EmailToken).values(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            purpose=PURPOSE,
+            fingerprint=fingerprint(derive(secret, token_id=token_id, purpose=PURPOSE)),
+            expires_at=expires_at,
+        )
+    )
+    return VerificationLink(token_id=token_id, expires_at=expires_at)
+
+
+async def spend(session: AsyncSession, *, token: str) -> User | None:
+    """Spend a verification ``token`` and mark its user verified (no commit).
+
+    Returns the user, or ``None`` when the token is unknown, spent, expired or
+    made for another purpose: one answer for all, so the caller cannot tell
+    which. Two requests racing with one token: the row lock lets one win.
+    """
+    spent = await session.exec(
+        update(EmailToken)
+        .where(
+            col(EmailToken.fingerprint) == fingerprint(token),
+            col(EmailToken.purpose) == PURPOSE,
+            col(EmailToken.used_at).is_(None),
+            col(EmailToken.expires_at) > func.now(),
+        )
+        .values(used_at=func.now())
+        .returning(col(EmailToken.user_id))
+    )
+    user_id = spent.scalar_one_or_none()
+    if user_id is None:
+        return None
+    await session.exec(
+        update(User)
+        .where(col(User.id) == user_id, col(User.email_verified_at).is_(None))
+        .values(email_verified_at=func.now())
+    )
+    return await session.get(User, user_id, populate_existing=True)
+
+
+async def resend(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    dispatcher: Dispatcher,
+    email: str,
+    secret: SecretStr,
+    valid_for: timedelta,
+    request_id: str | None,
+) -> bool:
+    """Email a fresh verification link to ``email`` if it has an unverified account.
+
+    Old links stop working. Returns whether an email was staged; runs after
+    the response (see ``routes.verification``), so the caller never learns it.
+    """
+    async with sessions() as session:
+        user = (
+            await session.exec(select(User).where(col(User.email) == email).with_for_update())
+        ).first()
+        if user is None or user.email_verified_at is not None:
+            log.info("verification.resend_skipped", reason="no unverified account")
+            return False
+        link = await issue(session, user_id=user.id, secret=secret, valid_for=valid_for)
+        message = VerificationEmail(
+            user_id=user.id,
+            email=user.email,
+            display_name=user.display_name,
+            verification=link,
+            reason="requested",
+            request_id=request_id,
+        )
+        await dispatcher.stage(session, message)
+        await session.commit()
+        log.info("verification.resent", user_id=str(user.id), message_id=str(message.message_id))
+        await dispatcher.publish_after_commit(session, message, user_id=user.id)
+        return True
