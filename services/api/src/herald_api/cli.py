@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        # Explicit, so the setting (not uvicorn's own FORWARDED_ALLOW_IPS) decides.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

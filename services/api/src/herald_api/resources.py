@@ -1,4 +1,5 @@
-"""What the API holds open for its lifetime: database pool, queue, hasher, outbox relay."""
+"""What the API holds open for its lifetime: database pool, queue, hasher, outbox relay,
+rate limiter."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api.db import create_engine, session_factory
 from herald_api.dispatch import Dispatcher
 from herald_api.passwords import PasswordHasher
+from herald_api.ratelimit import RateLimiter
 from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
@@ -31,6 +33,7 @@ class Resources:
     dispatcher: Dispatcher
     hasher: PasswordHasher
     relay: Relay
+    rate_limiter: RateLimiter
 
 
 @asynccontextmanager
@@ -63,6 +66,13 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         max_backoff_seconds=settings.outbox_max_backoff_seconds,
         push_timeout_seconds=settings.enqueue_timeout_seconds,
     )
+    rate_limiter = RateLimiter.from_settings(settings)
+    if not settings.rate_limits_enabled:
+        log.warning(
+            "rate_limit.disabled",
+            setting="HERALD_RATE_LIMITS_ENABLED",
+            effect="signups, logins and verification resends are not rate limited",
+        )
     relay.start()
     try:
         yield Resources(
@@ -78,11 +88,13 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             ),
             hasher=hasher,
             relay=relay,
+            rate_limiter=rate_limiter,
         )
     finally:
         # Before the pool and the queue close under it.
         await relay.stop()
         hasher.close()
+        await rate_limiter.close()
         try:
             await queue.disconnect()
         except (RedisError, OSError) as exc:

@@ -6,8 +6,10 @@ import os
 from functools import cache
 from typing import Literal
 
-from pydantic import Field, PostgresDsn, SecretStr, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald_api.ratelimit import parse_limits
 
 
 class Settings(BaseSettings):
@@ -18,6 +20,12 @@ class Settings(BaseSettings):
 
     api_host: str = Field(default="127.0.0.1", description="Address `herald-api serve` binds.")
     api_port: int = Field(default=8000, description="Port `herald-api serve` listens on.")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses or networks (or *) of the reverse proxies "
+        "whose X-Forwarded-For and X-Forwarded-Proto `herald-api serve` believes (uvicorn's "
+        "--forwarded-allow-ips). The client address the rate limits count comes from there.",
+    )
     database_url: PostgresDsn = Field(
         default=PostgresDsn("postgresql+asyncpg://postgres@127.0.0.1:5432/herald"),
         description="PostgreSQL URL of the accounts database (postgresql:// or "
@@ -62,6 +70,38 @@ class Settings(BaseSettings):
     readiness_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long /health/ready waits for each dependency."
     )
+    rate_limits_enabled: bool = Field(
+        default=True,
+        description="Anti-automation rate limits on signups, logins and verification "
+        "resends (429 with Retry-After). Off only for benchmarks and load tests.",
+    )
+    rate_limit_signup_per_client: str = Field(
+        default="10/minute;100/hour",
+        description="Signups one client address may attempt (limits notation, ';' between "
+        "limits: each must hold).",
+    )
+    rate_limit_signup_per_email: str = Field(
+        default="5/hour;20/day",
+        description="Signups one email address may be the subject of (each may email it).",
+    )
+    rate_limit_login_per_client: str = Field(
+        default="30/minute;300/hour", description="Logins one client address may attempt."
+    )
+    rate_limit_login_per_email: str = Field(
+        default="10/15minutes;100/day", description="Logins one account may be the target of."
+    )
+    rate_limit_resend_per_client: str = Field(
+        default="10/hour", description="Verification resends one client address may ask for."
+    )
+    rate_limit_resend_per_email: str = Field(
+        default="3/hour;10/day", description="Verification resends one email address may get."
+    )
+    rate_limit_timeout_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="How long a rate-limit check may wait for Redis before the attempt is "
+        "let through unchecked (fail open; Redis is tried again a second later).",
+    )
     outbox_batch_size: int = Field(
         default=200, ge=1, description="Outbox rows the relay claims and pushes per pass."
     )
@@ -97,6 +137,27 @@ class Settings(BaseSettings):
     def _empty_token_is_unset(cls, value: object) -> object:
         # Compose passes an unset variable through as "", which means "no token".
         return None if value == "" else value
+
+    @field_validator(
+        "rate_limit_signup_per_client",
+        "rate_limit_signup_per_email",
+        "rate_limit_login_per_client",
+        "rate_limit_login_per_email",
+        "rate_limit_resend_per_client",
+        "rate_limit_resend_per_email",
+    )
+    @classmethod
+    def _valid_rate_limits(cls, value: str, info: ValidationInfo) -> str:
+        # At startup, naming the variable: a typo must not surface as a 500 at the first signup.
+        try:
+            parse_limits(value)
+        except ValueError:
+            raise ValueError(
+                f"HERALD_{(info.field_name or '').upper()} must be rate limits like "
+                f"'10/minute;100/hour' (an amount >= 1 per second, minute, hour, day, month "
+                f"or year, optionally '/15minutes')"
+            ) from None
+        return value
 
     @field_validator("database_url", mode="after")
     @classmethod

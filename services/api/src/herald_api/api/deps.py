@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.dispatch import Dispatcher
 from herald_api.passwords import PasswordHasher
+from herald_api.ratelimit import UNKNOWN_CLIENT, RateLimiter
 from herald_api.resources import Resources
 
 
@@ -74,3 +75,21 @@ HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]
 InternalAuthDep = Annotated[None, Depends(require_internal_token)]
+
+
+def get_rate_limiter(resources: ResourcesDep) -> RateLimiter:
+    return resources.rate_limiter
+
+
+def get_client_address(request: Request) -> str:
+    """The client's IP address, as uvicorn determined it.
+
+    Behind a reverse proxy that is the X-Forwarded-For address, but only when
+    the proxy is one of ``HERALD_FORWARDED_ALLOW_IPS``; otherwise anyone could
+    pick the address their attempts are counted against.
+    """
+    return request.client.host if request.client is not None else UNKNOWN_CLIENT
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+ClientAddressDep = Annotated[str, Depends(get_client_address)]

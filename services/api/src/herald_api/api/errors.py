@@ -13,6 +13,10 @@ A request body the API cannot read gets a 4xx that says why, never a 500:
 larger than ``MAX_BODY_BYTES`` (413), not JSON (415), or JSON that cannot be
 decoded (400: not UTF-8, nested too deeply, a number too long). Routes that
 take a body document these with ``BODY_RESPONSES``.
+
+An attempt over a rate limit (``herald_api.ratelimit``) gets a 429 with
+``Retry-After``: the seconds until the limit that refused has room again.
+Routes that check a limit document it with ``RATE_LIMIT_RESPONSES``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from herald_api import ratelimit
 from herald_api.db import CONNECTIVITY_ERRORS, is_unavailable
 from herald_api.errortext import describe
+from herald_api.ratelimit import RateLimitedError
 
 DATABASE_UNAVAILABLE = "The accounts database is unavailable; try again shortly."
 
@@ -54,7 +60,16 @@ BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """The answers of every route that reads a JSON body, for its ``responses=``."""
 
+RATE_LIMIT_RESPONSES = ratelimit.RATE_LIMIT_RESPONSES
+"""The 429 of every route that checks a rate limit, for its ``responses=``."""
+
 log = structlog.get_logger(__name__)
+
+
+def too_many_attempts(retry_after: int) -> str:
+    """The 429 detail for ``retry_after`` seconds."""
+    unit = "second" if retry_after == 1 else "seconds"
+    return f"Too many attempts; try again in {retry_after} {unit}."
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -121,8 +136,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+async def rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    # The limiter logged and counted the refusal: a route that catches the error
+    # itself (to answer alike either way) must not hide it from the metrics.
+    assert isinstance(exc, RateLimitedError)
+    return JSONResponse(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        content={"detail": too_many_attempts(exc.retry_after)},
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RateLimitedError, rate_limited)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for error in CONNECTIVITY_ERRORS:
         app.add_exception_handler(error, database_unavailable)
