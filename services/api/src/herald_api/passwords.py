@@ -1,4 +1,4 @@
-"""Password hashing with argon2id, off the event loop.
+"""Password hashing and verification with argon2id, off the event loop.
 
 argon2-cffi releases the GIL while hashing, so a thread pool sized to the CPU
 count hashes in parallel; its queue bounds the work, so an overload raises
@@ -8,10 +8,21 @@ latency for everyone instead of starving the loop.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 
+import structlog
 from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
+from argon2 import Type, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError
+
+log = structlog.get_logger(__name__)
+
+
+def _encode(password: str) -> bytes:
+    # A lone surrogate (JSON "\ud800", or a form field) cannot be UTF-8; passed
+    # through, it matches no stored hash (signup refuses it) instead of raising.
+    return password.encode("utf-8", "surrogatepass")
 
 
 class PasswordHasher:
@@ -23,10 +34,60 @@ class PasswordHasher:
             type=Type.ID,
         )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        # A hash of nothing anyone knows, with today's parameters: verifying
+        # against it costs what verifying a real user's password costs.
+        self._dummy_hash = self._argon2.hash(secrets.token_urlsafe(32))
 
     async def hash(self, password: str) -> str:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._argon2.hash, password)
+
+    async def verify(self, hash: str, password: str) -> bool:
+        """Whether ``password`` is the one ``hash`` was made from."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._verify, hash, password)
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend what ``verify`` spends, for a login whose user does not exist.
+
+        Without it an unknown email would be answered ~1 ms after the request
+        and a wrong password ~20-50 ms after it: the time alone would tell which
+        addresses have an account.
+        """
+        await self.verify(self._dummy_hash, password)
+
+    def needs_rehash(self, hash: str) -> bool:
+        """Whether ``hash`` is weaker than what ``hash()`` makes now.
+
+        Only weaker: another API process with higher (not yet rolled out)
+        parameters must not see its fresh hashes downgraded here, or the two
+        would rewrite each other's hashes on every login. Parallelism is not a
+        strength (lanes split the same memory), so it alone never triggers one.
+        """
+        try:
+            stored = extract_parameters(hash)
+        except InvalidHashError:
+            return True
+        current = self._argon2
+        return (
+            stored.type is not Type.ID
+            or stored.version < 19
+            or stored.memory_cost < current.memory_cost
+            or stored.time_cost < current.time_cost
+            or stored.hash_len < current.hash_len
+            or stored.salt_len < current.salt_len
+        )
+
+    def _verify(self, hash: str, password: str) -> bool:
+        try:
+            return self._argon2.verify(hash, _encode(password))
+        except VerificationError:
+            return False
+        except InvalidHashError:
+            # A stored hash that is not argon2 at all: a data problem to look at,
+            # never the user's fault, and never logged (it may be a real hash).
+            log.error("password.hash_invalid")
+            return False
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

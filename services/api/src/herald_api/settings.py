@@ -61,6 +61,18 @@ class Settings(BaseSettings):
         default=2, ge=2, description="argon2id iterations (OWASP minimum: 2)."
     )
     argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes.")
+    jwt_secret: SecretStr = Field(
+        min_length=32,
+        description="HMAC-SHA256 key that signs the access tokens (JWT) of POST /api/v1/auth/"
+        "token. Required, at least 32 characters, e.g. `openssl rand -base64 48`. Whoever "
+        "holds it can act as any user; changing it logs every user out.",
+    )
+    access_token_ttl_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=86_400,
+        description="How long an access token is valid; there is no revocation before then.",
+    )
     enqueue_timeout_seconds: float = Field(
         default=2.0,
         gt=0,

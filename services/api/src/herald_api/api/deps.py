@@ -6,12 +6,15 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import structlog
 from asgi_correlation_id import correlation_id
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, OAuth2PasswordBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from herald_api.access_tokens import InvalidAccessTokenError, decode_access_token
 from herald_api.dispatch import Dispatcher
+from herald_api.models import User
 from herald_api.passwords import PasswordHasher
 from herald_api.ratelimit import UNKNOWN_CLIENT, RateLimiter
 from herald_api.resources import Resources
@@ -93,3 +96,52 @@ def get_client_address(request: Request) -> str:
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
+
+
+_log = structlog.get_logger(__name__)
+
+_access_token = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    auto_error=False,
+    scheme_name="AccessToken",
+    description="An access token from POST /api/v1/auth/token (username = email address).",
+)
+
+NOT_AUTHENTICATED = "A valid access token is required."
+
+
+def _not_authenticated(error: str | None = None) -> HTTPException:
+    # RFC 6750 3.1: a request without a token gets no error code, a bad token "invalid_token".
+    challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=NOT_AUTHENTICATED,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+async def get_current_user(
+    resources: ResourcesDep,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(_access_token)],
+) -> User:
+    """The user the request's bearer access token was issued to; 401 for any other request.
+
+    One answer for a missing, forged, expired or foreign token and for a
+    deleted user's: the caller learns only that it must log in (again).
+    """
+    if not token:  # no Authorization header, another scheme, or "Bearer" alone
+        raise _not_authenticated()
+    try:
+        user_id = decode_access_token(token, settings=resources.settings)
+    except InvalidAccessTokenError as exc:
+        _log.info("access_token.rejected", reason=str(exc))
+        raise _not_authenticated("invalid_token") from None
+    user = await session.get(User, user_id)
+    if user is None:
+        _log.info("access_token.rejected", reason="user_gone", user_id=str(user_id))
+        raise _not_authenticated("invalid_token")
+    return user
+
+
+CurrentUserDep = Annotated[User, Depends(get_current_user)]

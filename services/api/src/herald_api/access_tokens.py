@@ -1,0 +1,79 @@
+"""Access tokens: JWTs signed with HS256 under ``HERALD_JWT_SECRET``.
+
+The API both issues and checks them, so a shared-key MAC is enough and no
+public key has to be published. Decoding accepts HS256 only: a token naming
+``none`` or an asymmetric algorithm (whose "public key" would be our secret)
+is refused before its signature is looked at.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from herald_api.settings import Settings
+
+ALGORITHM = "HS256"
+ISSUER = "herald"
+AUDIENCE = "herald-api"
+"""Fixed: the API is the only issuer and the only audience; ``aud`` and ``iss``
+still keep a JWT minted for anything else under the same key from passing here."""
+
+LEEWAY = timedelta(seconds=5)
+"""Clock skew tolerated on ``exp`` and ``iat`` between API processes."""
+
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "jti"]
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    """Seconds the token is valid from when it was issued."""
+
+
+class InvalidAccessTokenError(Exception):
+    """The token is malformed, forged, expired, or not meant for this API."""
+
+
+def issue_access_token(
+    *, user_id: uuid.UUID, settings: Settings, now: datetime | None = None
+) -> IssuedToken:
+    issued_at = now or datetime.now(UTC)
+    ttl = settings.access_token_ttl_seconds
+    claims = {
+        "sub": str(user_id),
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": issued_at,
+        "exp": issued_at + timedelta(seconds=ttl),
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
+    return IssuedToken(token=token, expires_in=ttl)
+
+
+def decode_access_token(token: str, *, settings: Settings) -> uuid.UUID:
+    """The user id a valid token was issued to; ``InvalidAccessTokenError`` otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            leeway=LEEWAY,
+            options={
+                "require": _REQUIRED_CLAIMS,
+                "strict_aud": True,
+                "enforce_minimum_key_length": True,
+            },
+        )
+        return uuid.UUID(claims["sub"])
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        # Only the check that failed (ExpiredSignatureError, ...): pyjwt's messages
+        # may quote parts of the token, and what is raised here may be logged.
+        raise InvalidAccessTokenError(type(exc).__name__) from None
