@@ -83,6 +83,7 @@ def settings(database_url: str, redis_url: str, queue_namespace: str) -> Setting
         jwt_secret=JWT_SECRET,
         # Tests send many requests from one address; the rate limit tests turn them on.
         rate_limits_enabled=False,
+        metrics_port=0,
     )
 
 

@@ -34,17 +34,21 @@ async def dead_db_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
         yield http
 
 
+VERIFY = "/api/v1/auth/verify"
+UNKNOWN_TOKEN = {"token": "A" * 43}
+
+
 def assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503
     assert response.json() == {"detail": DATABASE_UNAVAILABLE}
     assert response.headers["Retry-After"] == "1"
 
 
-async def test_signup_and_read_answer_503_when_postgres_is_unreachable(
+async def test_signup_and_verify_answer_503_when_postgres_is_unreachable(
     dead_db_client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     assert_unavailable(await dead_db_client.post("/api/v1/users", json=BODY))
-    assert_unavailable(await dead_db_client.get(f"/api/v1/users/{uuid.uuid4()}"))
+    assert_unavailable(await dead_db_client.post(VERIFY, json=UNKNOWN_TOKEN))
 
     ready = await dead_db_client.get("/health/ready")
     assert ready.status_code == 503
@@ -85,7 +89,7 @@ async def test_a_connection_lost_mid_signup_is_503_and_writes_neither_row(
 
     # The pool replaces the dead connection by itself (pool_pre_ping).
     again = await client.post("/api/v1/users", json=BODY)
-    assert again.status_code == 201
+    assert again.status_code == 202
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     assert await db.fetchval("SELECT count(*) FROM outbox") == 1
 
@@ -107,8 +111,7 @@ async def _blocked_insert(db: asyncpg.Connection) -> int:
 async def test_the_api_recovers_by_itself_after_postgres_dropped_every_connection(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    created = await client.post("/api/v1/users", json=BODY)
-    location = created.headers["Location"]
+    assert (await client.post("/api/v1/users", json=BODY)).status_code == 202
 
     terminated = await db.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -116,7 +119,8 @@ async def test_the_api_recovers_by_itself_after_postgres_dropped_every_connectio
     )
 
     assert terminated >= 1
-    assert (await client.get(location)).status_code == 200
+    # Answered from the database (an unknown token), not 503.
+    assert (await client.post(VERIFY, json=UNKNOWN_TOKEN)).status_code == 400
 
 
 async def test_a_database_that_accepts_but_never_answers_is_503_after_the_connect_timeout(
@@ -143,7 +147,7 @@ async def test_a_database_that_accepts_but_never_answers_is_503_after_the_connec
             ) as http,
         ):
             started = time.monotonic()
-            response = await http.get(f"/api/v1/users/{uuid.uuid4()}")
+            response = await http.post(VERIFY, json=UNKNOWN_TOKEN)
             waited = time.monotonic() - started
     finally:
         server.close()

@@ -70,6 +70,9 @@ async def test_exit_after_commit_leaves_the_user_and_a_pending_row_that_is_then_
         "HERALD_OUTBOX_FAST_PATH_GRACE_SECONDS": "0",
         "HERALD_HASH_WORKERS": "1",
         "HERALD_LOG_FORMAT": "json",
+        "HERALD_LINK_SECRET": "link-secret-for-tests-only-0123456789",
+        "HERALD_JWT_SECRET": "jwt-secret-for-tests-only-0123456789abcdef",
+        "HERALD_METRICS_PORT": "0",
     }
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log_file:

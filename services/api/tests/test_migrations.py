@@ -32,7 +32,7 @@ async def test_the_migrated_schema_matches_the_models(settings: Settings) -> Non
     assert differences == []
 
 
-async def test_the_outbox_migration_goes_down_and_up_again(
+async def test_the_migrations_go_down_and_up_again(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
     tables = (
@@ -45,8 +45,12 @@ async def test_the_outbox_migration_goes_down_and_up_again(
     await asyncio.to_thread(command.downgrade, config, "0001")
     assert await db.fetchval(tables) == ["alembic_version", "users"]
     await asyncio.to_thread(command.upgrade, config, "head")
-    assert await db.fetchval(tables) == ["alembic_version", "outbox", "users"]
+    assert await db.fetchval(tables) == ["alembic_version", "email_tokens", "outbox", "users"]
     index = await db.fetchval(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_pending_idx'"
     )
     assert "WHERE (relayed_at IS NULL)" in index
+    columns = await db.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+    )
+    assert "verification_reminded_at" in {row["column_name"] for row in columns}

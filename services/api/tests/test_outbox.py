@@ -175,7 +175,7 @@ async def test_the_fast_path_never_waits_for_a_relay_holding_its_row(
     assert (row["relayed_at"], row["attempts"]) == (None, 0)
 
 
-async def test_a_failed_outbox_update_after_commit_still_answers_201(
+async def test_a_failed_outbox_update_after_commit_still_answers_202(
     client: httpx.AsyncClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Seen in the container fault run: the post-commit update timed out, the

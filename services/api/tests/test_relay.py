@@ -92,7 +92,7 @@ async def test_signups_during_a_redis_outage_stay_pending_then_drain_once_redis_
             ).status_code
             for i in range(20)
         ]
-    assert statuses == [201] * 20
+    assert statuses == [202] * 20
     assert await pending(db) == 20
     assert await db.fetchval("SELECT min(attempts) FROM outbox") >= 1
     assert await db.fetchval("SELECT bool_and(last_error LIKE '%ConnectionError%') FROM outbox")

@@ -69,7 +69,7 @@ async def test_a_json_suffix_content_type_is_json(client: httpx.AsyncClient) -> 
         USERS, content=signup_json(), headers={"content-type": "application/merge-patch+json"}
     )
 
-    assert response.status_code == 201
+    assert response.status_code == 202
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
-from herald_api import metrics
 from herald_api.api import errors
 from herald_api.api.main import api_router, internal_router
 from herald_api.api.routes import health, pages
 from herald_api.requestlog import RequestLogMiddleware
 from herald_api.resources import open_resources
 from herald_api.settings import Settings, get_settings
+from herald_shared.metrics import serve_metrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        serve_metrics(settings.metrics_host, settings.metrics_port)
         async with open_resources(settings) as resources:
             app.state.resources = resources
             yield
@@ -36,7 +37,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(pages.router)
     errors.install(app)
-    metrics.install(app)
     # Added last = outermost: the id exists before the request is logged.
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")

@@ -1,4 +1,4 @@
-"""The API's Prometheus metrics, the middleware that counts requests, and ``GET /metrics``.
+"""The API's Prometheus metrics, served apart from the API (``HERALD_METRICS_PORT``).
 
 Requests are labelled by route template (``/api/v1/users/{user_id}``), never
 by raw path, so one label value stands for every user id and a scan of random
@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fastapi import FastAPI, Response
 from fastapi.routing import RouteContext, iter_route_contexts
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 from starlette.routing import BaseRoute
 from starlette.types import Scope
@@ -145,13 +141,3 @@ def _matches_path(context: RouteContext, path: str) -> bool:
     # A route included under several prefixes: the prefix the request used decides.
     regex = getattr(context, "path_regex", None)
     return regex is not None and regex.match(path) is not None
-
-
-async def metrics() -> Response:
-    """Every metric of this process, in Prometheus' text format."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
-def install(app: FastAPI) -> None:
-    """Serve ``GET /metrics`` (outside the OpenAPI schema)."""
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         description="How long a signup waits for Redis to accept its welcome email before "
         "logging the failure and answering anyway.",
     )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # noqa: S104  (scraped from outside the container)
+        description="Address the Prometheus metrics server binds.",
+    )
+    metrics_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus metrics server (GET /metrics); 0 disables it. "
+        "Not the API's own port: counts of signups by outcome must not be public, or they "
+        "would tell whether an address has an account.",
+    )
     readiness_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long /health/ready waits for each dependency."
     )
@@ -137,6 +149,18 @@ class Settings(BaseSettings):
         min_length=16,
         description="Bearer token of the internal endpoints (/internal/v1, called by the "
         "scheduler); at least 16 characters. Unset: those endpoints answer 404.",
+    )
+    link_secret: SecretStr = Field(
+        min_length=32,
+        description="Key that derives the tokens of emailed links from the token ids in "
+        "queue messages (HMAC-SHA256); the notifier must hold the same value. At least 32 "
+        "characters, e.g. `openssl rand -base64 48`. Changing it voids every link sent.",
+    )
+    verification_link_hours: int = Field(
+        default=48,
+        ge=1,
+        le=24 * 30,
+        description="How long an email verification link works.",
     )
     fault_exit_after_commit: bool = Field(
         default=False,
