@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 import os
 import uuid
 from collections.abc import Awaitable, Callable
