@@ -3,13 +3,15 @@
 Whoever starts the stack (``make e2e``) passes where they are:
 ``HERALD_E2E_API_URL`` and ``HERALD_E2E_MAILDEV_URL``. On the container stack
 they also pass ``HERALD_E2E_COMPOSE_PROJECT``, which the deployment tests use to
-restart and scale services.
+restart and scale services; on the local stack ``HERALD_E2E_LOG_DIR``, where
+each process writes its log.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,3 +56,19 @@ def compose() -> Compose:
     if not project:
         pytest.skip("needs the container stack: make e2e STACK=compose")
     return Compose(project)
+
+
+@pytest.fixture(scope="session")
+def service_logs() -> Callable[[], str]:
+    """Everything the API, the notifier and the scheduler have logged so far, as text."""
+    project = os.environ.get("HERALD_E2E_COMPOSE_PROJECT")
+    if project:
+        compose = Compose(project)
+        return lambda: compose(
+            "logs", "--no-color", "--no-log-prefix", "api", "notifier", "scheduler"
+        )
+    log_dir = Path(_required("HERALD_E2E_LOG_DIR"))
+    names = ("api.log", "notifier.log", "scheduler.log")
+    return lambda: "".join(
+        (log_dir / name).read_text(encoding="utf-8", errors="replace") for name in names
+    )

@@ -23,7 +23,7 @@ from herald_testing.waiting import eventually
 async def sign_up_many(
     api: httpx.AsyncClient, count: int, *, concurrency: int = 8, into: list[str] | None = None
 ) -> list[str]:
-    """``count`` signups, ``concurrency`` at a time; each must answer 201."""
+    """``count`` signups, ``concurrency`` at a time; each must answer 202."""
     addresses = into if into is not None else []
     gate = asyncio.Semaphore(concurrency)
 
@@ -108,7 +108,7 @@ async def test_4_smtp_refusing_a_fifth_delivers_all_and_dead_letters_a_bounce_on
         response = await api.post(
             "/api/v1/users", json={"email": bounce, "password": PASSWORD, "display_name": "B"}
         )
-        assert response.status_code == 201
+        assert response.status_code == 202
         counts = await inbox.wait_for_all(addresses, within=120.0)
     finally:
         compose.set_smtp_refuse_ratio(0)

@@ -32,9 +32,20 @@ async def test_each_signup_gets_exactly_one_email(
         assert len(await inbox.emails_to(address)) == 1
 
 
-async def test_the_api_is_ready_and_rejects_a_duplicate(api: httpx.AsyncClient) -> None:
+async def test_signing_up_twice_answers_the_same_and_warns_the_owner(
+    api: httpx.AsyncClient, inbox: MailDevClient
+) -> None:
     assert (await api.get("/health/ready")).status_code == 200
-    body = {"email": fresh_address(), "password": PASSWORD, "display_name": "Dup"}
+    address = fresh_address()
+    body = {"email": address, "password": PASSWORD, "display_name": "Dup"}
 
-    assert (await api.post("/api/v1/users", json=body)).status_code == 201
-    assert (await api.post("/api/v1/users", json=body)).status_code == 409
+    first = await api.post("/api/v1/users", json=body)
+    again = await api.post("/api/v1/users", json=body | {"display_name": "Someone else"})
+
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    emails = await inbox.wait_for_all([address], within=5.0, count=2)
+    subjects = sorted(email["subject"] for email in await inbox.emails_to(address))
+    assert emails[address] == 2
+    assert any("Welcome" in subject for subject in subjects)
+    assert any("sign up" in subject.lower() for subject in subjects), subjects

@@ -123,7 +123,7 @@ async def chaos(compose: Compose, *, api_url: str, maildev_url: str, total: int)
     print(
         "\n=== make chaos summary ===\n"
         f"signups attempted        {total}\n"
-        f"signups answered 201     {len(run.addresses)}"
+        f"signups answered 202     {len(run.addresses)}"
         f"{'  (failed: ' + dict(run.failures).__repr__() + ')' if run.failures else ''}\n"
         f"users created            {users}\n"
         f"welcome emails received  {received}\n"

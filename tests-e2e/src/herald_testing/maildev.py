@@ -134,8 +134,10 @@ class MailDevClient:
             if to.get("address", "").lower() in wanted
         )
 
-    async def wait_for_all(self, addresses: Iterable[str], *, within: float) -> Counter[str]:
-        """Wait until each of ``addresses`` has mail; how many emails each got.
+    async def wait_for_all(
+        self, addresses: Iterable[str], *, within: float, count: int = 1
+    ) -> Counter[str]:
+        """Wait until each of ``addresses`` has ``count`` emails or more; how many each got.
 
         Raises ``AssertionError`` naming the missing ones after ``within`` seconds.
         """
@@ -143,10 +145,10 @@ class MailDevClient:
         deadline = time.monotonic() + within
         while True:
             counts = await self.count_by_recipient(wanted)
-            if set(counts) == wanted:
+            if all(counts[address] >= count for address in wanted):
                 return counts
             if time.monotonic() > deadline:
-                missing = sorted(wanted - set(counts))
+                missing = sorted(a for a in wanted if counts[a] < count)
                 raise AssertionError(
                     f"{len(missing)} of {len(wanted)} never arrived within {within} s: "
                     f"{missing[:5]}"

@@ -16,7 +16,7 @@ def fresh_address() -> str:
 async def sign_up(
     api: httpx.AsyncClient, *, display_name: str = "E2E", request_id: str | None = None
 ) -> str:
-    """Sign a fresh address up (asserting 201); return the address."""
+    """Sign a fresh address up (asserting 202); return the address."""
     address = fresh_address()
     headers = {"X-Request-ID": request_id} if request_id else {}
     response = await api.post(
@@ -24,5 +24,5 @@ async def sign_up(
         json={"email": address, "password": PASSWORD, "display_name": display_name},
         headers=headers,
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     return address

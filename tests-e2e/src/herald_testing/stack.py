@@ -48,6 +48,24 @@ COMPOSE_FILES = (ROOT / "compose.yaml", ROOT / "tests-e2e" / "faults" / "compose
 """The stack, plus the fault overlay: the notifier sends through a relay that can refuse."""
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEV_SECRETS = {
+    "HERALD_INTERNAL_TOKEN": "herald-internal-dev-only",
+    "HERALD_LINK_SECRET": "herald-link-secret-dev-only-0123456789",
+    "HERALD_JWT_SECRET": "herald-jwt-secret-dev-only-0123456789",
+}
+"""``make dev``'s secrets where the environment and .env set none: development only."""
+LOAD_RATE_LIMITS = {
+    "HERALD_RATE_LIMIT_SIGNUP_PER_CLIENT": "100000/minute",
+    "HERALD_RATE_LIMIT_LOGIN_PER_CLIENT": "100000/minute",
+    "HERALD_RATE_LIMIT_RESEND_PER_CLIENT": "100000/minute",
+}
+"""Per-client limits for test runs, whose every request comes from one address; the
+per-email limits stay as configured (each test uses fresh addresses)."""
+
+
+def random_secrets() -> dict[str, str]:
+    """Secrets of one test run: the API and the notifier share the link secret."""
+    return {name: uuid.uuid4().hex + uuid.uuid4().hex for name in DEV_SECRETS}
 
 
 @dataclass
@@ -108,6 +126,7 @@ def local_stack(
     env = env | {
         "HERALD_API_PORT": str(api_port),
         "HERALD_API_URL": f"http://127.0.0.1:{api_port}",
+        "HERALD_VERIFY_URL": f"http://127.0.0.1:{api_port}/verify-email",
         "HERALD_SMTP_HOST": "127.0.0.1",
         "HERALD_SMTP_PORT": str(smtp_port),
     }
@@ -137,8 +156,12 @@ def dev() -> int:
     # An idle SAQ worker waits out its whole grace period on stop; keep Ctrl-C snappy.
     env.setdefault("HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS", "2")
     env.setdefault("HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS", "2")
-    # The scheduler asks the API to purge the outbox; both need the same token.
-    env.setdefault("HERALD_INTERNAL_TOKEN", "herald-internal-dev-only")
+    # .env is read by each service itself; only a secret set in neither place gets
+    # the development value here.
+    dotenv = _dotenv_names(ROOT / ".env")
+    for variable, value in DEV_SECRETS.items():
+        if variable not in dotenv:
+            env.setdefault(variable, value)
     api_port = int(env.get("HERALD_API_PORT", "8000"))
     smtp_port = int(env.get("HERALD_SMTP_PORT", "1025"))
     web_port = int(env.get("HERALD_MAILDEV_WEB_PORT", "1080"))
@@ -160,6 +183,17 @@ def dev() -> int:
             return 0
         print(f"[stack] {name} exited; stopping the rest", file=sys.stderr)
         return 1
+
+
+def _dotenv_names(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {
+        line.split("=", 1)[0].removeprefix("export ").strip()
+        for line in lines
+        if "=" in line and not line.lstrip().startswith("#")
+    }
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -208,7 +242,9 @@ def isolated_local_stack(run_id: str, kind: str) -> Iterator[LocalRun]:
         "HERALD_LOG_FORMAT": "json",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "2",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "2",
-        "HERALD_INTERNAL_TOKEN": uuid.uuid4().hex,
+        "HERALD_METRICS_PORT": "0",
+        **random_secrets(),
+        **LOAD_RATE_LIMITS,
     }
     api_port, smtp_port, web_port = free_port(), free_port(), free_port()
     try:

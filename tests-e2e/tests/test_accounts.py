@@ -1,0 +1,194 @@
+"""The accounts API end to end: verify by the emailed link, log in, stay unenumerable,
+keep every secret out of the logs, and keep email headers whole."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from herald_testing.compose import Compose
+from herald_testing.maildev import MailDevClient
+from herald_testing.signups import PASSWORD, fresh_address, sign_up
+
+LINK = re.compile(r"(https?://[^\s\"'<>]+/verify-email)#token=([A-Za-z0-9_-]{43})")
+LINK_INVALID = "This verification link is invalid, expired or already used. Ask for a new one."
+
+
+def link_in(message: dict[str, object]) -> tuple[str, str]:
+    """The verification link of an email (page URL, token); the same in both parts."""
+    text, html = str(message["text"]), str(message["html"])
+    [(page, token)] = set(LINK.findall(text))
+    assert (page, token) in set(LINK.findall(html))
+    return str(page), str(token)
+
+
+async def log_in(api: httpx.AsyncClient, address: str, password: str) -> httpx.Response:
+    return await api.post(
+        "/api/v1/auth/token",
+        data={"username": address, "password": password},
+        headers={"X-Request-ID": f"login-{uuid.uuid4()}"},
+    )
+
+
+async def test_signup_then_the_link_then_login_and_no_secret_in_any_log(
+    api: httpx.AsyncClient, inbox: MailDevClient, service_logs: Callable[[], str]
+) -> None:
+    address = await sign_up(api, display_name="Ada")
+    welcome = await inbox.wait_for_email(address, within=10.0)
+    page, token = link_in(welcome)
+
+    assert (await log_in(api, address, PASSWORD)).status_code == 403  # not verified yet
+    opened = await api.get(httpx.URL(page).path)
+    assert opened.status_code == 200
+    assert "location.hash" in opened.text
+    verified = await api.post("/api/v1/auth/verify", json={"token": token})
+    assert verified.status_code == 200
+    assert verified.json()["email_verified"] is True
+    assert (await api.post("/api/v1/auth/verify", json={"token": token})).json() == {
+        "detail": LINK_INVALID
+    }
+    login = await log_in(api, address, PASSWORD)
+    assert login.status_code == 200
+    access_token = login.json()["access_token"]
+    me = await api.get("/api/v1/users/me", headers={"Authorization": f"Bearer {access_token}"})
+    assert me.status_code == 200
+    assert me.json()["email"] == address
+    last = f"last-{uuid.uuid4()}"
+    wrong = await api.post(
+        "/api/v1/auth/token",
+        data={"username": address, "password": "not the password"},
+        headers={"X-Request-ID": last},
+    )
+    assert wrong.status_code == 401
+
+    # Logs are written (and, on containers, collected) asynchronously.
+    deadline = time.monotonic() + 15
+    while last not in (logs := service_logs()):
+        assert time.monotonic() < deadline, "the last request never reached the logs"
+        await asyncio.sleep(0.5)
+    assert address.split("@")[0] in logs or "user.created" in logs  # the flow was logged
+    for secret in (PASSWORD, "not the password", token, access_token, "$argon2"):
+        assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
+
+
+async def test_login_failures_tell_nothing_about_the_account(
+    api: httpx.AsyncClient, inbox: MailDevClient
+) -> None:
+    address = await sign_up(api)
+    _, token = link_in(await inbox.wait_for_email(address, within=10.0))
+    assert (await api.post("/api/v1/auth/verify", json={"token": token})).status_code == 200
+
+    wrong_password = await log_in(api, address, "not the password")
+    unknown = await log_in(api, fresh_address(), "not the password")
+
+    assert wrong_password.status_code == unknown.status_code == 401
+    assert wrong_password.json() == unknown.json()
+    assert wrong_password.headers["WWW-Authenticate"] == unknown.headers["WWW-Authenticate"]
+
+
+async def test_resend_voids_the_old_link_and_is_rate_limited_per_address(
+    api: httpx.AsyncClient, inbox: MailDevClient
+) -> None:
+    address = await sign_up(api)
+    _, old = link_in(await inbox.wait_for_email(address, within=10.0))
+
+    resent = await api.post("/api/v1/auth/verify/resend", json={"email": address})
+    assert resent.status_code == 202
+    await inbox.wait_for_all([address], within=10.0, count=2)
+    [fresh] = [
+        message
+        for message in await inbox.emails_to(address)
+        if message["subject"] == "Verify your email address for Herald"
+    ]
+    _, new = link_in(fresh)
+    assert (await api.post("/api/v1/auth/verify", json={"token": old})).status_code == 400
+    assert (await api.post("/api/v1/auth/verify", json={"token": new})).status_code == 200
+
+    # The default per-address limit: 3 resends an hour; the 4th is refused.
+    answers = [
+        await api.post("/api/v1/auth/verify/resend", json={"email": address}) for _ in range(3)
+    ]
+    assert [answer.status_code for answer in answers] == [202, 202, 429]
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= 3600
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Eve\r\nBcc: stolen@example.com",
+        "Eve\nBcc: stolen@example.com",
+        "Eve\rBcc: stolen@example.com",
+        "Eve\u2028Bcc: stolen@example.com",
+        "Eve\x00",
+        "Eve\x1b[31m",
+    ],
+    ids=["crlf", "lf", "cr", "line-separator", "nul", "escape"],
+)
+async def test_a_display_name_with_control_characters_is_refused(
+    api: httpx.AsyncClient, name: str
+) -> None:
+    body = {"email": fresh_address(), "password": PASSWORD, "display_name": name}
+
+    response = await api.post("/api/v1/users", json=body)
+
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "display_name"]]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'Eve, "Bcc: stolen@example.com" <stolen@example.com>',
+        "=?utf-8?q?Bcc=3A_stolen=40example=2Ecom?=",
+        "Ève Ünïcødé; Bcc: stolen@example.com",
+    ],
+    ids=["quotes-and-brackets", "encoded-word", "unicode-semicolon"],
+)
+async def test_a_hostile_display_name_stays_one_name_of_one_recipient(
+    api: httpx.AsyncClient, inbox: MailDevClient, name: str
+) -> None:
+    address = await sign_up(api, display_name=name)
+    received = await inbox.wait_for_email(address, within=10.0)
+
+    assert [to["address"] for to in received["to"]] == [address]
+    assert not received.get("cc")
+    assert not received.get("bcc")
+    parsed = email.message_from_string(
+        await inbox.source(received["id"]), policy=email.policy.default
+    )
+    assert parsed.get_all("Bcc") is None
+    assert parsed.get_all("Cc") is None
+    assert len(parsed.get_all("To") or []) == 1
+    [recipient] = parsed["To"].addresses
+    assert (recipient.display_name, recipient.addr_spec) == (name, address)
+    assert await inbox.emails_to("stolen@example.com") == []
+
+
+async def test_an_unverified_user_gets_one_reminder_after_a_day(
+    api: httpx.AsyncClient, inbox: MailDevClient, compose: Compose
+) -> None:
+    address = await sign_up(api)
+    await inbox.wait_for_email(address, within=10.0)
+    # A day passes for this user only (the reminder job runs every 2 s here).
+    compose.sql(
+        f"UPDATE users SET created_at = now() - interval '25 hours' WHERE email = '{address}'"
+    )
+
+    counts = await inbox.wait_for_all([address], within=20.0, count=2)
+    await asyncio.sleep(5)  # two more ticks of the reminder job
+
+    assert (await inbox.count_by_recipient([address]))[address] == counts[address] == 2
+    subjects = sorted(message["subject"] for message in await inbox.emails_to(address))
+    assert subjects == ["Reminder: verify your email address for Herald", "Welcome to Herald"]
+    _, token = link_in(
+        next(m for m in await inbox.emails_to(address) if m["subject"].startswith("Reminder"))
+    )
+    assert (await api.post("/api/v1/auth/verify", json={"token": token})).status_code == 200
