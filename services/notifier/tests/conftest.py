@@ -14,11 +14,13 @@ from herald_notifier.dead_letters import DeadLetters
 from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.settings import Settings
 from herald_shared import queues
+from herald_testing.messages import LINK_SECRET
 
 
 @pytest.fixture
 def settings_for(redis_url: str, queue_namespace: str) -> Callable[..., Settings]:
-    """Notifier settings on this test's queue, sending to ``smtp_host:smtp_port``.
+    """Notifier settings on this test's queue, sending to ``smtp_host:smtp_port``,
+    deriving link tokens with ``herald_testing.messages.LINK_SECRET``.
 
     The metrics server is off: the registry is read in-process, and a port
     bound by one test would stay bound for the whole run.
@@ -26,6 +28,7 @@ def settings_for(redis_url: str, queue_namespace: str) -> Callable[..., Settings
 
     def make(*, smtp_port: int, smtp_host: str = "127.0.0.1", **overrides: Any) -> Settings:
         overrides.setdefault("metrics_port", 0)
+        overrides.setdefault("link_secret", LINK_SECRET)
         return Settings(
             redis_url=redis_url,
             queue_namespace=queue_namespace,

@@ -9,15 +9,14 @@ import os
 import signal
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from saq import Queue, Status
 
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import enqueue
+from herald_testing.messages import LINK_SECRET, link_token, welcome_email
 from herald_testing.smtp import serve_smtp
 from herald_testing.waiting import eventually
 
@@ -57,13 +56,14 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
     redis_url: str, queue_namespace: str, notifier_queue: Queue, tmp_path: Path
 ) -> None:
     relay = HoldingRelay()
-    message = WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
+    message = welcome_email(email="ada@example.com", display_name="Ada")
     output = tmp_path / "notifier.log"
 
     with serving(relay) as port, output.open("w") as sink:
         env = {
             **os.environ,
             "HERALD_REDIS_URL": redis_url,
+            "HERALD_LINK_SECRET": LINK_SECRET.get_secret_value(),
             "HERALD_QUEUE_NAMESPACE": queue_namespace,
             "HERALD_SMTP_PORT": str(port),
             "HERALD_LOG_FORMAT": "json",
@@ -99,5 +99,31 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
     [sent] = [line for line in logs if line["event"] == "email.sent"]
     assert sent["service"] == "notifier"
     assert sent["message_id"] == str(message.message_id)
-    # The address is personal data: no log line of a successful send may carry it.
+    # The address is personal data: no log line of a successful send may carry it;
+    # the link's token is a credential: no log line at all may.
     assert "ada@example.com" not in output.read_text()
+    assert message.verification is not None
+    assert link_token(message.verification)[:12] not in output.read_text()
+
+
+async def test_refuses_to_start_without_a_link_secret(
+    redis_url: str, queue_namespace: str, tmp_path: Path
+) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HERALD_")} | {
+        "HERALD_REDIS_URL": redis_url,
+        "HERALD_QUEUE_NAMESPACE": queue_namespace,
+        "HERALD_METRICS_PORT": "0",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "herald_notifier",
+        env=env,
+        cwd=tmp_path,  # away from any .env
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+
+    assert process.returncode != 0
+    assert b"link_secret" in output

@@ -19,10 +19,10 @@ from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.queue import NotifierQueue
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
+from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.ports import free_port
 from herald_testing.smtp import ScriptedRelay, serve_smtp
 
@@ -32,10 +32,6 @@ TASK = SEND_WELCOME_EMAIL.name
 
 def complete(job: Job) -> bool:
     return job.status == Status.COMPLETE
-
-
-def welcome(address: str = "ada@example.com") -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name="Ada")
 
 
 def dead_lettered(reason: str) -> float:
@@ -59,7 +55,7 @@ async def test_a_permanent_refusal_is_tried_once_and_dead_lettered_with_its_reas
     deliveries: DeliveryRecords,
 ) -> None:
     relay = ScriptedRelay(["550 5.1.1 <nobody@example.com>: no such user"])
-    message = welcome("nobody@example.com")
+    message = welcome_email(email="nobody@example.com")
     before = dead_lettered("rejected")
 
     with serve_smtp(relay) as port:
@@ -85,7 +81,7 @@ async def test_a_permanent_refusal_is_tried_once_and_dead_lettered_with_its_reas
 async def test_a_job_out_of_retries_is_dead_lettered_with_its_last_error(
     settings_for: SettingsFor, notifier_queue: Queue, dead_letters: DeadLetters
 ) -> None:
-    message = welcome("barbara@example.com")
+    message = welcome_email(email="barbara@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     job.retries = 3
     job.retry_delay = 0.0
@@ -114,7 +110,7 @@ async def test_a_job_timing_out_on_its_last_attempt_is_dead_lettered(
     deliveries: DeliveryRecords,
 ) -> None:
     relay = ScriptedRelay(hold_data=True)
-    message = welcome("alan@example.com")
+    message = welcome_email(email="alan@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     job.timeout = 1
     job.retries = 1
@@ -145,13 +141,7 @@ async def test_malformed_payloads_are_dead_lettered_and_later_mail_still_flows(
     dead_letters: DeadLetters,
 ) -> None:
     message_id = str(uuid.uuid4())
-    bad_payload = {
-        "schema_version": 1,
-        "message_id": message_id,
-        "user_id": "not-a-uuid",
-        "email": "x@example.com",
-        "display_name": "Mallory",
-    }
+    bad_payload = welcome_email(message_id=message_id).encode() | {"user_id": "not-a-uuid"}
     # Retryable on purpose: only the notifier's own verdict may stop them.
     bad = Job(function=TASK, kwargs={"payload": bad_payload}, retries=5)
     garbage = Job(function=TASK, kwargs={"payload": ["not", "a", "message"]}, retries=5)
@@ -162,7 +152,7 @@ async def test_malformed_payloads_are_dead_lettered_and_later_mail_still_flows(
         for job in (bad, garbage):
             await notifier_queue.enqueue(job)
         failed = [await wait_for_job(notifier_queue, job.key, finished) for job in (bad, garbage)]
-        await enqueue(notifier_queue, welcome("linus@example.com"))
+        await enqueue(notifier_queue, welcome_email(email="linus@example.com"))
         await mailbox.wait_for_email("linus@example.com")
 
     assert [(job.status, job.attempts) for job in failed] == [(Status.FAILED, 1)] * 2
@@ -186,7 +176,7 @@ async def test_a_job_swept_with_no_attempt_left_is_dead_lettered_as_stuck(
 ) -> None:
     queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name, sweep_abort_wait=0.2)
     await queue.connect()
-    message = welcome("ken@example.com")
+    message = welcome_email(email="ken@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     job.retries, job.timeout, job.heartbeat = 1, 1, 0
     try:
@@ -220,6 +210,7 @@ async def notifier_cli(redis_url: str, queue_namespace: str, *args: str) -> tupl
     env = {
         **os.environ,
         "HERALD_REDIS_URL": redis_url,
+        "HERALD_LINK_SECRET": LINK_SECRET.get_secret_value(),
         "HERALD_QUEUE_NAMESPACE": queue_namespace,
         "HERALD_LOG_FORMAT": "json",
     }
@@ -246,7 +237,7 @@ async def test_an_operator_lists_and_replays_a_dead_letter_and_a_sent_one_stays_
 ) -> None:
     # Refused for good once (say, a mailbox not created yet), accepted afterwards.
     relay = ScriptedRelay(["550 5.1.1 no such user"])
-    message = welcome("grace@example.com")
+    message = welcome_email(email="grace@example.com")
     message_id = str(message.message_id)
 
     async def cli(*args: str) -> tuple[int, str, str]:
@@ -307,13 +298,7 @@ async def test_replay_keeps_a_payload_that_is_still_malformed_and_says_why(
     dead_letters: DeadLetters,
 ) -> None:
     message_id = str(uuid.uuid4())
-    payload = {
-        "schema_version": 1,
-        "message_id": message_id,
-        "user_id": str(uuid.uuid4()),
-        "email": "not-an-address",
-        "display_name": "Mallory",
-    }
+    payload = welcome_email(message_id=message_id).encode() | {"email": "not-an-address"}
     async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
         bad = Job(function=TASK, kwargs={"payload": payload}, retries=5)
         await notifier_queue.enqueue(bad)

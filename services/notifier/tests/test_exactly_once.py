@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal
 
@@ -28,10 +27,10 @@ from structlog.typing import EventDict
 from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
+from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.smtp import serve_smtp
 from herald_testing.waiting import eventually
 
@@ -94,6 +93,7 @@ async def notifier_process(
     environment = {
         **os.environ,
         "HERALD_REDIS_URL": redis_url,
+        "HERALD_LINK_SECRET": LINK_SECRET.get_secret_value(),
         "HERALD_QUEUE_NAMESPACE": queue_namespace,
         "HERALD_SMTP_PORT": str(smtp_port),
         "HERALD_LOG_FORMAT": "json",
@@ -115,10 +115,6 @@ async def notifier_process(
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-def welcome(address: str = "ada@example.com") -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name="Ada")
 
 
 def value(name: str, **labels: str) -> float:
@@ -143,7 +139,7 @@ def captured() -> contextlib.AbstractContextManager[list[EventDict]]:
 async def test_a_redelivered_sent_message_sends_nothing_and_completes(
     settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
 ) -> None:
-    message = welcome("ada@example.com")
+    message = welcome_email(email="ada@example.com")
     suppressed = value("herald_notifier_duplicates_suppressed_total")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
@@ -172,7 +168,7 @@ async def test_two_workers_racing_on_one_message_send_it_once(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     relay = HoldingRelay("data")
-    message = welcome("grace@example.com")
+    message = welcome_email(email="grace@example.com")
     # Two jobs of one message under different keys (SAQ's key dedup cannot help).
     jobs = [SEND_WELCOME_EMAIL.job(message), SEND_WELCOME_EMAIL.job(message)]
     jobs[1].key = f"{message.message_id}-again"
@@ -209,7 +205,7 @@ async def test_a_sigkilled_worker_mid_data_is_recovered_by_another_within_the_bo
     # herald_notifier.worker: heartbeat + sweep + abort wait + backoff(1) + schedule.
     bound = heartbeat + sweep + abort_wait + backoff + schedule
     relay = HoldingRelay("data")
-    message = welcome("linus@example.com")
+    message = welcome_email(email="linus@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     job.heartbeat = heartbeat
     crashes = value("herald_notifier_possible_duplicates_total", cause="crash")
@@ -249,7 +245,7 @@ async def test_a_long_send_is_not_swept_while_its_heartbeat_is_fresh(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     relay = HoldingRelay("data")
-    job = SEND_WELCOME_EMAIL.job(welcome("alan@example.com"))
+    job = SEND_WELCOME_EMAIL.job(welcome_email(email="alan@example.com"))
     job.heartbeat = 1  # stuck after 1 s untouched; the sweeper looks every second
 
     with relaying(relay) as port:
@@ -286,7 +282,7 @@ async def test_sigterm_mid_send_requeues_without_spending_an_attempt_and_frees_t
     deliveries: DeliveryRecords,
 ) -> None:
     relay = HoldingRelay("rcpt")
-    message = welcome("edsger@example.com")
+    message = welcome_email(email="edsger@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
 
     with relaying(relay) as port:
@@ -317,7 +313,7 @@ async def test_sigterm_while_data_awaits_its_reply_counts_the_resend_as_possible
     deliveries: DeliveryRecords,
 ) -> None:
     relay = HoldingRelay("data")
-    message = welcome("barbara@example.com")
+    message = welcome_email(email="barbara@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     unconfirmed = value("herald_notifier_possible_duplicates_total", cause="unconfirmed")
 
@@ -347,7 +343,7 @@ async def test_an_attempt_whose_job_was_handed_on_stops_and_leaves_the_job_alone
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     relay = HoldingRelay("data")
-    job = SEND_WELCOME_EMAIL.job(welcome("ken@example.com"))
+    job = SEND_WELCOME_EMAIL.job(welcome_email(email="ken@example.com"))
     job.heartbeat = 1
     job.retry_delay = 0.1
 

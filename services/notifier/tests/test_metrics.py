@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable
 
 import httpx
@@ -24,10 +23,10 @@ from saq.job import TERMINAL_STATUSES
 from herald_notifier.metrics import update_queue_depth
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import running_worker
 from herald_testing.maildev import MailDev, MailDevClient
+from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.ports import free_port
 from herald_testing.waiting import eventually
 
@@ -69,10 +68,6 @@ async def finished(queue: Queue, key: str) -> Job:
     raise AssertionError(f"job {key} did not finish")
 
 
-def welcome(address: str) -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name="Ada")
-
-
 async def test_a_sent_email_is_counted_and_timed(
     settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
 ) -> None:
@@ -80,7 +75,7 @@ async def test_a_sent_email_is_counted_and_timed(
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
     async with running_worker(build_settings(settings)):
-        job = await enqueue(notifier_queue, welcome("ada@example.com"))
+        job = await enqueue(notifier_queue, welcome_email(email="ada@example.com"))
         assert job is not None
         await mailbox.wait_for_email("ada@example.com")
         assert (await finished(notifier_queue, job.key)).status == Status.COMPLETE
@@ -95,7 +90,7 @@ async def test_a_failing_job_counts_a_retry_then_a_failure(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     before = snapshot()
-    job = SEND_WELCOME_EMAIL.job(welcome("alan@example.com"))
+    job = SEND_WELCOME_EMAIL.job(welcome_email(email="alan@example.com"))
     job.retries = 2
     job.retry_delay = 0.0
 
@@ -118,10 +113,10 @@ async def test_queue_depth_gauges_count_queued_active_and_scheduled_jobs(
     notifier_queue: Queue,
 ) -> None:
     for address in ("a@example.com", "b@example.com"):
-        await enqueue(notifier_queue, welcome(address))
-    later = SEND_WELCOME_EMAIL.job(welcome("c@example.com"))
+        await enqueue(notifier_queue, welcome_email(email=address))
+    later = SEND_WELCOME_EMAIL.job(welcome_email(email="c@example.com"))
     await notifier_queue.enqueue(later, scheduled=int(time.time()) + 3600)
-    running = SEND_WELCOME_EMAIL.job(welcome("d@example.com"))
+    running = SEND_WELCOME_EMAIL.job(welcome_email(email="d@example.com"))
     await notifier_queue.enqueue(running)
     # Dequeue the oldest one, as a worker starting it would: it becomes active.
     assert await notifier_queue.dequeue() is not None
@@ -139,7 +134,7 @@ async def test_queue_depth_gauges_count_queued_active_and_scheduled_jobs(
 async def test_the_worker_refreshes_the_queue_depth_while_it_runs(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
-    later = SEND_WELCOME_EMAIL.job(welcome("e@example.com"))
+    later = SEND_WELCOME_EMAIL.job(welcome_email(email="e@example.com"))
     await notifier_queue.enqueue(later, scheduled=int(time.time()) + 3600)
 
     async with running_worker(build_settings(settings_for(smtp_port=free_port()))):
@@ -156,6 +151,7 @@ async def test_the_notifier_process_serves_its_metrics_over_http(
     env = {
         **os.environ,
         "HERALD_REDIS_URL": redis_url,
+        "HERALD_LINK_SECRET": LINK_SECRET.get_secret_value(),
         "HERALD_QUEUE_NAMESPACE": queue_namespace,
         "HERALD_LOG_FORMAT": "json",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "0",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,8 +10,8 @@ from saq import Job, Queue, Status
 from saq.utils import now
 
 from herald_notifier.queue import NotifierQueue
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL
+from herald_testing.messages import welcome_email
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ async def sweep(queue: NotifierQueue) -> list[str]:
 
 
 def welcome_job() -> Job:
-    message = WelcomeEmail(user_id=uuid.uuid4(), email="ada@example.com", display_name="Ada")
+    message = welcome_email(email="ada@example.com", display_name="Ada")
     return SEND_WELCOME_EMAIL.job(message)
 
 

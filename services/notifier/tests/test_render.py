@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
 
-from herald_notifier.render import Renderer
-from herald_shared.messages import WelcomeEmail
+from herald_notifier.render import Renderer, RenderError
+from herald_shared.messages import AccountEmail, VerificationLink, WelcomeEmail
+from herald_testing.messages import (
+    LINK_SECRET,
+    account_exists_email,
+    link_token,
+    verification_email,
+    verification_link,
+    welcome_email,
+    welcome_email_v1,
+)
 
 SENDER = Address(display_name="Herald", addr_spec="no-reply@herald.example.org")
+VERIFY_URL = "https://herald.example.org/verify-email"
 
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(SENDER)
+    return Renderer(SENDER, link_secret=LINK_SECRET, verify_url=VERIFY_URL)
 
 
 def welcome(display_name: str, address: str = "zoe@example.com") -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name=display_name)
+    return welcome_email(email=address, display_name=display_name)
 
 
 def on_the_wire(email: EmailMessage) -> tuple[bytes, EmailMessage]:
@@ -74,7 +90,7 @@ def test_a_line_break_in_an_unvalidated_name_cannot_inject_a_header(renderer: Re
         message_id=uuid.uuid4(),
     )
 
-    with pytest.raises(ValueError, match="CR or LF"):
+    with pytest.raises(RenderError, match="control characters or line breaks"):
         renderer.welcome(forged)
 
 
@@ -99,3 +115,284 @@ def test_non_ascii_names_survive_in_both_bodies(renderer: Renderer) -> None:
     assert parsed["From"] == "Herald <no-reply@herald.example.org>"
     assert parsed["Subject"] == "Welcome to Herald"
     assert parsed["Date"] is not None
+
+
+def links_in(email: EmailMessage) -> dict[str, list[str]]:
+    """Every verify link in each body (``href`` values and text), as a client reads it."""
+    pattern = re.escape(VERIFY_URL) + r"[^\s<\"]*"
+    return {kind: re.findall(pattern, body) for kind, body in bodies(email).items()}
+
+
+def test_welcome_links_to_the_verify_page_with_the_derived_token_in_the_fragment(
+    renderer: Renderer,
+) -> None:
+    message = welcome_email()
+    assert message.verification is not None
+    expected = f"{VERIFY_URL}#token={link_token(message.verification)}"
+
+    _, parsed = on_the_wire(renderer.welcome(message))
+
+    links = links_in(parsed)
+    assert links["text/plain"] == [expected]
+    assert links["text/html"] == [expected, expected]  # the href and the copyable text
+    assert f'<a href="{expected}">' in bodies(parsed)["text/html"]
+    # The token id travels in queue messages; the token itself only in the email.
+    assert message.verification.token_id not in parsed.as_string()
+
+
+def test_the_token_is_derived_with_the_configured_secret() -> None:
+    link = verification_link()
+    other = SecretStr("another-link-secret-of-32-characters-at-least")
+    renderer = Renderer(SENDER, link_secret=other, verify_url=VERIFY_URL)
+
+    url = renderer.verify_link(link)
+
+    assert url == f"{VERIFY_URL}#token={link_token(link, other)}"
+    assert link_token(link, other) != link_token(link)
+
+
+def test_the_link_says_until_when_it_works_in_utc(renderer: Renderer) -> None:
+    paris = timezone(timedelta(hours=1))
+    link = VerificationLink(
+        token_id="A" * 22, expires_at=datetime(2026, 11, 30, 11, 0, 59, tzinfo=paris)
+    )
+
+    _, parsed = on_the_wire(renderer.welcome(welcome_email(verification=link)))
+
+    for body in bodies(parsed).values():
+        assert "This link works until 30 Nov 2026 10:00 UTC." in body
+
+
+def test_a_version_1_welcome_has_no_link(renderer: Renderer) -> None:
+    _, parsed = on_the_wire(renderer.welcome(welcome_email_v1(display_name="Zoë")))
+
+    parts = bodies(parsed)
+    assert parsed["Subject"] == "Welcome to Herald"
+    assert "Hello Zoë," in parts["text/plain"]
+    assert "Welcome to Herald! Your account is ready." in parts["text/plain"]
+    for body in parts.values():
+        assert "token" not in body
+        assert "link" not in body.lower()
+        assert "http" not in body.replace("<!doctype html>", "")
+
+
+def test_the_link_is_html_escaped_in_the_html_part() -> None:
+    # A query string's "&" must become "&amp;" in HTML, or a client may read
+    # "&lang" as an entity; the text part keeps the URL as it is.
+    url = "https://herald.example.org/verify?src=email&lang=en"
+    renderer = Renderer(SENDER, link_secret=LINK_SECRET, verify_url=url)
+    link = verification_link()
+    expected = f"{url}#token={link_token(link)}"
+
+    _, parsed = on_the_wire(renderer.welcome(welcome_email(verification=link)))
+
+    html = bodies(parsed)["text/html"]
+    assert f'<a href="{expected.replace("&", "&amp;")}">' in html
+    assert "src=email&lang" not in html
+    assert expected in bodies(parsed)["text/plain"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "subject", "opening"),
+    [
+        (
+            "requested",
+            "Verify your email address for Herald",
+            "Here is the new link you asked for",
+        ),
+        (
+            "reminder",
+            "Reminder: verify your email address for Herald",
+            "You signed up for Herald but have not confirmed your email address yet.",
+        ),
+    ],
+)
+def test_verification_email_by_reason(
+    renderer: Renderer, reason: str, subject: str, opening: str
+) -> None:
+    message = verification_email(reason=reason, email="zoe@example.com", display_name="Zoë")
+    expected = f"{VERIFY_URL}#token={link_token(message.verification)}"
+
+    _, parsed = on_the_wire(renderer.verification(message))
+
+    assert parsed["Subject"] == subject
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
+    assert parsed["Message-ID"] == f"<{message.message_id}@herald.example.org>"
+    parts = bodies(parsed)
+    assert links_in(parsed) == {"text/plain": [expected], "text/html": [expected, expected]}
+    for body in parts.values():
+        assert "Hello Zoë," in body
+        assert opening in body
+        assert "This link works until " in body
+
+
+def test_account_exists_email_says_nothing_changed_and_has_no_link(renderer: Renderer) -> None:
+    message = account_exists_email(email="zoe@example.com", display_name="Zoë")
+
+    _, parsed = on_the_wire(renderer.account_exists(message))
+
+    assert parsed["Subject"] == "Someone tried to sign up for Herald with your address"
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
+    text = bodies(parsed)["text/plain"]
+    assert "Someone — maybe you — tried to sign up for Herald with this address." in text
+    assert "You already have an account; nothing changed." in text
+    assert "If it wasn't you, ignore this email." in text
+    for body in bodies(parsed).values():
+        assert "#token=" not in body
+        assert VERIFY_URL not in body
+
+
+@pytest.mark.parametrize(
+    "display_name",
+    [
+        "Zoe\r\nBcc: evil@example.com",
+        "Zoe\nBcc: evil@example.com",
+        "Zoe\x00Bcc: evil@example.com",
+        "Zoe\x0bBcc: evil@example.com",
+        "Zoe\x85Bcc: evil@example.com",
+        "Zoe\u2028Bcc: evil@example.com",
+        "Zoe\u2029Bcc: evil@example.com",
+        "Zoe\u202eevil",
+        "Zoe\ud800",
+    ],
+)
+def test_no_email_of_an_unvalidated_name_with_control_characters(
+    renderer: Renderer, display_name: str
+) -> None:
+    # Address() refuses only CR and LF, and writes NUL or VT raw into the
+    # header: the renderer refuses every character the contract does.
+    for message, render in forged_messages(renderer, display_name=display_name):
+        with pytest.raises(RenderError, match="display_name"):
+            render(message)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["zoe@example.com, evil@example.com", "zoe@example.com\r\nBcc: evil@example.com", "zoe"],
+)
+def test_no_email_of_an_unvalidated_address_that_is_not_one_mailbox(
+    renderer: Renderer, address: str
+) -> None:
+    for message, render in forged_messages(renderer, email=address):
+        with pytest.raises(RenderError, match="email") as refused:
+            render(message)
+        # The error is logged and dead-lettered: no address (personal data) in it.
+        assert "evil" not in str(refused.value)
+
+
+def forged_messages(
+    renderer: Renderer, **fields: str
+) -> list[tuple[AccountEmail, Callable[[Any], EmailMessage]]]:
+    """Each kind of message with ``fields`` forced in past validation (as
+    ``model_construct`` or a bug upstream might), with its render method."""
+    return [
+        (welcome_email().model_copy(update=fields), renderer.welcome),
+        (verification_email().model_copy(update=fields), renderer.verification),
+        (account_exists_email().model_copy(update=fields), renderer.account_exists),
+    ]
+
+
+def test_a_forged_message_never_leaks_its_link_into_the_error(renderer: Renderer) -> None:
+    # The recipient is checked before the link is made: a refusal cannot quote it.
+    message = welcome_email().model_copy(update={"display_name": "Zoe\r\nBcc: evil@example.com"})
+    assert message.verification is not None
+
+    with pytest.raises(RenderError) as refused:
+        renderer.welcome(message)
+
+    assert link_token(message.verification) not in str(refused.value)
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__ or refused.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    ("address", "on_the_envelope"),
+    [
+        ("zoe@exämple.com", "zoe@xn--exmple-cua.com"),
+        # IDNA 2008, as the address was validated: IDNA 2003 would make it fass.de.
+        ("zoe@faß.de", "zoe@xn--fa-hia.de"),
+    ],
+)
+def test_an_internationalised_domain_goes_out_as_punycode(
+    renderer: Renderer, address: str, on_the_envelope: str
+) -> None:
+    raw, parsed = on_the_wire(renderer.welcome(welcome("Zoë", address)))
+
+    [to] = parsed["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("Zoë", on_the_envelope)
+    raw.decode("ascii")
+
+
+def test_a_non_ascii_local_part_is_refused_rather_than_mangled(renderer: Renderer) -> None:
+    # Valid for the contract (EmailStr), but it needs SMTPUTF8.
+    message = welcome("Zoë", "zoë@example.com")
+
+    with pytest.raises(RenderError, match="SMTPUTF8") as refused:
+        renderer.welcome(message)
+
+    assert "zoë" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "display_name",
+    [
+        # Printable ASCII, valid for the contract; the stdlib decodes these
+        # encoded words while folding the header and writes what they hide.
+        "=?utf-8?q?Ada=0D=0ABcc:_evil=40example.com?=",
+        "=?utf-8?b?QWRhDQpCY2M6IGV2aWxAZXhhbXBsZS5jb20=?=",
+        "=?utf-8?q?x=0D=0A=0D=0A<a_href=3Dhttps://evil.example>log_in</a>?=",
+        "=?utf-8?q?a=22_=3Cevil=40example.com=3E=2C_=22b?=",
+        "x =?utf-8?q?=00?= y",
+        "=?utf-8?q?support=40herald.example.org?=",
+    ],
+)
+def test_a_name_hiding_an_encoded_word_is_left_out_of_the_to_header(
+    renderer: Renderer, display_name: str
+) -> None:
+    message = welcome(display_name)
+
+    with capture_logs() as logs:
+        raw, parsed = on_the_wire(renderer.welcome(message))
+
+    assert parsed["To"].addresses == (Address(addr_spec="zoe@example.com"),)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"evil" not in head
+    assert b"Bcc" not in head
+    assert b"\x00" not in head
+    assert [line.split(b":", 1)[0] for line in header_lines(raw)] == [
+        b"From",
+        b"To",
+        b"Subject",
+        b"Date",
+        b"Message-ID",
+        b"MIME-Version",
+        b"Content-Type",
+    ]
+    # The greeting keeps the name as typed, as text (escaped in the HTML).
+    assert f"Hello {display_name}," in bodies(parsed)["text/plain"]
+    assert [entry["event"] for entry in logs] == ["email.display_name_dropped"]
+    assert display_name not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    "display_name",
+    ["Ada  Lovelace", "Ada=?", "=?", "Ada ?= x", "Dr. (Who) [x]; y:", '"evil@example.com"'],
+)
+def test_ordinary_odd_names_stay_in_the_to_header(renderer: Renderer, display_name: str) -> None:
+    with capture_logs() as logs:
+        _, parsed = on_the_wire(renderer.welcome(welcome(display_name)))
+
+    [to] = parsed["To"].addresses
+    assert to.addr_spec == "zoe@example.com"
+    # Folding may collapse a run of spaces; nothing else changes.
+    assert " ".join(to.display_name.split()) == " ".join(display_name.split())
+    assert logs == []
+
+
+def test_a_sender_that_does_not_read_back_is_refused_at_startup() -> None:
+    forged = Address(
+        display_name="=?utf-8?q?Herald=0D=0ABcc:_x=40example.com?=", addr_spec="a@b.org"
+    )
+
+    with pytest.raises(ValueError, match="HERALD_MAIL_FROM"):
+        Renderer(forged, link_secret=LINK_SECRET, verify_url=VERIFY_URL)

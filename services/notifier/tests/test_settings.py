@@ -8,13 +8,16 @@ import pytest
 from pydantic import ValidationError
 
 from herald_notifier.settings import Settings
+from herald_testing.messages import LINK_SECRET
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the required link secret is set, whatever the test run's environment."""
     for name in list(os.environ):
         if name.startswith("HERALD_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("HERALD_LINK_SECRET", LINK_SECRET.get_secret_value())
 
 
 def test_defaults_suit_the_local_stack() -> None:
@@ -31,6 +34,7 @@ def test_defaults_suit_the_local_stack() -> None:
     assert (settings.notifier_sweep_seconds, settings.notifier_sweep_abort_wait_seconds) == (5, 1.0)
     assert settings.notifier_delivery_record_days == 30
     assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9101)
+    assert str(settings.verify_url) == "http://localhost:8000/verify-email"
 
 
 def test_reads_herald_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,4 +79,58 @@ def test_rejects_an_unknown_security_mode(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HERALD_SMTP_SECURITY", "ssl")
 
     with pytest.raises(ValidationError, match="smtp_security"):
+        Settings()
+
+
+def test_the_link_secret_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HERALD_LINK_SECRET")
+
+    with pytest.raises(ValidationError, match="link_secret"):
+        Settings()
+
+
+def test_a_short_link_secret_is_refused_without_being_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = "only-31-characters-of-secret-xx"
+    monkeypatch.setenv("HERALD_LINK_SECRET", short)
+
+    with pytest.raises(ValidationError, match="link_secret") as refused:
+        Settings()
+
+    # The error's text ends up in a crash log: it must not carry the would-be secret.
+    assert short not in str(refused.value)
+
+
+def test_the_link_secret_stays_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+
+    assert settings.link_secret.get_secret_value() == LINK_SECRET.get_secret_value()
+    assert LINK_SECRET.get_secret_value() not in repr(settings)
+
+
+def test_reads_the_verify_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_VERIFY_URL", "https://app.herald.example.org/verify?lang=en")
+
+    assert str(Settings().verify_url) == "https://app.herald.example.org/verify?lang=en"
+
+
+@pytest.mark.parametrize(
+    "verify_url",
+    [
+        "ftp://herald.example.org/verify",
+        "javascript:alert(1)",
+        "/verify-email",
+        # The link's token goes in the fragment: there must be none already.
+        "https://herald.example.org/verify#",
+        "https://herald.example.org/verify#token=",
+        "https://user:password@herald.example.org/verify",
+    ],
+)
+def test_rejects_a_verify_url_that_cannot_carry_the_token(
+    monkeypatch: pytest.MonkeyPatch, verify_url: str
+) -> None:
+    monkeypatch.setenv("HERALD_VERIFY_URL", verify_url)
+
+    with pytest.raises(ValidationError, match="verify_url"):
         Settings()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
-import uuid
 from collections.abc import Callable
 
 import structlog
@@ -15,18 +14,14 @@ from structlog.typing import EventDict
 
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
+from herald_testing.messages import welcome_email
 from herald_testing.ports import free_port
 from herald_testing.smtp import ScriptedRelay, serve_smtp
 
 SettingsFor = Callable[..., Settings]
-
-
-def welcome(address: str, display_name: str = "Ada Lovelace") -> WelcomeEmail:
-    return WelcomeEmail(user_id=uuid.uuid4(), email=address, display_name=display_name)
 
 
 def events(logs: list[EventDict], name: str) -> list[EventDict]:
@@ -41,7 +36,7 @@ def capture_logs_with_context() -> contextlib.AbstractContextManager[list[EventD
 async def test_welcome_email_arrives_addressed_to_the_user(
     settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
 ) -> None:
-    message = welcome("ada@example.com", "Ada Lovelace")
+    message = welcome_email(email="ada@example.com", display_name="Ada Lovelace")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
     async with running_worker(build_settings(settings)):
@@ -68,7 +63,7 @@ async def test_temporary_refusal_is_retried_and_delivers_once(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     relay = ScriptedRelay(["451 4.3.0 try later"])
-    message = welcome("grace@example.com", "Grace Hopper")
+    message = welcome_email(email="grace@example.com", display_name="Grace Hopper")
     job = SEND_WELCOME_EMAIL.job(message)
     job.retry_delay = 0.0
 
@@ -93,7 +88,7 @@ async def test_unreachable_relay_leaves_the_job_queued_for_retry(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
     closed_port = free_port()
-    message = welcome("alan@example.com")
+    message = welcome_email(email="alan@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     # A fixed, long delay keeps the retry from running inside the test.
     job.retry_delay = 60.0
@@ -117,7 +112,7 @@ async def test_unreachable_relay_leaves_the_job_queued_for_retry(
 async def test_transient_failures_give_up_after_the_last_attempt(
     settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
-    message = welcome("barbara@example.com")
+    message = welcome_email(email="barbara@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     job.retries = 3
     job.retry_delay = 0.0
@@ -138,7 +133,7 @@ async def test_permanent_refusal_fails_the_job_at_once(
 ) -> None:
     # Only the first RCPT is refused: a wrongful retry would deliver and show up.
     relay = ScriptedRelay(["550 5.1.1 <nobody@example.com>: no such user"])
-    message = welcome("nobody@example.com")
+    message = welcome_email(email="nobody@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
     job.retry_delay = 0.0
 
@@ -161,20 +156,12 @@ async def test_malformed_payload_fails_alone_and_later_mail_still_flows(
 ) -> None:
     bad = Job(
         function=SEND_WELCOME_EMAIL.name,
-        kwargs={
-            "payload": {
-                "schema_version": 1,
-                "message_id": str(uuid.uuid4()),
-                "user_id": str(uuid.uuid4()),
-                "email": "not-an-address",
-                "display_name": "Mallory",
-            }
-        },
+        kwargs={"payload": welcome_email().encode() | {"email": "not-an-address"}},
         # Retryable on purpose: only the notifier's own verdict may stop it.
         retries=5,
         retry_delay=0.0,
     )
-    good = welcome("linus@example.com", "Linus")
+    good = welcome_email(email="linus@example.com", display_name="Linus")
     settings = settings_for(smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port)
 
     async with running_worker(build_settings(settings)):

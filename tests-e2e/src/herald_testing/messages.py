@@ -6,8 +6,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from herald_shared.messages import VerificationLink, WelcomeEmail
-from herald_shared.tokens import new_token_id
+from pydantic import SecretStr
+
+from herald_shared.messages import (
+    AccountExistsEmail,
+    VerificationEmail,
+    VerificationLink,
+    WelcomeEmail,
+)
+from herald_shared.tokens import derive, new_token_id
+
+LINK_SECRET = SecretStr("herald-test-link-secret-never-use-it-anywhere-else")
+"""A ``HERALD_LINK_SECRET`` for tests (at least 32 characters, as the settings ask)."""
 
 
 def verification_link(*, valid_for: timedelta = timedelta(hours=48)) -> VerificationLink:
@@ -15,12 +25,32 @@ def verification_link(*, valid_for: timedelta = timedelta(hours=48)) -> Verifica
     return VerificationLink(token_id=new_token_id(), expires_at=datetime.now(UTC) + valid_for)
 
 
+def link_token(link: VerificationLink, secret: SecretStr = LINK_SECRET) -> str:
+    """The token an email carries for ``link``, as the notifier derives it."""
+    return derive(secret, token_id=link.token_id, purpose="verify_email")
+
+
+def _account_fields() -> dict[str, Any]:
+    return {"user_id": uuid.uuid4(), "email": "ada@example.com", "display_name": "Ada"}
+
+
 def welcome_email(**fields: Any) -> WelcomeEmail:
     """A current-version ``WelcomeEmail``; ``fields`` override the defaults."""
-    defaults: dict[str, Any] = {
-        "user_id": uuid.uuid4(),
-        "email": "ada@example.com",
-        "display_name": "Ada",
-        "verification": verification_link(),
-    }
+    defaults = _account_fields() | {"verification": verification_link()}
     return WelcomeEmail(**(defaults | fields))
+
+
+def welcome_email_v1(**fields: Any) -> WelcomeEmail:
+    """A ``WelcomeEmail`` of schema version 1 (from before verification links)."""
+    return WelcomeEmail(**(_account_fields() | {"schema_version": 1} | fields))
+
+
+def verification_email(**fields: Any) -> VerificationEmail:
+    """A ``VerificationEmail`` (reason ``requested`` unless overridden)."""
+    defaults = _account_fields() | {"verification": verification_link(), "reason": "requested"}
+    return VerificationEmail(**(defaults | fields))
+
+
+def account_exists_email(**fields: Any) -> AccountExistsEmail:
+    """An ``AccountExistsEmail``; ``fields`` override the defaults."""
+    return AccountExistsEmail(**(_account_fields() | fields))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 from aiosmtplib import SMTPException
@@ -24,8 +27,14 @@ from herald_notifier.metrics import (
     POSSIBLE_DUPLICATES,
     measure_send,
 )
-from herald_notifier.render import Renderer
-from herald_shared.messages import Message, WelcomeEmail
+from herald_notifier.render import Renderer, RenderError
+from herald_shared.messages import (
+    AccountEmail,
+    AccountExistsEmail,
+    Message,
+    VerificationEmail,
+    WelcomeEmail,
+)
 from herald_shared.tasks import (
     DEFAULT_LEASE_SECONDS,
     give_up,
@@ -40,6 +49,8 @@ MARK_ATTEMPTS = 3
 """Tries at writing the sent record before the handler gives up on it."""
 
 log = structlog.get_logger(__name__)
+
+A = TypeVar("A", bound=AccountEmail)
 
 
 @dataclass(frozen=True)
@@ -64,17 +75,64 @@ async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> str:
     (the job's result): ``sent`` or ``duplicate_suppressed``.
     """
     resources: Resources = ctx[RESOURCES]
+    return await render_and_deliver(ctx, message, resources.renderer.welcome)
+
+
+async def send_verification_email(ctx: dict[str, Any], message: VerificationEmail) -> str:
+    """Render and send ``message``'s fresh verification link, at most once
+    (failures and result as ``send_welcome_email``)."""
+    resources: Resources = ctx[RESOURCES]
+    return await render_and_deliver(ctx, message, resources.renderer.verification)
+
+
+async def send_account_exists_email(ctx: dict[str, Any], message: AccountExistsEmail) -> str:
+    """Tell ``message``'s account holder that someone tried to sign up with
+    their address, at most once (failures and result as ``send_welcome_email``)."""
+    resources: Resources = ctx[RESOURCES]
+    return await render_and_deliver(ctx, message, resources.renderer.account_exists)
+
+
+async def render_and_deliver(
+    ctx: dict[str, Any], message: A, render: Callable[[A], EmailMessage]
+) -> str:
+    """Render ``message`` with ``render`` and ``deliver`` it.
+
+    A message that does not render fails its job at once as
+    ``unrenderable``: rendering is deterministic, so a retry would fail the
+    same way (a fixed build can replay the dead letter). What is logged,
+    noted and raised is a ``RenderError``, whose text the renderer fixes or
+    which names only the error's class and where it was raised: an arbitrary
+    exception's text might quote what was being rendered, link and token
+    included, and SAQ logs and stores the traceback of whatever a handler
+    raises.
+    """
+    resources: Resources = ctx[RESOURCES]
     job: Job | None = ctx.get("job")
     domain = recipient_domain(message.email)
     try:
-        email = resources.renderer.welcome(message)
-    except ValueError as exc:
-        log.error("email.render_failed", error=str(exc), recipient_domain=domain)
+        email = render(message)
+    except Exception as exc:
+        failure = exc if isinstance(exc, RenderError) else unexpected_render_error(exc)
+        error_class = type(exc).__name__
+        log.error(
+            "email.render_failed",
+            error=str(failure),
+            error_class=error_class,
+            recipient_domain=domain,
+        )
         if job is not None:
-            reason = f"render failed: {exc}"
-            give_up(job, kind="unrenderable", reason=reason, error_class=type(exc).__name__)
-        raise
+            reason = f"render failed: {failure}"
+            give_up(job, kind="unrenderable", reason=reason, error_class=error_class)
+        raise failure from None
     return await deliver(ctx, resources, message, email, recipient_domain=domain)
+
+
+def unexpected_render_error(exc: Exception) -> RenderError:
+    """A ``RenderError`` standing for ``exc`` (a bug): its class and the file
+    and line it was raised at, never its text."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return RenderError(f"unexpected {type(exc).__name__}{where}")
 
 
 async def deliver(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald_shared.logs import LogFormat
@@ -18,7 +18,13 @@ class Settings(BaseSettings):
     """Everything the notifier reads from its environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="HERALD_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # A rejected value may be a secret (a too-short HERALD_LINK_SECRET):
+        # errors name the field and the rule, never the value.
+        hide_input_in_errors=True,
     )
 
     redis_url: str = Field(
@@ -50,6 +56,21 @@ class Settings(BaseSettings):
     mail_from: str = Field(
         default="Herald <no-reply@herald.localhost>",
         description="From header of every email; its domain also names the Message-ID.",
+    )
+    link_secret: SecretStr = Field(
+        min_length=32,
+        description="Key the tokens of emailed links are derived from (HMAC-SHA256 of the "
+        "token id in the queue message, see herald_shared.tokens): the same value as the "
+        "API's HERALD_LINK_SECRET. Required, at least 32 characters; whoever holds it can "
+        "make a valid link from any token id.",
+    )
+    verify_url: HttpUrl = Field(
+        default=HttpUrl("http://localhost:8000/verify-email"),
+        description="The page an email verification link opens; it reads the token and posts "
+        "it to the API. The link is {verify_url}#token={token}: the token travels in the URL "
+        "fragment, which a browser never sends to a server, so it stays out of request lines, "
+        "access logs and proxy logs. An http(s) URL without a fragment or credentials "
+        "(https in production).",
     )
     notifier_concurrency: int = Field(
         default=10, ge=1, description="Jobs one notifier process runs at once."
@@ -105,6 +126,15 @@ class Settings(BaseSettings):
     @classmethod
     def _one_mailbox(cls, value: str) -> str:
         parse_mailbox(value)
+        return value
+
+    @field_validator("verify_url")
+    @classmethod
+    def _room_for_the_token(cls, value: HttpUrl) -> HttpUrl:
+        if value.fragment is not None:
+            raise ValueError("must not have a fragment (#...): the link's token goes there")
+        if value.username is not None or value.password is not None:
+            raise ValueError("must not contain credentials")
         return value
 
     @model_validator(mode="after")

@@ -39,7 +39,13 @@ from datetime import timedelta
 from typing import Any
 
 from herald_notifier.delivery import DeliveryRecords
-from herald_notifier.handlers import RESOURCES, Resources, send_welcome_email
+from herald_notifier.handlers import (
+    RESOURCES,
+    Resources,
+    send_account_exists_email,
+    send_verification_email,
+    send_welcome_email,
+)
 from herald_notifier.mailer import Mailer
 from herald_notifier.metrics import record_attempt, track_queue_depth
 from herald_notifier.queue import NotifierQueue
@@ -47,7 +53,12 @@ from herald_notifier.render import Renderer
 from herald_notifier.settings import Settings
 from herald_shared import queues
 from herald_shared.metrics import serve_metrics
-from herald_shared.tasks import SEND_WELCOME_EMAIL, consumer
+from herald_shared.tasks import (
+    SEND_ACCOUNT_EXISTS_EMAIL,
+    SEND_VERIFICATION_EMAIL,
+    SEND_WELCOME_EMAIL,
+    consumer,
+)
 
 QUEUE_DEPTH = "notifier_queue_depth"
 """The ctx key of the task refreshing the queue depth gauges."""
@@ -82,7 +93,11 @@ def build_settings(settings: Settings) -> dict[str, Any]:
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx[RESOURCES] = Resources(
-            renderer=Renderer(settings.sender),
+            renderer=Renderer(
+                settings.sender,
+                link_secret=settings.link_secret,
+                verify_url=str(settings.verify_url),
+            ),
             mailer=Mailer(settings),
             deliveries=delivery_records(queue, settings),
         )
@@ -98,7 +113,11 @@ def build_settings(settings: Settings) -> dict[str, Any]:
 
     return {
         "queue": queue,
-        "functions": [consumer(SEND_WELCOME_EMAIL, send_welcome_email)],
+        "functions": [
+            consumer(SEND_WELCOME_EMAIL, send_welcome_email),
+            consumer(SEND_VERIFICATION_EMAIL, send_verification_email),
+            consumer(SEND_ACCOUNT_EXISTS_EMAIL, send_account_exists_email),
+        ],
         "concurrency": settings.notifier_concurrency,
         "startup": startup,
         "shutdown": shutdown,
@@ -108,4 +127,12 @@ def build_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-settings = build_settings(Settings())
+def settings() -> dict[str, Any]:
+    """For ``saq herald_notifier.worker.settings`` (SAQ calls a callable it is
+    given): the worker configured by the environment.
+
+    A function, not a dict built on import, so that importing this module
+    needs no environment (``HERALD_LINK_SECRET`` is required): tests, the CLI
+    and tools import ``build_settings`` without it.
+    """
+    return build_settings(Settings())
