@@ -121,6 +121,7 @@ def test_missing_version_is_rejected() -> None:
         ({"message_id": None}, "message_id"),
         ({"requested_at": "2026-11-28T07:00:00"}, "requested_at"),
         ({"display_name": "Eve\r\nBcc: x@example.com"}, "display_name"),
+        ({"display_name": "=?utf-8?q?Ada=0D=0ABcc:_x=40example.com?="}, "display_name"),
         ({"password": "hunter22"}, "password"),
     ],
 )

@@ -129,10 +129,11 @@ async def test_resend_voids_the_old_link_and_is_rate_limited_per_address(
         "Eve\u2028Bcc: stolen@example.com",
         "Eve\x00",
         "Eve\x1b[31m",
+        "=?utf-8?q?Ada=0D=0ABcc:_stolen=40example.com?=",
     ],
-    ids=["crlf", "lf", "cr", "line-separator", "nul", "escape"],
+    ids=["crlf", "lf", "cr", "line-separator", "nul", "escape", "encoded-word"],
 )
-async def test_a_display_name_with_control_characters_is_refused(
+async def test_a_display_name_that_could_break_a_header_is_refused(
     api: httpx.AsyncClient, name: str
 ) -> None:
     body = {"email": fresh_address(), "password": PASSWORD, "display_name": name}
@@ -147,10 +148,10 @@ async def test_a_display_name_with_control_characters_is_refused(
     "name",
     [
         'Eve, "Bcc: stolen@example.com" <stolen@example.com>',
-        "=?utf-8?q?Bcc=3A_stolen=40example=2Ecom?=",
         "Ève Ünïcødé; Bcc: stolen@example.com",
+        "Ada =? Lovelace ?=\\",
     ],
-    ids=["quotes-and-brackets", "encoded-word", "unicode-semicolon"],
+    ids=["quotes-and-brackets", "unicode-semicolon", "backslash-and-equals"],
 )
 async def test_a_hostile_display_name_stays_one_name_of_one_recipient(
     api: httpx.AsyncClient, inbox: MailDevClient, name: str

@@ -168,6 +168,8 @@ async def test_the_logs_tell_operators_what_the_answer_hides(client: httpx.Async
         ({"password": "x" * 129}, "password"),
         ({"display_name": ""}, "display_name"),
         ({"display_name": "Ada\r\nBcc: victim@example.com"}, "display_name"),
+        ({"display_name": "=?utf-8?q?Ada=0D=0ABcc:_victim=40example.com?="}, "display_name"),
+        ({"email": "zoë@example.com"}, "email"),
         ({"display_name": "x" * 101}, "display_name"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated
 
@@ -18,7 +19,16 @@ def _printable(value: str) -> str:
             raise ValueError("must not contain lone surrogate characters")
         if category in {"Cc", "Cf", "Zl", "Zp"}:
             raise ValueError("must not contain control characters or line breaks")
+    if ENCODED_WORD.search(value):
+        # Python's email package decodes RFC 2047 encoded words while folding a
+        # header (CVE-2024-6923 on unpatched Pythons): "=?utf-8?q?=0D=0A...?="
+        # is printable yet can become a line break in the header written.
+        raise ValueError("must not contain RFC 2047 encoded words (=?...?=)")
     return value
+
+
+ENCODED_WORD = re.compile(r"=\?[^?]*\?[^?]*\?[^?]*\?=")
+"""An RFC 2047 encoded word (``=?charset?encoding?text?=``), leniently matched."""
 
 
 DisplayName = Annotated[

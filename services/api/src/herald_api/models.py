@@ -20,7 +20,15 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-Email = Annotated[EmailStr, AfterValidator(str.lower)]
+def _ascii_local_part(address: str) -> str:
+    # A non-ASCII local part needs SMTPUTF8 end to end, which relays need not
+    # offer: the welcome email could never be sent. Say so at signup instead.
+    if not address.rpartition("@")[0].isascii():
+        raise ValueError("the part before @ must be ASCII")
+    return address.lower()
+
+
+Email = Annotated[EmailStr, AfterValidator(_ascii_local_part)]
 """An email address, validated and normalised (email-validator's form, lower-cased)."""
 
 
