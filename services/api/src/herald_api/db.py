@@ -35,6 +35,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         settings.sqlalchemy_url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
+        # A statement's error must never carry its parameters (a password hash)
+        # into a log line or an error body.
+        hide_parameters=True,
         connect_args={"timeout": settings.database_connect_timeout_seconds},
     )
 

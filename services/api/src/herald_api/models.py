@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, EmailStr, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, SecretStr, StringConstraints
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -147,7 +147,10 @@ class OutboxMessage(SQLModel, table=True):
     )
 
 
-class UserCreate(SQLModel):
+class UserCreate(BaseModel):
+    # The password must not show in the text of a validation error, wherever it is logged.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     email: Email
     password: Password
     display_name: DisplayName
