@@ -345,6 +345,8 @@ HOSTILE_FIELDS: list[dict[str, str]] = [
     {"display_name": "Ada\x0bBcc: evil@example.com"},
     {"display_name": "Ada\x1b[8mevil@example.com"},
     {"display_name": "Ada\u202eevil@example.com"},
+    # Printable ASCII, but the stdlib would decode it into a header line break.
+    {"display_name": "=?utf-8?q?Ada=0D=0ABcc:_evil=40example.com?="},
     {"email": "ada@example.com\r\nBcc: evil@example.com"},
     {"email": "ada@example.com\nevil@example.com"},
     {"email": "ada@example.com, evil@example.com"},
@@ -448,32 +450,6 @@ async def test_display_names_are_encoded_never_split_into_recipients(
         assert envelope.parsed["To"].addresses == (
             Address(display_name=message.display_name, addr_spec=message.email),
         )
-
-
-async def test_a_name_hiding_an_encoded_line_break_goes_out_without_it(
-    settings_for: SettingsFor, notifier_queue: Queue
-) -> None:
-    # Printable ASCII, so valid for the contract; the stdlib would decode it
-    # into a raw line break and a Bcc header while writing the To header.
-    message = welcome_email(
-        email="ada@example.com", display_name="=?utf-8?q?Ada=0D=0ABcc:_evil=40example.com?="
-    )
-    relay = RecordingRelay()
-
-    with serve_smtp(relay) as port, capture_logs_with_context() as logs:
-        async with running_worker(build_settings(settings_for(smtp_port=port))):
-            job = await enqueue(notifier_queue, message)
-            assert job is not None
-            done = await wait_for_job(notifier_queue, job.key, finished)
-
-    assert (done.status, done.result) == (Status.COMPLETE, "sent")
-    [delivered] = relay.received
-    assert delivered.rcpt_tos == ["ada@example.com"]
-    assert b"evil" not in delivered.head
-    assert b"Bcc" not in delivered.head
-    assert delivered.parsed["To"].addresses == (Address(addr_spec="ada@example.com"),)
-    [dropped] = events(logs, "email.display_name_dropped")
-    assert dropped["message_id"] == str(message.message_id)
 
 
 class BuggyRenderer(Renderer):

@@ -336,8 +336,8 @@ def test_a_non_ascii_local_part_is_refused_rather_than_mangled(renderer: Rendere
 @pytest.mark.parametrize(
     "display_name",
     [
-        # Printable ASCII, valid for the contract; the stdlib decodes these
-        # encoded words while folding the header and writes what they hide.
+        # Printable ASCII; the stdlib decodes these encoded words while
+        # folding the header and writes what they hide.
         "=?utf-8?q?Ada=0D=0ABcc:_evil=40example.com?=",
         "=?utf-8?b?QWRhDQpCY2M6IGV2aWxAZXhhbXBsZS5jb20=?=",
         "=?utf-8?q?x=0D=0A=0D=0A<a_href=3Dhttps://evil.example>log_in</a>?=",
@@ -349,7 +349,9 @@ def test_a_non_ascii_local_part_is_refused_rather_than_mangled(renderer: Rendere
 def test_a_name_hiding_an_encoded_word_is_left_out_of_the_to_header(
     renderer: Renderer, display_name: str
 ) -> None:
-    message = welcome(display_name)
+    # The contract refuses encoded words now; a message built without
+    # validation (an older producer) must still not inject a header.
+    message = welcome("Zoe").model_copy(update={"display_name": display_name})
 
     with capture_logs() as logs:
         raw, parsed = on_the_wire(renderer.welcome(message))
