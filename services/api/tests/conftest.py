@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ from herald_api.migrate import migrate
 from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
+from herald_testing.clients import OpenClient
 from herald_testing.messages import welcome_email
 
 LINK_SECRET = "link-secret-for-tests-only-0123456789"
@@ -87,8 +89,9 @@ def settings(database_url: str, redis_url: str, queue_namespace: str) -> Setting
     )
 
 
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app built from ``settings``, its lifespan running."""
     app = create_app(settings)
     async with (
         LifespanManager(app) as manager,
@@ -96,6 +99,18 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
         ) as http,
     ):
+        yield http
+
+
+@pytest.fixture
+def open_client() -> OpenClient:
+    """``app_client``, for tests that need an app with settings of their own."""
+    return app_client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(settings) as http:
         yield http
 
 

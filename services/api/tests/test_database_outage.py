@@ -9,27 +9,22 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from herald_api.api.errors import DATABASE_UNAVAILABLE
-from herald_api.app import create_app
 from herald_api.settings import Settings
+from herald_testing.clients import OpenClient
 from herald_testing.ports import free_port
 
 BODY = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}
 
 
 @pytest.fixture
-async def dead_db_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def dead_db_client(
+    settings: Settings, open_client: OpenClient
+) -> AsyncIterator[httpx.AsyncClient]:
     """The API with its database URL on a port where nothing listens."""
     dead = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/herald"
-    app = create_app(settings.model_copy(update={"database_url": dead}))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
-        ) as http,
-    ):
+    async with open_client(settings.model_copy(update={"database_url": dead})) as http:
         yield http
 
 
@@ -123,7 +118,7 @@ async def test_the_api_recovers_by_itself_after_postgres_dropped_every_connectio
 
 
 async def test_a_database_that_accepts_but_never_answers_is_503_after_the_connect_timeout(
-    settings: Settings,
+    settings: Settings, open_client: OpenClient
 ) -> None:
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # hold the connection open and say nothing
@@ -137,14 +132,8 @@ async def test_a_database_that_accepts_but_never_answers_is_503_after_the_connec
             "database_connect_timeout_seconds": 0.3,
         }
     )
-    app = create_app(silent)
     try:
-        async with (
-            LifespanManager(app) as manager,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
-            ) as http,
-        ):
+        async with open_client(silent) as http:
             started = time.monotonic()
             response = await http.post(VERIFY, json=UNKNOWN_TOKEN)
             waited = time.monotonic() - started

@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
 from herald_api import outbox
-from herald_api.app import create_app
 from herald_api.settings import Settings
+from herald_testing.clients import OpenClient
 
 TOKEN = "internal-token-for-tests-only"
 PURGE = "/internal/v1/outbox/purge"
@@ -29,14 +28,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def no_token_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"internal_token": None}))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
-        ) as http,
-    ):
+async def no_token_client(
+    settings: Settings, open_client: OpenClient
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with open_client(settings.model_copy(update={"internal_token": None})) as http:
         yield http
 
 

@@ -20,11 +20,10 @@ import jwt
 import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type, extract_parameters
-from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from herald_api.app import create_app
 from herald_api.settings import Settings
+from herald_testing.clients import OpenClient
 
 PASSWORD = "correct horse battery staple"
 EMAIL = "ada@example.com"
@@ -510,18 +509,14 @@ async def test_no_password_hash_or_token_is_logged(
 
 
 @pytest.fixture
-async def limited_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def limited_client(
+    settings: Settings, open_client: OpenClient
+) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app whose login limit per email address is 2 a minute."""
     limited = settings.model_copy(
         update={"rate_limits_enabled": True, "rate_limit_login_per_email": "2/minute"}
     )
-    app = create_app(limited)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
-        ) as http,
-    ):
+    async with open_client(limited) as http:
         yield http
 
 

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
-import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
@@ -25,6 +24,7 @@ from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
+from herald_testing.clients import OpenClient
 from herald_testing.ports import free_port
 from herald_testing.waiting import eventually
 
@@ -69,6 +69,7 @@ async def test_signups_during_a_redis_outage_stay_pending_then_drain_once_redis_
     db: asyncpg.Connection,
     notifier_queue: Queue,
     make_relay: MakeRelay,
+    open_client: OpenClient,
 ) -> None:
     down = settings.model_copy(
         update={
@@ -76,13 +77,7 @@ async def test_signups_during_a_redis_outage_stay_pending_then_drain_once_redis_
             "outbox_max_backoff_seconds": 0.1,
         }
     )
-    app = create_app(down)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://herald.test"
-        ) as http,
-    ):
+    async with open_client(down) as http:
         statuses = [
             (
                 await http.post(

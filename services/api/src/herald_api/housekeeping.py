@@ -18,7 +18,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api import verification
 from herald_api.dispatch import Dispatcher
 from herald_api.models import EmailToken, User
-from herald_shared.messages import VerificationEmail
 
 log = structlog.get_logger(__name__)
 
@@ -61,17 +60,14 @@ async def remind_unverified(
             ).all()
             messages = []
             for user in users:
-                link = await verification.issue(
-                    session, user_id=user.id, secret=secret, valid_for=valid_for
-                )
-                message = VerificationEmail(
-                    user_id=user.id,
-                    email=user.email,
-                    display_name=user.display_name,
-                    verification=link,
+                message = await verification.stage_link_email(
+                    session,
+                    dispatcher,
+                    user,
+                    secret=secret,
+                    valid_for=valid_for,
                     reason="reminder",
                 )
-                await dispatcher.stage(session, message)
                 messages.append((user.id, message))
             if users:
                 await session.exec(

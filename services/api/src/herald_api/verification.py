@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import structlog
 from pydantic import SecretStr
@@ -85,6 +86,31 @@ async def spend(session: AsyncSession, *, token: str) -> User | None:
     return await session.get(User, user_id, populate_existing=True)
 
 
+async def stage_link_email(
+    session: AsyncSession,
+    dispatcher: Dispatcher,
+    user: User,
+    *,
+    secret: SecretStr,
+    valid_for: timedelta,
+    reason: Literal["requested", "reminder"],
+    request_id: str | None = None,
+) -> VerificationEmail:
+    """Issue ``user`` a fresh link (voiding the old ones) and stage the email carrying it
+    in ``session``'s transaction; the caller commits, then publishes it."""
+    link = await issue(session, user_id=user.id, secret=secret, valid_for=valid_for)
+    message = VerificationEmail(
+        user_id=user.id,
+        email=user.email,
+        display_name=user.display_name,
+        verification=link,
+        reason=reason,
+        request_id=request_id,
+    )
+    await dispatcher.stage(session, message)
+    return message
+
+
 async def resend(
     *,
     sessions: async_sessionmaker[AsyncSession],
@@ -106,16 +132,15 @@ async def resend(
         if user is None or user.email_verified_at is not None:
             log.info("verification.resend_skipped", reason="no unverified account")
             return False
-        link = await issue(session, user_id=user.id, secret=secret, valid_for=valid_for)
-        message = VerificationEmail(
-            user_id=user.id,
-            email=user.email,
-            display_name=user.display_name,
-            verification=link,
+        message = await stage_link_email(
+            session,
+            dispatcher,
+            user,
+            secret=secret,
+            valid_for=valid_for,
             reason="requested",
             request_id=request_id,
         )
-        await dispatcher.stage(session, message)
         await session.commit()
         log.info("verification.resent", user_id=str(user.id), message_id=str(message.message_id))
         await dispatcher.publish_after_commit(session, message, user_id=user.id)
