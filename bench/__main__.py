@@ -1,27 +1,38 @@
 """``make bench``: Herald's speed, measured on the real local services; one table.
 
-    uv run --group bench python -m bench [--quick]
+    uv run --group bench python -m bench [--quick | --profile]
 
 What it starts, all on this machine: a fresh PostgreSQL database
 ``herald_bench_<id>`` (migrated by ``herald-api migrate``; dropped at the end),
 queue namespaces ``bench_<id>_*`` on the local Redis (their keys deleted at the
 end), an aiosmtpd sink that accepts and discards (``bench.sink``, its own
-process), ``herald-api serve`` (uvicorn, as Herald runs it) and one
-``herald-notifier`` process. The HTTP load generator is one
-``httpx.AsyncClient`` driven by N concurrent asyncio tasks in this process,
-which shares the machine's cores with the servers.
+process), ``herald-api serve`` (uvicorn, as Herald runs it), ``herald-notifier``
+processes, a Redis of its own for item 5, and the peers of item 7. The HTTP
+load generator is one ``httpx.AsyncClient`` driven by N concurrent asyncio
+tasks in this process, which shares the machine's cores with the servers.
 
-Measured:
+Measured (items of the speed issue):
 
 1. argon2id hash time with Herald's parameters (median of N, this process);
 2. signups: p50 / p99 latency and signups/s at concurrency 1, 8, 32 (the
    notifier is not running meanwhile; its jobs wait in Redis);
 3. notifier: 5,000 WelcomeEmails enqueued while the notifier is paused
-   (SIGSTOP), then drained by the one process (SIGCONT to an empty queue);
-   the same for 5,000 no-op jobs and a plain SAQ worker of the same
-   concurrency;
+   (SIGSTOP), then drained by the one process to the sink (SIGCONT to the
+   sink's last accept); the same for 5,000 no-op jobs and a plain SAQ worker
+   of the same concurrency (SIGCONT to an empty queue);
 4. signup -> SMTP accepted latency at half the best signups/s (open loop);
-6. RSS of the api and notifier processes, idle and after their load.
+5. outbox drain: 1,000 pending rows, time from Redis's return until all are
+   relayed (``bench.outage``);
+6. RSS of the api and notifier processes, idle and after their load;
+7. peers: the same signup as a plain FastAPI app sending the email with
+   ``BackgroundTasks`` (``bench.peer_fastapi``), measured as in 2 and 4; the
+   same welcome-email job on arq (``bench/arq_peer.py``), measured as in 3.
+
+``--profile`` runs py-spy instead of the table (``bench.profiling``): on the
+API under signup load at concurrency 8 (CPU) and 1 (wall clock, idle threads
+sampled too), on the notifier draining 5,000 welcome emails, and on the arq
+peer draining as many; it writes the raw stacks and their summaries
+(``bench.profile_report``) to ``bench/profiles/``.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -37,8 +49,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -48,102 +60,103 @@ from argon2 import PasswordHasher, Type
 from saq import Queue
 from sqlalchemy.engine import make_url
 
+from bench import profile_report
+from bench.common import (
+    BIN,
+    PASSWORD,
+    ROOT,
+    LoadResult,
+    Processes,
+    SinkLog,
+    Table,
+    closed_loop,
+    e2e_latencies,
+    goal,
+    ms,
+    open_loop,
+    percentile,
+    recipient,
+    rss_mib,
+    uv,
+    wait_ready,
+)
+from bench.outage import outage_drain
+from bench.profiling import RATE, keep_py_spy, start_recording, stop_recording
 from herald_api.settings import Settings as ApiSettings
-from herald_notifier.settings import Settings as NotifierSettings
 from herald_shared import queues
-from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import enqueue
+from herald_testing.messages import welcome_email
 from herald_testing.ports import free_port, wait_for_port
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-BIN = Path(sys.executable).parent
-PASSWORD = "correct horse battery staple"  # noqa: S105  (a benchmark account's password)
+ARQ_PEER = ROOT / "bench" / "arq_peer.py"
+PROFILES = ROOT / "bench" / "profiles"
+LEVELS = (1, 8, 32)
+NOTIFIER_CONCURRENCY = 10
+"""Herald's default HERALD_NOTIFIER_CONCURRENCY, given to every worker here."""
 
 
-# --- numbers -----------------------------------------------------------------------------
+def herald_sources() -> str:
+    """The arq peer's PYTHONPATH: ``bench`` and Herald's shared contract, from the source tree."""
+    return f"{ROOT}:{ROOT / 'shared' / 'src'}"
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+@dataclass(frozen=True)
+class Plan:
+    hash_samples: int
+    load_seconds: float
+    messages: int
+    latency_seconds: float
+    outage_rows: int
+    outage_seconds: float
 
 
-def rss_mib(pid: int) -> float:
-    """Resident set size of ``pid`` in MiB, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+FULL = Plan(
+    hash_samples=30,
+    load_seconds=15.0,
+    messages=5000,
+    latency_seconds=20.0,
+    outage_rows=1000,
+    outage_seconds=3.0,
+)
+QUICK = Plan(
+    hash_samples=5,
+    load_seconds=3.0,
+    messages=300,
+    latency_seconds=4.0,
+    outage_rows=200,
+    outage_seconds=2.0,
+)
 
 
 @dataclass
-class Table:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
+class Bench:
+    plan: Plan
+    procs: Processes
+    table: Table
+    run_id: str
+    database_url: str
+    """Plain ``postgresql://`` (asyncpg's form)."""
+    sink: SinkLog
 
-    def add(self, measure: str, value: str, note: str = "") -> None:
-        self.rows.append((measure, value, note))
-        print(f"[bench] {measure}: {value}  {note}", file=sys.stderr, flush=True)
+    @property
+    def env(self) -> dict[str, str]:
+        return self.procs.env
 
-    def render(self) -> str:
-        lines = ["| measure | value | notes |", "| --- | --- | --- |"]
-        lines += [f"| {m} | {v} | {n} |" for m, v, n in self.rows]
-        return "\n".join(lines)
+    @property
+    def redis_url(self) -> str:
+        return self.env["HERALD_REDIS_URL"]
 
+    def namespace(self, part: str) -> str:
+        return f"bench_{self.run_id}_{part}"
 
-# --- processes ---------------------------------------------------------------------------
+    def tag(self, part: str) -> str:
+        """A recipient tag unique to this run (no ``-``: see ``recipient``)."""
+        return f"{part}{self.run_id}"
 
-
-@dataclass
-class Processes:
-    env: dict[str, str]
-    log_dir: Path
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *command: str, env: Mapping[str, str] | None = None) -> int:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(  # noqa: S603  (our own commands)
-            command,
-            env=dict(env or self.env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.running[name] = proc
-        return proc.pid
-
-    def pid(self, name: str) -> int:
-        return self.running[name].pid
-
-    def wait_log(self, name: str, text: str, *, within: float = 30.0) -> None:
-        path = self.log_dir / f"{name}.log"
-        deadline = time.monotonic() + within
-        while text not in path.read_text(errors="replace"):
-            if self.running[name].poll() is not None:
-                raise RuntimeError(f"{name} exited; see {path}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} did not log {text!r} within {within:.0f} s")
-            time.sleep(0.05)
-
-    def signal(self, name: str, sig: signal.Signals) -> None:
-        self.running[name].send_signal(sig)
-
-    def stop(self, name: str) -> None:
-        proc = self.running.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
+    def arq_env(self) -> dict[str, str]:
+        return self.env | {"PYTHONPATH": herald_sources()}
 
 
 # --- 1. hash floor -----------------------------------------------------------------------
@@ -167,79 +180,56 @@ def hash_floor(samples: int) -> float:
     return statistics.median(times)
 
 
-# --- 2. signups --------------------------------------------------------------------------
+# --- servers and load --------------------------------------------------------------------
 
 
-@dataclass
-class LoadResult:
-    concurrency: int
-    latencies: list[float]
-    errors: int
-    elapsed: float
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies) / self.elapsed
+def http_client(port: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits)
 
 
-def signup_body(email: str) -> dict[str, str]:
-    return {"email": email, "password": PASSWORD, "display_name": "Bench User"}
-
-
-async def closed_loop(
-    client: httpx.AsyncClient, *, concurrency: int, seconds: float, tag: str
-) -> LoadResult:
-    """``concurrency`` tasks each signing up back to back for ``seconds``."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def user(worker: int) -> None:
-        nonlocal errors
-        n = 0
-        while time.perf_counter() < deadline:
-            n += 1
-            began = time.perf_counter()
-            response = await client.post(
-                "/api/v1/users", json=signup_body(f"{tag}-c{concurrency}-{worker}-{n}@example.com")
+async def signup_levels(client: httpx.AsyncClient, b: Bench, part: str) -> list[LoadResult]:
+    """A 2 s warm-up at N=4, then a closed loop at each of ``LEVELS``."""
+    await closed_loop(client, concurrency=4, seconds=2.0, tag=b.tag(f"{part}warm"))
+    results = []
+    for level in LEVELS:
+        results.append(
+            await closed_loop(
+                client, concurrency=level, seconds=b.plan.load_seconds, tag=b.tag(f"{part}c{level}")
             )
-            if response.status_code == 201:
-                latencies.append(time.perf_counter() - began)
-            else:
-                errors += 1
-
-    began = time.perf_counter()
-    await asyncio.gather(*(user(i) for i in range(concurrency)))
-    return LoadResult(concurrency, latencies, errors, time.perf_counter() - began)
+        )
+    return results
 
 
-# --- 3. queue drains ---------------------------------------------------------------------
+def describe_load(result: LoadResult, ceiling: float) -> tuple[str, str]:
+    value = (
+        f"p50 {ms(result.p(0.5))} / p99 {ms(result.p(0.99))}; "
+        f"{result.rate:.1f} signups/s ({100 * result.rate / ceiling:.0f}% of ceiling)"
+    )
+    note = f"{len(result.latencies)} signups in {result.elapsed:.1f} s" + (
+        f", {result.errors} errors" if result.errors else ""
+    )
+    return value, note
 
 
-async def drain_seconds(queue: Queue, resume: Processes, name: str, *, within: float) -> float:
-    """SIGCONT ``name`` and time until ``queue`` has nothing incomplete."""
-    resume.signal(name, signal.SIGCONT)
-    began = time.perf_counter()
-    deadline = began + within
-    while await queue.count("incomplete") > 0:
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{queue.name} not drained within {within:.0f} s")
-        await asyncio.sleep(0.01)
-    return time.perf_counter() - began
+async def drain_to_sink(
+    b: Bench, worker: str, tag: str, fill: Callable[[], Awaitable[None]]
+) -> float:
+    """Pause ``worker``, ``fill`` its queue with ``tag``'s emails, resume it, and
+    return emails/s: ``messages`` / (the sink's last accept - the resume)."""
+    b.procs.send_signal(worker, signal.SIGSTOP)
+    await fill()
+    resumed = time.time()
+    b.procs.send_signal(worker, signal.SIGCONT)
+    accepted = await b.sink.wait(tag, b.plan.messages, within=600)
+    return b.plan.messages / (max(accepted.values()) - resumed)
 
 
 async def enqueue_welcomes(queue: Queue, count: int, tag: str) -> None:
     for start in range(0, count, 250):
         await asyncio.gather(
             *(
-                enqueue(
-                    queue,
-                    WelcomeEmail(
-                        user_id=uuid.uuid4(),
-                        email=f"{tag}-q{i}@example.com",
-                        display_name="Bench User",
-                    ),
-                )
+                enqueue(queue, welcome_email(email=recipient(tag, i), display_name="Bench User"))
                 for i in range(start, min(count, start + 250))
             )
         )
@@ -252,39 +242,366 @@ async def enqueue_noops(queue: Queue, count: int) -> None:
         )
 
 
-def sink_lines(path: Path, marker: str) -> dict[str, float]:
-    """Recipients containing ``marker`` the sink accepted, with when."""
-    accepted: dict[str, float] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rcpt, _, stamp = line.partition("\t")
-            if marker in rcpt and stamp:
-                accepted.setdefault(rcpt.lower(), float(stamp))
-    return accepted
+async def run_arq_enqueue(b: Bench, queue_name: str, tag: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        uv(),
+        "run",
+        "--locked",
+        "--script",
+        str(ARQ_PEER),
+        "enqueue",
+        queue_name,
+        str(b.plan.messages),
+        tag,
+        env=b.arq_env(),
+        cwd=ROOT,
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("arq peer: enqueue failed")
 
 
-async def wait_sink(path: Path, marker: str, count: int, *, within: float) -> dict[str, float]:
-    deadline = time.monotonic() + within
-    while len(accepted := sink_lines(path, marker)) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"sink got {len(accepted)} of {count} {marker} emails")
-        await asyncio.sleep(0.1)
-    return accepted
+def start_notifier(b: Bench, name: str, namespace: str) -> None:
+    b.procs.start(
+        name,
+        str(BIN / "herald-notifier"),
+        env=b.env
+        | {
+            "HERALD_QUEUE_NAMESPACE": namespace,
+            "HERALD_NOTIFIER_CONCURRENCY": str(NOTIFIER_CONCURRENCY),
+        },
+    )
+    b.procs.wait_log(name, "notifier.started")
 
 
-# --- the run -----------------------------------------------------------------------------
+def start_arq(b: Bench, name: str, queue_name: str) -> None:
+    b.procs.start(
+        name,
+        uv(),
+        "run",
+        "--locked",
+        "--script",
+        str(ARQ_PEER),
+        "worker",
+        queue_name,
+        str(NOTIFIER_CONCURRENCY),
+        env=b.arq_env(),
+    )
+    b.procs.wait_log(name, "ready", within=120)
+
+
+async def notifier_drain(b: Bench, name: str) -> float:
+    """Item 3: one notifier, ``messages`` WelcomeEmails to the sink; emails/s."""
+    namespace = b.namespace(name)
+    queue = queues.connect_queue(b.redis_url, queues.NOTIFIER, namespace=namespace)
+    await queue.connect()
+    tag = b.tag("n")
+    try:
+        return await drain_to_sink(
+            b, name, tag, lambda: enqueue_welcomes(queue, b.plan.messages, tag)
+        )
+    finally:
+        await queue.disconnect()
+
+
+async def arq_drain(b: Bench, name: str) -> float:
+    """Item 7b: the arq peer, ``messages`` WelcomeEmails to the sink; emails/s."""
+    queue_name = b.namespace(name)
+    tag = b.tag("a")
+    return await drain_to_sink(b, name, tag, lambda: run_arq_enqueue(b, queue_name, tag))
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue's order)
+    plan, procs, table = b.plan, b.procs, b.table
+    cores = os.cpu_count() or 1
+    concurrency = NOTIFIER_CONCURRENCY
+
+    # 1. Hash floor.
+    hash_s = hash_floor(plan.hash_samples)
+    ceiling = cores / hash_s
+    table.add(
+        "1. argon2id hash (m=19456 KiB, t=2, p=1)",
+        ms(hash_s),
+        note=f"median of {plan.hash_samples}, one thread",
+    )
+    table.add("hash-bound ceiling", f"{ceiling:.1f} signups/s", note=f"{cores} cores / hash time")
+
+    # 2. Signups against Herald's API (namespace api); no notifier yet.
+    api_ns = b.namespace("api")
+    api_port = int(b.env["HERALD_API_PORT"])
+    procs.start(
+        "api", str(BIN / "herald-api"), "serve", env=b.env | {"HERALD_QUEUE_NAMESPACE": api_ns}
+    )
+    async with http_client(api_port) as client:
+        await wait_ready(client, "/health/ready")
+        await asyncio.sleep(1.0)
+        api_idle = rss_mib(procs.pid("api"))
+        herald = await signup_levels(client, b, "s")
+        for result in herald:
+            value, note = describe_load(result, ceiling)
+            target = ""
+            if result.concurrency > 1:
+                target = goal(">= 95% of ceiling", result.rate >= 0.95 * ceiling)
+            table.add(f"2. signup, concurrency {result.concurrency}", value, target, note)
+        overhead = herald[0].p(0.5) - hash_s
+        table.add(
+            "API overhead (signup p50 at c=1 - hash)",
+            ms(overhead),
+            goal("<= 3 ms", overhead <= 0.003),
+        )
+        api_loaded = rss_mib(procs.pid("api"))
+        best_rate = max(r.rate for r in herald)
+
+        # 3. Notifier throughput (namespace notifier), then raw SAQ (namespace saq).
+        start_notifier(b, "notifier", b.namespace("notifier"))
+        await asyncio.sleep(1.0)
+        notifier_idle = rss_mib(procs.pid("notifier"))
+        emails_rate = await notifier_drain(b, "notifier")
+        notifier_loaded = rss_mib(procs.pid("notifier"))
+        procs.stop("notifier")
+        table.add(
+            f"3. notifier: {plan.messages:,} WelcomeEmails, one process",
+            f"{emails_rate:.0f} emails/s",
+            note=f"resume -> sink's last accept; concurrency {concurrency}; aiosmtpd discard sink",
+        )
+        saq_name = queues.queue_name("noop", namespace=b.namespace("saq"))
+        procs.start(
+            "saq-noop", sys.executable, "-m", "bench.noop_worker", saq_name, str(concurrency)
+        )
+        procs.wait_log("saq-noop", "ready")
+        await asyncio.sleep(1.0)
+        procs.send_signal("saq-noop", signal.SIGSTOP)
+        raw = Queue.from_url(b.redis_url, name=saq_name)
+        await raw.connect()
+        try:
+            await enqueue_noops(raw, plan.messages)
+            raw_drained = await queue_drain_seconds(raw, procs, "saq-noop", within=300)
+        finally:
+            await raw.disconnect()
+        procs.stop("saq-noop")
+        raw_rate = plan.messages / raw_drained
+        table.add(
+            f"raw SAQ: {plan.messages:,} no-op jobs, one worker",
+            f"{raw_rate:.0f} jobs/s",
+            note=f"{raw_drained:.2f} s to drain; concurrency {concurrency}",
+        )
+        ratio = emails_rate / raw_rate
+        table.add("notifier / raw SAQ", f"{ratio:.2f}", goal(">= 0.5", ratio >= 0.5))
+
+        # 4. Signup -> SMTP accepted at half the best signups/s (namespace api's notifier).
+        start_notifier(b, "notifier-api", api_ns)
+        backlog = queues.connect_queue(b.redis_url, queues.NOTIFIER, namespace=api_ns)
+        await backlog.connect()
+        try:
+            # The signups' welcome emails go first.
+            deadline = time.monotonic() + 180
+            while await backlog.count("incomplete") > 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the signups' welcome emails not sent within 180 s")
+                await asyncio.sleep(0.2)
+        finally:
+            await backlog.disconnect()
+        rate = best_rate / 2
+        herald_e2e = await signup_to_smtp(client, b, rate=rate, part="l")
+        p50, p99 = herald_e2e.p(0.5), herald_e2e.p(0.99)
+        table.add(
+            f"4. signup -> SMTP accepted at {rate:.1f} signups/s",
+            f"p50 {ms(p50)} / p99 {ms(p99)}",
+            goal("p50 <= 50 ms, p99 <= 250 ms", p50 <= 0.05 and p99 <= 0.25),
+            f"{herald_e2e.describe()}; {plan.latency_seconds:.0f} s; notifier running",
+        )
+        table.add(
+            "6. RSS api",
+            f"idle {api_idle:.0f} MiB / after load {rss_mib(procs.pid('api')):.0f} MiB",
+            note=f"after the signup runs: {api_loaded:.0f} MiB",
+        )
+        table.add(
+            "6. RSS notifier",
+            f"idle {notifier_idle:.0f} MiB / after load {notifier_loaded:.0f} MiB",
+            note=f"after {plan.messages:,} emails; item 4's notifier after its load: "
+            f"{rss_mib(procs.pid('notifier-api')):.0f} MiB",
+        )
+    # Item 5 needs the database to itself: no other relay may take its rows.
+    procs.stop("notifier-api")
+    procs.stop("api")
+
+    # 5. Outbox drain after a Redis outage (a Redis of the harness's own).
+    outage = await outage_drain(
+        procs,
+        database_url=b.database_url,
+        run_id=b.run_id,
+        rows=plan.outage_rows,
+        outage_seconds=plan.outage_seconds,
+    )
+    table.add(
+        f"5. outbox drain: {outage.rows:,} pending rows after Redis is back",
+        f"{outage.drained_seconds:.2f} s",
+        goal("<= 5 s", outage.drained_seconds <= 5.0),
+        f"from Redis's restart to none pending; Redis down {plan.outage_seconds:.0f} s; "
+        f"{outage.pending_before:,} pending when it came back; "
+        f"{outage.jobs_in_redis:,} jobs in Redis after",
+    )
+
+    # 7a. The BackgroundTasks peer: the same signup load, then the same open loop.
+    peer_port = free_port()
+    procs.start("peer-fastapi", sys.executable, "-m", "bench.peer_fastapi", str(peer_port))
+    async with http_client(peer_port) as client:
+        await wait_ready(client, "/api/v1/users")  # 405 to a GET once it is up
+        peer = await signup_levels(client, b, "p")
+        for mine, theirs in zip(herald, peer, strict=True):
+            value, note = describe_load(theirs, ceiling)
+            table.add(
+                f"7a. BackgroundTasks peer: signup, concurrency {theirs.concurrency}",
+                value,
+                note=f"Herald / peer: {mine.rate / theirs.rate:.2f} x the signups/s, "
+                f"{mine.p(0.5) / theirs.p(0.5):.2f} x the p50; {note}",
+            )
+        peer_e2e = await signup_to_smtp(client, b, rate=rate, part="q")
+    peer_p50, peer_p99 = peer_e2e.p(0.5), peer_e2e.p(0.99)
+    table.add(
+        f"7a. BackgroundTasks peer: signup -> SMTP accepted at {rate:.1f} signups/s",
+        f"p50 {ms(peer_p50)} / p99 {ms(peer_p99)}",
+        note=f"Herald / peer: {p50 / peer_p50:.2f} x the p50, {p99 / peer_p99:.2f} x the p99; "
+        f"{peer_e2e.describe()}; peer RSS after load "
+        f"{rss_mib(procs.pid('peer-fastapi')):.0f} MiB",
+    )
+    procs.stop("peer-fastapi")
+
+    # 7b. The arq peer: the same welcome-email job, the same concurrency, the same sink.
+    start_arq(b, "arq", b.namespace("arq"))
+    await asyncio.sleep(1.0)
+    arq_rate = await arq_drain(b, "arq")
+    procs.stop("arq")
+    table.add(
+        f"7b. arq peer: {plan.messages:,} WelcomeEmails, one worker",
+        f"{arq_rate:.0f} emails/s",
+        note=f"max_jobs {concurrency}; resume -> sink's last accept; no delivery records",
+    )
+    table.add(
+        "Herald notifier / arq peer",
+        f"{emails_rate / arq_rate:.2f}",
+        goal("> 1 (stay ahead)", emails_rate > arq_rate),
+    )
+
+
+async def queue_drain_seconds(queue: Queue, procs: Processes, name: str, *, within: float) -> float:
+    """SIGCONT ``name`` and time until ``queue`` has nothing incomplete."""
+    procs.send_signal(name, signal.SIGCONT)
+    began = time.perf_counter()
+    deadline = began + within
+    while await queue.count("incomplete") > 0:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{queue.name} not drained within {within:.0f} s")
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - began
 
 
 @dataclass(frozen=True)
-class Plan:
-    hash_samples: int
-    load_seconds: float
-    messages: int
-    latency_seconds: float
+class EndToEnd:
+    latencies: list[float]
+    """Request sent -> SMTP accepted."""
+    answered: list[float]
+    """Request sent -> response."""
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.latencies)} signups, open loop; answered p50 "
+            f"{ms(percentile(self.answered, 0.5))} / p99 {ms(percentile(self.answered, 0.99))}"
+        )
 
 
-FULL = Plan(hash_samples=30, load_seconds=15.0, messages=5000, latency_seconds=20.0)
-QUICK = Plan(hash_samples=5, load_seconds=3.0, messages=300, latency_seconds=4.0)
+async def signup_to_smtp(
+    client: httpx.AsyncClient, b: Bench, *, rate: float, part: str
+) -> EndToEnd:
+    """Items 4 and 7a: signups at ``rate`` for ``latency_seconds``; request -> SMTP accepted."""
+    tag = b.tag(part)
+    result = await open_loop(client, rate=rate, seconds=b.plan.latency_seconds, tag=tag)
+    accepted = await b.sink.wait(tag, result.ok, within=60)
+    return EndToEnd(e2e_latencies(result.sent, accepted), result.answered)
+
+
+# --- profiles ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    units: int
+    """How many signups or emails the recorded process handled meanwhile."""
+    unit: str
+
+
+async def profile(b: Bench) -> list[Recording]:
+    """py-spy on the API at concurrency 8 and 1, the notifier's drain and the arq peer's."""
+    PROFILES.mkdir(exist_ok=True)
+    procs = b.procs
+    recordings = []
+    api_port = int(b.env["HERALD_API_PORT"])
+    procs.start(
+        "api",
+        str(BIN / "herald-api"),
+        "serve",
+        env=b.env | {"HERALD_QUEUE_NAMESPACE": b.namespace("api")},
+    )
+    async with http_client(api_port) as client:
+        await wait_ready(client, "/health/ready")
+        await closed_loop(client, concurrency=4, seconds=2.0, tag=b.tag("warm"))
+        for level in (8, 1):
+            output = PROFILES / f"api-signup-c{level}.txt"
+            recorder = start_recording(procs, "api", procs.pid("api"), output)
+            result = await closed_loop(
+                client, concurrency=level, seconds=b.plan.load_seconds, tag=b.tag(f"s{level}")
+            )
+            stop_recording(procs, recorder, output)
+            recordings.append(Recording(output, len(result.latencies), "signup"))
+            print(
+                f"[bench] profiled api: {result.rate:.1f} signups/s at c={level}, "
+                f"p50 {ms(result.p(0.5))}",
+                file=sys.stderr,
+            )
+    procs.stop("api")
+
+    start_notifier(b, "notifier", b.namespace("notifier"))
+    output = PROFILES / f"notifier-{b.plan.messages}.txt"
+    queue = queues.connect_queue(b.redis_url, queues.NOTIFIER, namespace=b.namespace("notifier"))
+    await queue.connect()
+    tag = b.tag("n")
+
+    async def fill_notifier() -> None:
+        await enqueue_welcomes(queue, b.plan.messages, tag)
+        start_recording(procs, "notifier", procs.pid("notifier"), output)
+
+    try:
+        rate = await drain_to_sink(b, "notifier", tag, fill_notifier)
+    finally:
+        await queue.disconnect()
+    stop_recording(procs, "py-spy-notifier", output)
+    recordings.append(Recording(output, b.plan.messages, "email"))
+    procs.stop("notifier")
+    print(f"[bench] profiled notifier: {rate:.0f} emails/s", file=sys.stderr)
+
+    start_arq(b, "arq", b.namespace("arq"))
+    output = PROFILES / f"arq-{b.plan.messages}.txt"
+    tag = b.tag("a")
+
+    async def fill_arq() -> None:
+        await run_arq_enqueue(b, b.namespace("arq"), tag)
+        start_recording(procs, "arq", procs.python_pid("arq"), output)
+
+    rate = await drain_to_sink(b, "arq", tag, fill_arq)
+    stop_recording(procs, "py-spy-arq", output)
+    recordings.append(Recording(output, b.plan.messages, "email"))
+    procs.stop("arq")
+    print(f"[bench] profiled arq peer: {rate:.0f} emails/s", file=sys.stderr)
+    return recordings
+
+
+# --- the run -----------------------------------------------------------------------------
 
 
 async def admin(url: str, statement: str) -> None:
@@ -306,183 +623,36 @@ async def forget_namespace(redis_url: str, pattern: str) -> int:
         await client.aclose()
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "unknown CPU"
 
 
-async def measure(plan: Plan, procs: Processes, table: Table, run_id: str) -> None:  # noqa: PLR0915
-    env = procs.env
-    redis_url = env["HERALD_REDIS_URL"]
-    cores = os.cpu_count() or 1
-    smtp_port = int(env["HERALD_SMTP_PORT"])
-    sink_log = procs.log_dir / "sink-accepted.tsv"
-    concurrency = NotifierSettings().notifier_concurrency
-
-    # 1. Hash floor.
-    hash_s = hash_floor(plan.hash_samples)
-    ceiling = cores / hash_s
-    table.add(
-        "argon2id hash (m=19456 KiB, t=2, p=1)",
-        ms(hash_s),
-        f"median of {plan.hash_samples}, one thread",
-    )
-    table.add("hash-bound ceiling", f"{ceiling:.1f} signups/s", f"{cores} cores / hash time")
-
-    # The SMTP sink and the API (namespace A); the notifier is not running yet.
-    procs.start("sink", sys.executable, "-m", "bench.sink", str(smtp_port), str(sink_log))
+async def run(b: Bench, *, profiling: bool) -> list[Recording]:
+    smtp_port = int(b.env["HERALD_SMTP_PORT"])
+    b.procs.start("sink", sys.executable, "-m", "bench.sink", str(smtp_port), str(b.sink.path))
     wait_for_port("127.0.0.1", smtp_port, what="SMTP sink")
-    api_ns = f"bench_{run_id}_api"
-    api_port = int(env["HERALD_API_PORT"])
-    procs.start(
-        "api", str(BIN / "herald-api"), "serve", env=env | {"HERALD_QUEUE_NAMESPACE": api_ns}
-    )
-    base_url = f"http://127.0.0.1:{api_port}"
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get("/health/ready")).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("API not ready within 30 s")
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)
-        api_idle = rss_mib(procs.pid("api"))
-
-        # 2. Signups at concurrency 1, 8, 32 (after a short warm-up).
-        await closed_loop(client, concurrency=4, seconds=2.0, tag=f"warm{run_id}")
-        results = []
-        for level in (1, 8, 32):
-            result = await closed_loop(
-                client, concurrency=level, seconds=plan.load_seconds, tag=f"s{run_id}"
-            )
-            results.append(result)
-            p50 = percentile(result.latencies, 0.5)
-            table.add(
-                f"signup, concurrency {level}",
-                f"p50 {ms(p50)} / p99 {ms(percentile(result.latencies, 0.99))}; "
-                f"{result.rate:.1f} signups/s ({100 * result.rate / ceiling:.0f}% of ceiling)",
-                f"{len(result.latencies)} signups in {result.elapsed:.1f} s"
-                + (f", {result.errors} errors" if result.errors else ""),
-            )
-        overhead = percentile(results[0].latencies, 0.5) - hash_s
-        table.add("API overhead (signup p50 at c=1 - hash)", ms(overhead))
-        api_loaded = rss_mib(procs.pid("api"))
-        best_rate = max(r.rate for r in results)
-
-        # 3. Notifier throughput (namespace B), then raw SAQ (namespace C).
-        notifier_ns = f"bench_{run_id}_notifier"
-        notifier_env = env | {"HERALD_QUEUE_NAMESPACE": notifier_ns}
-        procs.start("notifier-drain", str(BIN / "herald-notifier"), env=notifier_env)
-        procs.wait_log("notifier-drain", "notifier.started")
-        await asyncio.sleep(1.0)
-        notifier_idle = rss_mib(procs.pid("notifier-drain"))
-        procs.signal("notifier-drain", signal.SIGSTOP)
-        queue = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=notifier_ns)
-        await queue.connect()
-        try:
-            await enqueue_welcomes(queue, plan.messages, f"n{run_id}")
-            drained = await drain_seconds(queue, procs, "notifier-drain", within=300)
-        finally:
-            await queue.disconnect()
-        await wait_sink(sink_log, f"n{run_id}-q", plan.messages, within=30)
-        notifier_loaded = rss_mib(procs.pid("notifier-drain"))
-        procs.stop("notifier-drain")
-        emails_rate = plan.messages / drained
-        table.add(
-            f"notifier: {plan.messages:,} WelcomeEmails, one process",
-            f"{emails_rate:.0f} emails/s",
-            f"{drained:.2f} s to drain; concurrency {concurrency}; aiosmtpd discard sink",
-        )
-
-        saq_name = queues.queue_name("noop", namespace=f"bench_{run_id}_saq")
-        procs.start(
-            "saq-noop", sys.executable, "-m", "bench.noop_worker", saq_name, str(concurrency)
-        )
-        procs.wait_log("saq-noop", "ready")
-        await asyncio.sleep(1.0)
-        procs.signal("saq-noop", signal.SIGSTOP)
-        raw = Queue.from_url(redis_url, name=saq_name)
-        await raw.connect()
-        try:
-            await enqueue_noops(raw, plan.messages)
-            raw_drained = await drain_seconds(raw, procs, "saq-noop", within=300)
-        finally:
-            await raw.disconnect()
-        procs.stop("saq-noop")
-        raw_rate = plan.messages / raw_drained
-        table.add(
-            f"raw SAQ: {plan.messages:,} no-op jobs, one worker",
-            f"{raw_rate:.0f} jobs/s",
-            f"{raw_drained:.2f} s to drain; concurrency {concurrency}",
-        )
-        table.add("notifier / raw SAQ", f"{emails_rate / raw_rate:.2f}")
-
-        # 4. Signup -> SMTP accepted at half the best signups/s (namespace A's notifier).
-        procs.start(
-            "notifier", str(BIN / "herald-notifier"), env=env | {"HERALD_QUEUE_NAMESPACE": api_ns}
-        )
-        procs.wait_log("notifier", "notifier.started")
-        backlog = queues.connect_queue(redis_url, queues.NOTIFIER, namespace=api_ns)
-        await backlog.connect()
-        try:
-            deadline = time.monotonic() + 180
-            # The signups' welcome emails go first.
-            while time.monotonic() < deadline:
-                if await backlog.count("incomplete") == 0:
-                    break
-                await asyncio.sleep(0.2)
-        finally:
-            await backlog.disconnect()
-        rate = best_rate / 2
-        total = max(1, int(rate * plan.latency_seconds))
-        sent: dict[str, float] = {}
-        statuses: list[int] = []
-
-        async def one(email: str) -> None:
-            sent[email] = time.time()
-            statuses.append(
-                (await client.post("/api/v1/users", json=signup_body(email))).status_code
-            )
-
-        began = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(f"l{run_id}-{i}@example.com")))
-        await asyncio.gather(*tasks)
-        ok = statuses.count(201)
-        accepted = await wait_sink(sink_log, f"l{run_id}-", ok, within=60)
-        e2e = [accepted[email] - at for email, at in sent.items() if email in accepted]
-        table.add(
-            f"signup -> SMTP accepted at {rate:.1f} signups/s",
-            f"p50 {ms(percentile(e2e, 0.5))} / p99 {ms(percentile(e2e, 0.99))}",
-            f"{len(e2e)} signups, open loop, {plan.latency_seconds:.0f} s; notifier running",
-        )
-        table.add(
-            "RSS api",
-            f"idle {api_idle:.0f} MiB / after load {rss_mib(procs.pid('api')):.0f} MiB",
-            f"after the signup runs: {api_loaded:.0f} MiB",
-        )
-        table.add(
-            "RSS notifier",
-            f"idle {notifier_idle:.0f} MiB / after load {notifier_loaded:.0f} MiB",
-            f"after {plan.messages:,} emails; item 4's notifier after its load: "
-            f"{rss_mib(procs.pid('notifier')):.0f} MiB",
-        )
-    table.add("5. outbox drain after an outage", "not yet measured")
-    table.add("7. peers (BackgroundTasks, arq, Celery)", "not yet measured")
+    if profiling:
+        return await profile(b)
+    await measure(b)
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: check the harness")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="tiny sizes: check the harness")
+    mode.add_argument(
+        "--profile", action="store_true", help="py-spy profiles to bench/profiles/, no table"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     run_id = uuid.uuid4().hex[:8]
     base_url = make_url(os.environ.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL))
-    database_url = base_url.set(database=f"herald_bench_{run_id}").render_as_string(
+    database = f"herald_bench_{run_id}"
+    database_url = base_url.set(drivername="postgresql", database=database).render_as_string(
         hide_password=False
     )
     redis_url = os.environ.get("HERALD_REDIS_URL", DEFAULT_REDIS_URL)
@@ -495,7 +665,18 @@ def main(argv: list[str] | None = None) -> int:
         "HERALD_SMTP_PORT": str(free_port()),
         "HERALD_METRICS_PORT": "0",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "2",
+        # Fresh secrets for this run only; the API and the notifier share the link secret.
+        "HERALD_LINK_SECRET": secrets.token_urlsafe(48),
+        "HERALD_JWT_SECRET": secrets.token_urlsafe(48),
+        # 10 signups a minute per client would stop the load at once.
+        "HERALD_RATE_LIMITS_ENABLED": "false",
     }
+    os.environ.update(
+        {k: env[k] for k in ("HERALD_LINK_SECRET", "HERALD_JWT_SECRET")}
+    )  # for ApiSettings() in this process
+    if args.profile:
+        keep_py_spy(log_dir)
+    load_before = os.getloadavg()
     print(f"[bench] run {run_id}; logs in {log_dir}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     with (log_dir / "migrate.log").open("wb") as log:
@@ -506,22 +687,48 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
             check=True,
         )
+    # The arq peer's own environment (bench/arq_peer.py.lock), made before any timing.
+    with (log_dir / "arq-env.log").open("wb") as log:
+        subprocess.run(  # noqa: S603  (our own command)
+            [uv(), "run", "--locked", "--script", str(ARQ_PEER), "check"],
+            env=env | {"PYTHONPATH": herald_sources()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
     procs = Processes(env=env, log_dir=log_dir)
     table = Table()
+    bench = Bench(plan, procs, table, run_id, database_url, SinkLog(log_dir / "sink-accepted.tsv"))
+    recordings: list[Recording] = []
     try:
-        asyncio.run(measure(plan, procs, table, run_id))
+        recordings = asyncio.run(run(bench, profiling=args.profile))
     finally:
         procs.stop_all()
         with contextlib.suppress(Exception):
-            asyncio.run(
-                admin(database_url, f'DROP DATABASE IF EXISTS "herald_bench_{run_id}" WITH (FORCE)')
-            )
+            asyncio.run(admin(database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         with contextlib.suppress(Exception):
             asyncio.run(forget_namespace(redis_url, f"*bench_{run_id}_*"))
+    load_after = os.getloadavg()
+    machine = (
+        f"{os.cpu_count()} cores, {cpu_model()}; load average (1/5/15 min) "
+        f"{' '.join(f'{x:.2f}' for x in load_before)} before, "
+        f"{' '.join(f'{x:.2f}' for x in load_after)} after"
+    )
+    if args.profile:
+        for rec in recordings:
+            summary = profile_report.report(
+                profile_report.parse(rec.path.read_text()),
+                per=(rec.units, rec.unit),
+                rate=RATE,
+            )
+            rec.path.with_suffix(".report.txt").write_text(summary + "\n")
+            print(f"== {rec.path.relative_to(ROOT)}\n{summary}\n")
+        print(f"{machine}; total {time.perf_counter() - started:.0f} s")
+        return 0
     print(table.render())
     print(
-        f"\n{os.cpu_count()} cores; load generator: httpx.AsyncClient with N concurrent "
-        f"asyncio tasks on the same machine; total {time.perf_counter() - started:.0f} s"
+        f"\n{machine}. Load generator: httpx.AsyncClient with N concurrent asyncio tasks "
+        f"on the same machine; total {time.perf_counter() - started:.0f} s"
     )
     return 0
 
