@@ -21,9 +21,10 @@ from pydantic import SecretStr
 from saq import Queue
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from structlog.testing import capture_logs
 
 from herald_api import faults, outbox
-from herald_api.dispatch import Dispatcher
+from herald_api.dispatch import Dispatcher, RelayedMarks
 from herald_api.models import UserCreate
 from herald_api.passwords import PasswordHasher
 from herald_api.relay import Relay
@@ -32,6 +33,7 @@ from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_ACCOUNT_EXISTS_EMAIL, SEND_WELCOME_EMAIL
 from herald_testing.messages import welcome_email
+from herald_testing.waiting import eventually
 
 BODY = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}
 
@@ -43,6 +45,10 @@ async def test_signup_writes_one_user_and_one_outbox_row_marked_relayed_after_th
 
     assert response.status_code == 202
     user_id = str(await db.fetchval("SELECT id FROM users"))
+    # Marked in the next batch after the response (RelayedMarks, every 0.1 s).
+    await eventually(
+        lambda: db.fetchval("SELECT relayed_at IS NOT NULL FROM outbox"), "the row marked relayed"
+    )
     [row] = await db.fetch("SELECT * FROM outbox")
     assert row["task"] == SEND_WELCOME_EMAIL.name
     assert row["queue"] == queues.NOTIFIER
@@ -90,6 +96,7 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
     hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1)
     dispatcher = Dispatcher(
         {queues.NOTIFIER: notifier_queue},
+        marks=RelayedMarks(sessions),
         timeout_seconds=2.0,
         grace_seconds=0,
         exit_after_commit=True,
@@ -135,7 +142,10 @@ async def test_the_relay_leaves_a_new_row_to_the_fast_path_during_the_grace_peri
     notifier_queue: Queue,
 ) -> None:
     dispatcher = Dispatcher(
-        {queues.NOTIFIER: notifier_queue}, timeout_seconds=2.0, grace_seconds=60
+        {queues.NOTIFIER: notifier_queue},
+        marks=RelayedMarks(sessions),
+        timeout_seconds=2.0,
+        grace_seconds=60,
     )
     message = welcome_email(user_id=uuid.uuid4(), email="a@example.com", display_name="A")
     async with sessions() as session:
@@ -162,14 +172,14 @@ async def test_the_fast_path_never_waits_for_a_relay_holding_its_row(
         await relay.execute("BEGIN")
         await relay.execute("SELECT 1 FROM outbox WHERE message_id = $1 FOR UPDATE", message_id)
         async with sessions() as session, asyncio.timeout(2):
-            marked = await outbox.mark_relayed(session, message_id)
+            marked = await outbox.mark_relayed(session, [message_id])
             await outbox.retry_soon(session, message_id, error="x")
             await session.commit()
     finally:
         await relay.close()
 
     # The relay holding it settles the row itself; the request left it alone.
-    assert marked is False
+    assert marked == 0
     row = await db.fetchrow("SELECT relayed_at, attempts FROM outbox")
     assert (row["relayed_at"], row["attempts"]) == (None, 0)
 
@@ -177,18 +187,46 @@ async def test_the_fast_path_never_waits_for_a_relay_holding_its_row(
 async def test_a_failed_outbox_update_after_commit_still_answers_202(
     client: httpx.AsyncClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Seen in the container fault run: the post-commit update timed out, the
-    # session rolled back, and reading the (expired) user for the response failed.
-    async def stalls(session: AsyncSession, *_args: object, **_kwargs: object) -> None:
+    # The mark runs after the response, so its failure can only cost a re-push.
+    async def fails(session: AsyncSession, *_args: object, **_kwargs: object) -> int:
         await session.connection()  # the update's transaction has begun
         raise TimeoutError
 
-    monkeypatch.setattr(outbox, "mark_relayed", stalls)
+    monkeypatch.setattr(outbox, "mark_relayed", fails)
 
-    response = await client.post("/api/v1/users", json=BODY)
+    with capture_logs() as logs:
+        response = await client.post("/api/v1/users", json=BODY)
+        await eventually(
+            lambda: any(line["event"] == "outbox.update_failed" for line in logs),
+            "the failed mark logged",
+        )
 
     assert response.status_code == 202, response.text
     assert response.json()["email"] == BODY["email"]
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     # The row was not marked: the relay pushes it again, SAQ's key refuses the twin.
     assert await db.fetchval("SELECT relayed_at IS NULL FROM outbox") is True
+
+
+async def test_marks_are_batched_and_retried_after_a_failure(
+    sessions: async_sessionmaker[AsyncSession],
+    db: asyncpg.Connection,
+    insert_pending: Callable[..., Awaitable[list[uuid.UUID]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = await insert_pending(3)
+    marks = RelayedMarks(sessions)
+    real = outbox.mark_relayed
+
+    async def fails(*_args: object, **_kwargs: object) -> int:
+        raise TimeoutError
+
+    monkeypatch.setattr(outbox, "mark_relayed", fails)
+    for message_id in ids:
+        marks.add(message_id)
+    assert await marks.flush() == 0
+    monkeypatch.setattr(outbox, "mark_relayed", real)
+
+    assert await marks.flush() == 3
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == 0
+    assert await marks.flush() == 0

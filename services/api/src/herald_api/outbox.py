@@ -55,31 +55,32 @@ async def stage(session: AsyncSession, message: Message, *, grace_seconds: float
     )
 
 
-def _pending_and_unlocked(message_id: uuid.UUID) -> SelectOfScalar[uuid.UUID]:
-    # SKIP LOCKED: a relay that holds this row will settle it itself; the
-    # request must not wait for the relay's batch (which may be waiting on Redis).
+def _pending_and_unlocked(message_ids: Sequence[uuid.UUID]) -> SelectOfScalar[uuid.UUID]:
+    # SKIP LOCKED: a relay that holds a row will settle it itself; neither a
+    # request nor the batched marks may wait for the relay's batch (which may
+    # be waiting on Redis).
     return (
         select(col(OutboxMessage.message_id))
-        .where(col(OutboxMessage.message_id) == message_id, _pending())
+        .where(col(OutboxMessage.message_id).in_(message_ids), _pending())
         .with_for_update(skip_locked=True)
     )
 
 
-async def mark_relayed(session: AsyncSession, message_id: uuid.UUID) -> bool:
-    """Mark one pending row relayed unless a relay holds it; whether it was marked."""
+async def mark_relayed(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> int:
+    """Mark pending rows relayed, skipping rows a relay holds; how many were marked."""
     result = await session.exec(
         update(OutboxMessage)
-        .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked(message_id)))
+        .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked(message_ids)))
         .values(relayed_at=func.now())
     )
-    return bool(result.rowcount)
+    return int(result.rowcount)
 
 
 async def retry_soon(session: AsyncSession, message_id: uuid.UUID, *, error: str) -> None:
     """After a failed fast-path push: make the row due now, so the relay retries it promptly."""
     await session.exec(
         update(OutboxMessage)
-        .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked(message_id)))
+        .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked([message_id])))
         .values(
             available_at=func.now(),
             attempts=col(OutboxMessage.attempts) + 1,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.db import create_engine, session_factory
-from herald_api.dispatch import Dispatcher
+from herald_api.dispatch import Dispatcher, RelayedMarks
 from herald_api.passwords import PasswordHasher
 from herald_api.ratelimit import RateLimiter
 from herald_api.relay import Relay
@@ -74,6 +74,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             effect="signups, logins and verification resends are not rate limited",
         )
     relay.start()
+    marks = RelayedMarks(sessions)
+    marks.start()
     try:
         yield Resources(
             settings=settings,
@@ -82,6 +84,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             notifier_queue=queue,
             dispatcher=Dispatcher(
                 by_name,
+                marks=marks,
                 timeout_seconds=settings.enqueue_timeout_seconds,
                 grace_seconds=settings.outbox_fast_path_grace_seconds,
                 exit_after_commit=settings.fault_exit_after_commit,
@@ -93,6 +96,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     finally:
         # Before the pool and the queue close under it.
         await relay.stop()
+        await marks.stop()
         hasher.close()
         await rate_limiter.close()
         try:

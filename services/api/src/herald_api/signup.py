@@ -69,7 +69,7 @@ async def sign_up(
     message: AccountEmail
     if created.scalar_one_or_none() is not None:
         link = await verification.issue(
-            session, user_id=user_id, secret=link_secret, valid_for=link_valid_for
+            session, user_id=user_id, secret=link_secret, valid_for=link_valid_for, first=True
         )
         message = WelcomeEmail(
             user_id=user_id,

@@ -29,20 +29,28 @@ PURPOSE: Purpose = "verify_email"
 
 
 async def issue(
-    session: AsyncSession, *, user_id: uuid.UUID, secret: SecretStr, valid_for: timedelta
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    secret: SecretStr,
+    valid_for: timedelta,
+    first: bool = False,
 ) -> VerificationLink:
     """Replace ``user_id``'s unspent verification tokens with a new one (no commit).
 
-    Returns the link to email: its token id and expiry. The token itself is
-    derived, fingerprinted and forgotten here; the notifier derives it again.
+    ``first``: the user was created in this transaction and has none to
+    replace (one statement less on the signup path). Returns the link to
+    email: its token id and expiry. The token itself is derived,
+    fingerprinted and forgotten here; the notifier derives it again.
     """
-    await session.exec(
-        delete(EmailToken).where(
-            col(EmailToken.user_id) == user_id,
-            col(EmailToken.purpose) == PURPOSE,
-            col(EmailToken.used_at).is_(None),
+    if not first:
+        await session.exec(
+            delete(EmailToken).where(
+                col(EmailToken.user_id) == user_id,
+                col(EmailToken.purpose) == PURPOSE,
+                col(EmailToken.used_at).is_(None),
+            )
         )
-    )
     token_id = new_token_id()
     expires_at = datetime.now(UTC) + valid_for
     await session.exec(

@@ -96,7 +96,7 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
-def require_json_body(request: Request) -> None:
+async def require_json_body(request: Request) -> None:
     """415 unless a request that has a body says it is JSON (``application/json`` or ``+json``)."""
     has_body = request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers

@@ -48,9 +48,9 @@ class Reminded(BaseModel):
     reminded: int = Field(description="Users sent a reminder.")
 
 
-def _authorized_json(_: InternalAuthDep, request: Request) -> None:
+async def _authorized_json(_: InternalAuthDep, request: Request) -> None:
     # The token first: a caller without it learns nothing, not even the content type.
-    require_json_body(request)
+    await require_json_body(request)
 
 
 Authorized = Annotated[None, Depends(_authorized_json)]
