@@ -6,11 +6,9 @@ import asyncio
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from aiosmtplib import SMTPException
@@ -27,7 +25,7 @@ from herald_notifier.metrics import (
     POSSIBLE_DUPLICATES,
     measure_send,
 )
-from herald_notifier.render import Renderer, RenderError
+from herald_notifier.render import RenderedEmail, Renderer, RenderError
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
@@ -49,8 +47,6 @@ MARK_ATTEMPTS = 3
 """Tries at writing the sent record before the handler gives up on it."""
 
 log = structlog.get_logger(__name__)
-
-A = TypeVar("A", bound=AccountEmail)
 
 
 @dataclass(frozen=True)
@@ -74,28 +70,23 @@ async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> str:
     message) also fails the job at once. Returns what became of the message
     (the job's result): ``sent`` or ``duplicate_suppressed``.
     """
-    resources: Resources = ctx[RESOURCES]
-    return await render_and_deliver(ctx, message, resources.renderer.welcome)
+    return await render_and_deliver(ctx, message)
 
 
 async def send_verification_email(ctx: dict[str, Any], message: VerificationEmail) -> str:
     """Render and send ``message``'s fresh verification link, at most once
     (failures and result as ``send_welcome_email``)."""
-    resources: Resources = ctx[RESOURCES]
-    return await render_and_deliver(ctx, message, resources.renderer.verification)
+    return await render_and_deliver(ctx, message)
 
 
 async def send_account_exists_email(ctx: dict[str, Any], message: AccountExistsEmail) -> str:
     """Tell ``message``'s account holder that someone tried to sign up with
     their address, at most once (failures and result as ``send_welcome_email``)."""
-    resources: Resources = ctx[RESOURCES]
-    return await render_and_deliver(ctx, message, resources.renderer.account_exists)
+    return await render_and_deliver(ctx, message)
 
 
-async def render_and_deliver(
-    ctx: dict[str, Any], message: A, render: Callable[[A], EmailMessage]
-) -> str:
-    """Render ``message`` with ``render`` and ``deliver`` it.
+async def render_and_deliver(ctx: dict[str, Any], message: AccountEmail) -> str:
+    """Render ``message`` (``Renderer.render``) and ``deliver`` it.
 
     A message that does not render fails its job at once as
     ``unrenderable``: rendering is deterministic, so a retry would fail the
@@ -110,7 +101,7 @@ async def render_and_deliver(
     job: Job | None = ctx.get("job")
     domain = recipient_domain(message.email)
     try:
-        email = render(message)
+        email = resources.renderer.render(message)
     except Exception as exc:
         failure = exc if isinstance(exc, RenderError) else unexpected_render_error(exc)
         error_class = type(exc).__name__
@@ -139,7 +130,7 @@ async def deliver(
     ctx: dict[str, Any],
     resources: Resources,
     message: Message,
-    email: EmailMessage,
+    email: RenderedEmail,
     *,
     recipient_domain: str,
 ) -> str:
@@ -197,7 +188,7 @@ async def _send(
     ctx: dict[str, Any],
     resources: Resources,
     claim: Claim,
-    email: EmailMessage,
+    email: RenderedEmail,
     *,
     recipient_domain: str,
 ) -> None:

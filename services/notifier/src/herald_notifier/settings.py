@@ -53,6 +53,24 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(
         default=15.0, gt=0, description="Seconds to wait on each SMTP connect or reply."
     )
+    smtp_pool_size: int | None = Field(
+        default=None,
+        ge=0,
+        description="SMTP connections kept open between emails for the next ones (default: "
+        "HERALD_NOTIFIER_CONCURRENCY, one per job slot); 0 opens and QUITs a connection per email.",
+    )
+    smtp_pool_idle_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A kept SMTP connection idle this long is closed rather than reused; keep it "
+        "below the relay's idle timeout (RFC 5321 servers wait at least 300 s).",
+    )
+    smtp_pool_max_messages: int = Field(
+        default=100,
+        ge=1,
+        description="Emails sent over one SMTP connection before it is closed and a new one "
+        "opened; lower it for a relay that limits messages per connection.",
+    )
     mail_from: str = Field(
         default="Herald <no-reply@herald.localhost>",
         description="From header of every email; its domain also names the Message-ID.",

@@ -87,7 +87,8 @@ def build_settings(settings: Settings) -> dict[str, Any]:
 
     Creates the (unconnected) queue and nothing else; templates, the mailer,
     the delivery records, the metrics server and the queue depth task are
-    made by the worker's startup, and the task is cancelled by its shutdown.
+    made by the worker's startup; its shutdown cancels the task and closes the
+    mailer's kept SMTP connections.
     """
     queue = connect_queue(settings)
 
@@ -110,6 +111,10 @@ def build_settings(settings: Settings) -> dict[str, Any]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        resources: Resources | None = ctx.get(RESOURCES)
+        if resources is not None:
+            # After the jobs (SAQ waits for them first): QUIT the kept connections.
+            await resources.mailer.aclose()
 
     return {
         "queue": queue,
