@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from saq import Queue, Status
 
+from herald_notifier.cli import quiet_job_lines
 from herald_shared.tasks import enqueue
 from herald_testing.messages import LINK_SECRET, link_token, welcome_email
 from herald_testing.smtp import serve_smtp
@@ -99,6 +102,10 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
     [sent] = [line for line in logs if line["event"] == "email.sent"]
     assert sent["service"] == "notifier"
     assert sent["message_id"] == str(message.message_id)
+    # SAQ's per-job lines are DEBUG's; its other lines stay.
+    saq_lines = [line["event"] for line in logs if line["logger"] == "saq"]
+    assert not [line for line in saq_lines if line.startswith(("Processing", "Finished"))]
+    assert any(line.startswith("Worker starting") for line in saq_lines)
     # The address is personal data: no log line of a successful send may carry it;
     # the link's token is a credential: no log line at all may.
     assert "ada@example.com" not in output.read_text()
@@ -127,3 +134,24 @@ async def test_refuses_to_start_without_a_link_secret(
 
     assert process.returncode != 0
     assert b"link_secret" in output
+
+
+@pytest.mark.parametrize(
+    ("level", "msg", "root", "kept"),
+    [
+        (logging.INFO, "Processing %s", logging.INFO, False),
+        (logging.INFO, "Finished %s", logging.INFO, False),
+        (logging.INFO, "Processing %s", logging.DEBUG, True),
+        (logging.INFO, "Finished %s", logging.DEBUG, True),
+        (logging.INFO, "Retrying %s", logging.INFO, True),
+        (logging.INFO, "Sweeping job %s", logging.INFO, True),
+        (logging.ERROR, "Error processing job %s", logging.INFO, True),
+    ],
+)
+def test_saq_per_job_lines_are_kept_for_debug(
+    level: int, msg: str, root: int, kept: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(root)  # the root logger's, restored after the test
+    record = logging.LogRecord("saq", level, "worker.py", 1, msg, ("Job<...>",), None)
+
+    assert quiet_job_lines(record) is kept

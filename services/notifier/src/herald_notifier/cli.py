@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -65,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings()
     if args.command in (None, "run"):
         configure_logging(service="notifier", level=settings.log_level, fmt=settings.log_format)
+        logging.getLogger("saq").addFilter(quiet_job_lines)
+        # No log line shows the process, thread or process name: spare every
+        # record their lookups (a getpid() system call among them).
+        logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
         asyncio.run(run(build_settings(settings)))
         return
     # Output on stdout, logs on stderr: `list --json` must stay parseable.
@@ -75,6 +80,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         ids = None if args.all else list(args.message_ids)
         sys.exit(asyncio.run(replay_dead_letters(settings, ids)))
+
+
+_JOB_LINES = frozenset({"Processing %s", "Finished %s"})
+
+
+def quiet_job_lines(record: logging.LogRecord) -> bool:
+    """Keep SAQ's per-job "Processing" and "Finished" lines for DEBUG. At INFO
+    they name a job (not its status: SAQ shows that at DEBUG only) and the
+    handler's ``email.*`` line says more, with the message and request ids;
+    they were two thirds of the notifier's logging CPU. Failures and retries
+    keep their own lines (SAQ's "Error processing job", "Retrying")."""
+    return (
+        record.levelno != logging.INFO
+        or record.msg not in _JOB_LINES
+        or logging.getLogger().isEnabledFor(logging.DEBUG)
+    )
 
 
 async def run(worker_settings: dict[str, Any]) -> None:
