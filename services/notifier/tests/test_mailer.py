@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.headerregistry import Address
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtplib import SMTPSenderRefused, SMTPServerDisconnected
 from saq import Queue, Status
 
@@ -98,17 +96,6 @@ class CountingRelay:
         return [rcpt for rcpt, number in self.accepted if number == connection]
 
 
-@contextlib.contextmanager
-def serve_smtp_on(handler: object, port: int) -> Iterator[int]:
-    """``serve_smtp`` on a given port: a relay back after a restart."""
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
-
-
 async def send(mailer: Mailer, email: RenderedEmail) -> None:
     """One email as the handler sends it: a session, then close."""
     session = mailer.session()
@@ -161,7 +148,7 @@ async def test_a_connection_the_relay_closed_while_idle_is_replaced(
         mailer = Mailer(settings_for(smtp_port=port))
         await send(mailer, email_to("first@example.com"))
     # The relay went away (a restart) and comes back on the same port.
-    with serve_smtp_on(relay, port):
+    with serve_smtp(relay, port):
         await send(mailer, email_to("second@example.com"))
         await mailer.aclose()
 

@@ -17,9 +17,10 @@ from herald_testing.ports import free_port
 
 
 @contextlib.contextmanager
-def serve_smtp(handler: object) -> Iterator[int]:
-    """Run aiosmtpd with ``handler`` on a free port of 127.0.0.1; yields the port."""
-    port = free_port()
+def serve_smtp(handler: object, port: int | None = None) -> Iterator[int]:
+    """Run aiosmtpd with ``handler`` on ``port`` (default: a free one) of 127.0.0.1;
+    yields the port. A given port brings a relay back on the same address after a restart."""
+    port = port or free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
