@@ -30,10 +30,7 @@ from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
 from herald_testing.clients import OpenClient
-from herald_testing.messages import welcome_email
-
-LINK_SECRET = "link-secret-for-tests-only-0123456789"
-"""HERALD_LINK_SECRET of the API under test (tests derive link tokens with it)."""
+from herald_testing.messages import LINK_SECRET, welcome_email
 
 JWT_SECRET = "jwt-secret-for-tests-only-0123456789abcdef"
 """HERALD_JWT_SECRET of the API under test (tests forge and check access tokens with it)."""

@@ -24,6 +24,7 @@ from saq import Queue
 
 from herald_api.faults import EXIT_AFTER_COMMIT_STATUS
 from herald_api.relay import Relay
+from herald_api.settings import Settings
 from herald_shared.messages import WelcomeEmail
 from herald_testing.ports import free_port
 
@@ -52,6 +53,7 @@ async def wait_until_live(base_url: str, process: asyncio.subprocess.Process) ->
 
 
 async def test_exit_after_commit_leaves_the_user_and_a_pending_row_that_is_then_delivered(
+    settings: Settings,
     database_url: str,
     redis_url: str,
     queue_namespace: str,
@@ -70,8 +72,8 @@ async def test_exit_after_commit_leaves_the_user_and_a_pending_row_that_is_then_
         "HERALD_OUTBOX_FAST_PATH_GRACE_SECONDS": "0",
         "HERALD_HASH_WORKERS": "1",
         "HERALD_LOG_FORMAT": "json",
-        "HERALD_LINK_SECRET": "link-secret-for-tests-only-0123456789",
-        "HERALD_JWT_SECRET": "jwt-secret-for-tests-only-0123456789abcdef",
+        "HERALD_LINK_SECRET": settings.link_secret.get_secret_value(),
+        "HERALD_JWT_SECRET": settings.jwt_secret.get_secret_value(),
         "HERALD_METRICS_PORT": "0",
     }
     log_path = tmp_path / "api.log"
