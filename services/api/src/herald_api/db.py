@@ -1,8 +1,10 @@
-"""The database engine and sessions, and what counts as "the database is unavailable"."""
+"""The database engine and sessions, what counts as "the database is unavailable", and
+batched deletes."""
 
 from __future__ import annotations
 
 import asyncpg
+from sqlalchemy import Delete
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -53,3 +55,22 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         return exc.connection_invalidated
     return isinstance(exc, CONNECTIVITY_ERRORS)
+
+
+async def delete_in_batches(
+    sessions: async_sessionmaker[AsyncSession], statement: Delete, *, batch_size: int
+) -> int:
+    """Run ``statement`` (a DELETE of at most ``batch_size`` rows) in one short
+    transaction after another until a batch comes back short; the rows deleted.
+
+    A long backlog is purged without one long transaction holding its locks.
+    """
+    deleted = 0
+    while True:
+        async with sessions() as session:
+            result = await session.exec(statement)
+            await session.commit()
+        batch = int(result.rowcount)
+        deleted += batch
+        if batch < batch_size:
+            return deleted

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api import verification
+from herald_api.db import delete_in_batches
 from herald_api.dispatch import Dispatcher
 from herald_api.models import EmailToken, User
 
@@ -95,7 +96,9 @@ async def purge_unverified(
         )
         .limit(PURGE_BATCH_SIZE)
     )
-    return await _delete_in_batches(sessions, delete(User).where(col(User.id).in_(doomed)))
+    return await delete_in_batches(
+        sessions, delete(User).where(col(User.id).in_(doomed)), batch_size=PURGE_BATCH_SIZE
+    )
 
 
 async def purge_tokens(*, sessions: async_sessionmaker[AsyncSession], older_than: timedelta) -> int:
@@ -106,18 +109,8 @@ async def purge_tokens(*, sessions: async_sessionmaker[AsyncSession], older_than
         .where(or_(col(EmailToken.used_at) < cutoff, col(EmailToken.expires_at) < cutoff))
         .limit(PURGE_BATCH_SIZE)
     )
-    return await _delete_in_batches(
-        sessions, delete(EmailToken).where(col(EmailToken.id).in_(doomed))
+    return await delete_in_batches(
+        sessions,
+        delete(EmailToken).where(col(EmailToken.id).in_(doomed)),
+        batch_size=PURGE_BATCH_SIZE,
     )
-
-
-async def _delete_in_batches(sessions: async_sessionmaker[AsyncSession], statement: object) -> int:
-    deleted = 0
-    while True:
-        async with sessions() as session:
-            result = await session.exec(statement)  # type: ignore[call-overload]
-            await session.commit()
-        batch = int(result.rowcount)
-        deleted += batch
-        if batch < PURGE_BATCH_SIZE:
-            return deleted

@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from herald_api.db import delete_in_batches
 from herald_api.models import OutboxMessage
 from herald_shared.messages import Message
 from herald_shared.tasks import task_for
@@ -168,29 +169,17 @@ PURGE_BATCH_SIZE = 10_000
 
 async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_seconds: int) -> int:
     """Delete every row relayed more than ``older_than_seconds`` ago; how many were deleted."""
-    deleted = 0
-    while True:
-        async with sessions() as session:
-            batch = await _purge_batch(
-                session, older_than_seconds=older_than_seconds, limit=PURGE_BATCH_SIZE
-            )
-            await session.commit()
-        deleted += batch
-        if batch < PURGE_BATCH_SIZE:
-            return deleted
-
-
-async def _purge_batch(session: AsyncSession, *, older_than_seconds: int, limit: int) -> int:
     relayed_before = func.now() - timedelta(seconds=older_than_seconds)
     doomed = (
         select(col(OutboxMessage.message_id))
         .where(col(OutboxMessage.relayed_at) < relayed_before)
-        .limit(limit)
+        .limit(PURGE_BATCH_SIZE)
     )
-    result = await session.exec(
-        delete(OutboxMessage).where(col(OutboxMessage.message_id).in_(doomed))
+    return await delete_in_batches(
+        sessions,
+        delete(OutboxMessage).where(col(OutboxMessage.message_id).in_(doomed)),
+        batch_size=PURGE_BATCH_SIZE,
     )
-    return int(result.rowcount)
 
 
 def _pending() -> ColumnElement[bool]:
