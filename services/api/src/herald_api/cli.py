@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port or settings.api_port,
         log_config=None,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
         proxy_headers=True,
         # Explicit, so the setting (not uvicorn's own FORWARDED_ALLOW_IPS) decides.
         forwarded_allow_ips=settings.forwarded_allow_ips,

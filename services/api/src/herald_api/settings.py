@@ -26,6 +26,13 @@ class Settings(BaseSettings):
         "whose X-Forwarded-For and X-Forwarded-Proto `herald-api serve` believes (uvicorn's "
         "--forwarded-allow-ips). The client address the rate limits count comes from there.",
     )
+    keep_alive_seconds: int = Field(
+        default=75,
+        gt=5,
+        description="How long `herald-api serve` keeps an idle HTTP connection open. Longer "
+        "than any client's or proxy's idle timeout (httpx 5 s, load balancers often 60 s): a "
+        "server that closes first races the client's next request on that connection.",
+    )
     database_url: PostgresDsn = Field(
         default=PostgresDsn("postgresql+asyncpg://postgres@127.0.0.1:5432/herald"),
         description="PostgreSQL URL of the accounts database (postgresql:// or "
