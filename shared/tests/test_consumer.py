@@ -196,19 +196,12 @@ async def test_an_attempt_that_cannot_beat_lapses_after_its_heartbeat(
         assert lease.lost == "no heartbeat for 1 s"
 
 
-async def test_a_timed_out_attempt_is_noted_as_such(
-    notifier_queue: Queue, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_timed_out_attempt_is_noted_as_such(unswept_notifier_queue: Queue) -> None:
+    notifier_queue = unswept_notifier_queue
+
     async def slow(ctx: dict[str, Any], message: WelcomeEmail) -> None:
         await asyncio.sleep(30)
 
-    async def no_sweep(*_args: Any, **_kwargs: Any) -> list[str]:
-        return []
-
-    # SAQ's own sweep, run as the worker starts, can abort a job dequeued but not yet
-    # marked active (two steps); herald_notifier.queue fixes that race, this plain
-    # queue does not, and this test is about timeouts.
-    monkeypatch.setattr(notifier_queue, "sweep", no_sweep)
     worker: Worker[Any] = Worker(notifier_queue, [consumer(SEND_WELCOME_EMAIL, slow)])
     job = SEND_WELCOME_EMAIL.job(welcome())
     job.timeout, job.retries = 1, 1

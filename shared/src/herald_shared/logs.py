@@ -5,6 +5,12 @@ format otherwise. Standard-library loggers (uvicorn, SAQ, SQLAlchemy) go
 through the same renderer, and context bound with
 ``structlog.contextvars`` (``request_id``, ``message_id``) appears on every
 line, so one signup can be followed from the API log into the notifier log.
+
+SAQ logs a failed job whole ("Error processing job Job<... kwargs: ...>"),
+which for Herald means a person's address and name; every service's SAQ lines
+name a job by its function, key and attempts instead. (At DEBUG SAQ also
+writes full jobs into its "Processing"/"Finished" lines: DEBUG logs hold
+personal data.)
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import sys
 from typing import Literal
 
 import structlog
+from saq import Job
 from structlog.typing import Processor
 
 LogFormat = Literal["auto", "json", "console"]
@@ -62,6 +69,17 @@ def configure_logging(*, service: str, level: str = "INFO", fmt: LogFormat = "au
         logger.handlers.clear()
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("saq").addFilter(abridge_jobs)
+
+
+def abridge_jobs(record: logging.LogRecord) -> bool:
+    """Show a SAQ ``Job`` in a log line without its kwargs (the message, with
+    the recipient's address and name), status, result or error."""
+    if isinstance(record.args, tuple) and any(isinstance(arg, Job) for arg in record.args):
+        record.args = tuple(
+            arg.info(full=False) if isinstance(arg, Job) else arg for arg in record.args
+        )
+    return True
 
 
 def _add_service(service: str) -> Processor:

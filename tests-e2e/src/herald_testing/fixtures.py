@@ -8,7 +8,8 @@ in the workspace can ask for them:
 - ``redis_url``: a Redis URL (session); ``queue_namespace`` gives each test a
   fresh namespace and deletes its keys afterwards.
 - ``notifier_queue``: the notifier's SAQ queue in the test's namespace,
-  connected, as a producer sees it.
+  connected, as a producer sees it; ``unswept_notifier_queue`` the same for a
+  plain SAQ worker, without the sweep that races its first dequeue.
 - ``maildev`` / ``mailbox``: a real SMTP server with an HTTP API (session), and
   a client on it emptied before each test.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -83,3 +85,20 @@ async def notifier_queue(redis_url: str, queue_namespace: str) -> AsyncIterator[
     await queue.connect()
     yield queue
     await queue.disconnect()
+
+
+@pytest.fixture
+def unswept_notifier_queue(notifier_queue: Queue, monkeypatch: pytest.MonkeyPatch) -> Queue:
+    """``notifier_queue`` for a plain SAQ worker, without SAQ's sweep.
+
+    The sweep a worker runs as it starts can abort a job it has just dequeued
+    but not yet marked active (SAQ does the two in separate steps). The
+    notifier's own queue (``herald_notifier.queue``) closes that race; tests of
+    a plain worker that are not about sweeps use this queue to stay clear of it.
+    """
+
+    async def no_sweep(*_args: Any, **_kwargs: Any) -> list[str]:
+        return []
+
+    monkeypatch.setattr(notifier_queue, "sweep", no_sweep)
+    return notifier_queue
