@@ -48,7 +48,7 @@ from arq.worker import Worker, func  # type: ignore[import-not-found, unused-ign
 from pydantic import SecretStr
 
 from bench.peer_email import WelcomeBuilder
-from herald_shared.messages import VerificationLink, WelcomeEmail
+from herald_shared.messages import EmailLink, WelcomeEmail
 from herald_shared.tokens import new_token_id
 
 TASK = "send_welcome_email"
@@ -87,9 +87,7 @@ def work(queue_name: str, concurrency: int) -> None:
 
 
 def welcome(email: str) -> dict[str, Any]:
-    link = VerificationLink(
-        token_id=new_token_id(), expires_at=datetime.now(UTC) + timedelta(hours=48)
-    )
+    link = EmailLink(token_id=new_token_id(), expires_at=datetime.now(UTC) + timedelta(hours=48))
     message = WelcomeEmail(
         user_id=uuid.uuid4(), email=email, display_name="Bench User", verification=link
     )

@@ -30,7 +30,7 @@ from herald_notifier.mailer import Mailer
 from herald_notifier.render import Renderer, RenderError
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import AccountEmail, VerificationEmail, VerificationLink, WelcomeEmail
+from herald_shared.messages import AccountEmail, EmailLink, VerificationEmail, WelcomeEmail
 from herald_shared.tasks import (
     SEND_ACCOUNT_EXISTS_EMAIL,
     SEND_VERIFICATION_EMAIL,
@@ -257,7 +257,7 @@ async def test_each_account_email_goes_to_its_recipient_with_its_subject(
     ]
     parts = bodies(source)
     assert "Hello Alan T.," in parts["text/plain"]
-    link: VerificationLink | None = getattr(message, "verification", None)
+    link: EmailLink | None = getattr(message, "verification", None)
     if with_link:
         assert link is not None
         assert links(parts["text/plain"]) == [f"{VERIFY_URL}#token={link_token(link)}"]

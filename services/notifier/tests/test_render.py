@@ -27,7 +27,7 @@ from herald_notifier.render import (
     quoted_printable,
     recipient,
 )
-from herald_shared.messages import AccountEmail, VerificationLink, WelcomeEmail
+from herald_shared.messages import AccountEmail, EmailLink, WelcomeEmail
 from herald_testing.messages import (
     LINK_SECRET,
     account_exists_email,
@@ -163,9 +163,7 @@ def test_the_token_is_derived_with_the_configured_secret() -> None:
 
 def test_the_link_says_until_when_it_works_in_utc(renderer: Renderer) -> None:
     paris = timezone(timedelta(hours=1))
-    link = VerificationLink(
-        token_id="A" * 22, expires_at=datetime(2026, 11, 30, 11, 0, 59, tzinfo=paris)
-    )
+    link = EmailLink(token_id="A" * 22, expires_at=datetime(2026, 11, 30, 11, 0, 59, tzinfo=paris))
 
     _, parsed = on_the_wire(renderer.welcome(welcome_email(verification=link)))
 

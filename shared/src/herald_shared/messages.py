@@ -90,8 +90,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class VerificationLink(BaseModel):
-    """An email verification link to put in an email: its token id and expiry."""
+class EmailLink(BaseModel):
+    """A link to put in an email (verification, password reset): its token id and
+    expiry. The token is derived from the id (``herald_shared.tokens``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -121,7 +122,7 @@ class WelcomeEmail(AccountEmail):
     SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
 
     schema_version: Literal[1, 2] = 2
-    verification: VerificationLink | None = None
+    verification: EmailLink | None = None
 
     @model_validator(mode="after")
     def _link_from_version_2(self) -> Self:
@@ -136,7 +137,7 @@ class VerificationEmail(AccountEmail):
     """Send a fresh verification link: asked for by the user, or a reminder."""
 
     schema_version: Literal[1] = 1
-    verification: VerificationLink
+    verification: EmailLink
     reason: Literal["requested", "reminder"]
 
 
@@ -146,5 +147,23 @@ class AccountExistsEmail(AccountEmail):
     Sent instead of a second welcome, so the signup answer never reveals
     whether an address has an account (ASVS 6.3.8).
     """
+
+    schema_version: Literal[1] = 1
+
+
+class PasswordResetEmail(AccountEmail):
+    """Send a link that sets a new password (asked for with "forgot password").
+
+    Only ever sent to an address that has an account; the request's answer is
+    the same either way.
+    """
+
+    schema_version: Literal[1] = 1
+    reset: EmailLink
+
+
+class PasswordChangedEmail(AccountEmail):
+    """Tell an account holder that their password was just changed (ASVS 6.3.7),
+    so a change they did not make does not go unnoticed."""
 
     schema_version: Literal[1] = 1

@@ -31,6 +31,8 @@ from herald_shared.messages import (
     AccountExistsEmail,
     Message,
     MessageError,
+    PasswordChangedEmail,
+    PasswordResetEmail,
     VerificationEmail,
     WelcomeEmail,
 )
@@ -122,10 +124,18 @@ EMAIL_POLICY: dict[str, Any] = {
 SEND_WELCOME_EMAIL = _email_task("send_welcome_email", WelcomeEmail)
 SEND_VERIFICATION_EMAIL = _email_task("send_verification_email", VerificationEmail)
 SEND_ACCOUNT_EXISTS_EMAIL = _email_task("send_account_exists_email", AccountExistsEmail)
+SEND_PASSWORD_RESET_EMAIL = _email_task("send_password_reset_email", PasswordResetEmail)
+SEND_PASSWORD_CHANGED_EMAIL = _email_task("send_password_changed_email", PasswordChangedEmail)
 
 TASKS: dict[str, Task[Any]] = {
     task.name: task
-    for task in (SEND_WELCOME_EMAIL, SEND_VERIFICATION_EMAIL, SEND_ACCOUNT_EXISTS_EMAIL)
+    for task in (
+        SEND_WELCOME_EMAIL,
+        SEND_VERIFICATION_EMAIL,
+        SEND_ACCOUNT_EXISTS_EMAIL,
+        SEND_PASSWORD_RESET_EMAIL,
+        SEND_PASSWORD_CHANGED_EMAIL,
+    )
 }
 
 

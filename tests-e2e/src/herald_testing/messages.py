@@ -10,24 +10,28 @@ from pydantic import SecretStr
 
 from herald_shared.messages import (
     AccountExistsEmail,
+    EmailLink,
+    PasswordChangedEmail,
+    PasswordResetEmail,
     VerificationEmail,
-    VerificationLink,
     WelcomeEmail,
 )
-from herald_shared.tokens import derive, new_token_id
+from herald_shared.tokens import Purpose, derive, new_token_id
 
 LINK_SECRET = SecretStr("herald-test-link-secret-never-use-it-anywhere-else")
 """A ``HERALD_LINK_SECRET`` for tests (at least 32 characters, as the settings ask)."""
 
 
-def verification_link(*, valid_for: timedelta = timedelta(hours=48)) -> VerificationLink:
+def verification_link(*, valid_for: timedelta = timedelta(hours=48)) -> EmailLink:
     """A link with a fresh token id, expiring ``valid_for`` from now."""
-    return VerificationLink(token_id=new_token_id(), expires_at=datetime.now(UTC) + valid_for)
+    return EmailLink(token_id=new_token_id(), expires_at=datetime.now(UTC) + valid_for)
 
 
-def link_token(link: VerificationLink, secret: SecretStr = LINK_SECRET) -> str:
+def link_token(
+    link: EmailLink, secret: SecretStr = LINK_SECRET, *, purpose: Purpose = "verify_email"
+) -> str:
     """The token an email carries for ``link``, as the notifier derives it."""
-    return derive(secret, token_id=link.token_id, purpose="verify_email")
+    return derive(secret, token_id=link.token_id, purpose=purpose)
 
 
 def _account_fields() -> dict[str, Any]:
@@ -54,3 +58,14 @@ def verification_email(**fields: Any) -> VerificationEmail:
 def account_exists_email(**fields: Any) -> AccountExistsEmail:
     """An ``AccountExistsEmail``; ``fields`` override the defaults."""
     return AccountExistsEmail(**(_account_fields() | fields))
+
+
+def password_reset_email(**fields: Any) -> PasswordResetEmail:
+    """A ``PasswordResetEmail`` with a link valid for an hour; ``fields`` override."""
+    defaults = _account_fields() | {"reset": verification_link(valid_for=timedelta(hours=1))}
+    return PasswordResetEmail(**(defaults | fields))
+
+
+def password_changed_email(**fields: Any) -> PasswordChangedEmail:
+    """A ``PasswordChangedEmail``; ``fields`` override the defaults."""
+    return PasswordChangedEmail(**(_account_fields() | fields))

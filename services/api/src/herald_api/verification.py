@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.dispatch import Dispatcher
 from herald_api.models import EmailToken, User
-from herald_shared.messages import VerificationEmail, VerificationLink
+from herald_shared.messages import EmailLink, VerificationEmail
 from herald_shared.tokens import Purpose, derive, fingerprint, new_token_id
 
 log = structlog.get_logger(__name__)
@@ -35,7 +35,7 @@ async def issue(
     secret: SecretStr,
     valid_for: timedelta,
     first: bool = False,
-) -> VerificationLink:
+) -> EmailLink:
     """Replace ``user_id``'s unspent verification tokens with a new one (no commit).
 
     ``first``: the user was created in this transaction and has none to
@@ -62,7 +62,7 @@ async def issue(
             expires_at=expires_at,
         )
     )
-    return VerificationLink(token_id=token_id, expires_at=expires_at)
+    return EmailLink(token_id=token_id, expires_at=expires_at)
 
 
 async def spend(session: AsyncSession, *, token: str) -> User | None:

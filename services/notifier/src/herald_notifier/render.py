@@ -60,9 +60,9 @@ from pydantic import SecretStr
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
+    EmailLink,
     Message,
     VerificationEmail,
-    VerificationLink,
     WelcomeEmail,
 )
 from herald_shared.tokens import derive
@@ -206,7 +206,7 @@ class Renderer:
         with their address, as ``welcome``."""
         return self._account_exists(message, now).message()
 
-    def verify_link(self, link: VerificationLink) -> str:
+    def verify_link(self, link: EmailLink) -> str:
         """The URL an email verification link opens; the token is in its fragment."""
         token = derive(self._link_secret, token_id=link.token_id, purpose="verify_email")
         return f"{self._verify_url}#token={token}"
@@ -238,7 +238,7 @@ class Renderer:
         context = {"display_name": message.display_name}
         return self._email(message, to, ACCOUNT_EXISTS_SUBJECT, now, "account_exists", context)
 
-    def _link_context(self, link: VerificationLink) -> dict[str, Any]:
+    def _link_context(self, link: EmailLink) -> dict[str, Any]:
         return {"link": self.verify_link(link), "expires": format_expiry(link.expires_at)}
 
     def _email(
