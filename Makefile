@@ -37,7 +37,7 @@ lint: ## ruff (lint + format), mypy --strict, hadolint, compose config
 		out=$$($(COMPOSE) -f compose.yaml config --quiet 2>&1); \
 		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "compose.yaml: valid"; \
 		out=$$(POSTGRES_PASSWORD=x HERALD_SMTP_HOST=x HERALD_SMTP_PASSWORD=x HERALD_MONITOR_PASSWORD=x HERALD_INTERNAL_TOKEN=x \
-			HERALD_LINK_SECRET=x HERALD_JWT_SECRET=x HERALD_VERIFY_URL=x \
+			HERALD_LINK_SECRET=x HERALD_JWT_SECRET=x HERALD_VERIFY_URL=x HERALD_RESET_URL=x \
 			$(COMPOSE) -f compose.yaml -f compose.production.yaml config --quiet 2>&1); \
 		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "compose.production.yaml: valid"; \
 		out=$$($(COMPOSE) -f compose.yaml -f compose.production.yaml config --quiet 2>&1); \

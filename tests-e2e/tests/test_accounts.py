@@ -19,15 +19,27 @@ from herald_testing.maildev import MailDevClient
 from herald_testing.signups import PASSWORD, fresh_address, sign_up
 
 LINK = re.compile(r"(https?://[^\s\"'<>]+/verify-email)#token=([A-Za-z0-9_-]{43})")
+RESET_LINK = re.compile(r"(https?://[^\s\"'<>]+/reset-password)#token=([A-Za-z0-9_-]{43})")
 LINK_INVALID = "This verification link is invalid, expired or already used. Ask for a new one."
 
 
-def link_in(message: dict[str, object]) -> tuple[str, str]:
-    """The verification link of an email (page URL, token); the same in both parts."""
+def link_in(message: dict[str, object], pattern: re.Pattern[str] = LINK) -> tuple[str, str]:
+    """The link of an email (page URL, token; verification unless ``pattern`` says
+    otherwise); the same in both parts."""
     text, html = str(message["text"]), str(message["html"])
-    [(page, token)] = set(LINK.findall(text))
-    assert (page, token) in set(LINK.findall(html))
+    [(page, token)] = set(pattern.findall(text))
+    assert (page, token) in set(pattern.findall(html))
     return str(page), str(token)
+
+
+async def wait_for_logs(service_logs: Callable[[], str], request_id: str) -> str:
+    """Every service's logs, once the request ``request_id`` has reached them."""
+    # Logs are written (and, on containers, collected) asynchronously.
+    deadline = time.monotonic() + 15
+    while request_id not in (logs := service_logs()):
+        assert time.monotonic() < deadline, "the last request never reached the logs"
+        await asyncio.sleep(0.5)
+    return logs
 
 
 async def log_in(api: httpx.AsyncClient, address: str, password: str) -> httpx.Response:
@@ -69,13 +81,50 @@ async def test_signup_then_the_link_then_login_and_no_secret_in_any_log(
     )
     assert wrong.status_code == 401
 
-    # Logs are written (and, on containers, collected) asynchronously.
-    deadline = time.monotonic() + 15
-    while last not in (logs := service_logs()):
-        assert time.monotonic() < deadline, "the last request never reached the logs"
-        await asyncio.sleep(0.5)
+    logs = await wait_for_logs(service_logs, last)
     assert address.split("@")[0] in logs or "user.created" in logs  # the flow was logged
     for secret in (PASSWORD, "not the password", token, access_token, "$argon2"):
+        assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
+
+
+async def test_a_forgotten_password_is_reset_by_the_emailed_link(
+    api: httpx.AsyncClient, inbox: MailDevClient, service_logs: Callable[[], str]
+) -> None:
+    address = await sign_up(api)
+    _, verify_token = link_in(await inbox.wait_for_email(address, within=10.0))
+    assert (await api.post("/api/v1/auth/verify", json={"token": verify_token})).status_code == 200
+    before = (await log_in(api, address, PASSWORD)).json()["access_token"]
+
+    forgot = await api.post("/api/v1/auth/password/forgot", json={"email": address})
+    assert forgot.status_code == 202
+    await inbox.wait_for_all([address], within=10.0, count=2)
+    [email_with_link] = [
+        message
+        for message in await inbox.emails_to(address)
+        if message["subject"] == "Reset your Herald password"
+    ]
+    page, token = link_in(email_with_link, RESET_LINK)
+    opened = await api.get(httpx.URL(page).path)
+    assert opened.status_code == 200
+    assert 'autocomplete="new-password"' in opened.text
+    new_password = f"new passphrase {uuid.uuid4().hex[:8]}"
+    last = str(uuid.uuid4())
+    reset = await api.post(
+        "/api/v1/auth/password/reset",
+        json={"token": token, "password": new_password},
+        headers={"X-Request-ID": last},
+    )
+
+    assert reset.status_code == 200
+    assert (await log_in(api, address, PASSWORD)).status_code == 401
+    assert (await log_in(api, address, new_password)).status_code == 200
+    old_session = await api.get("/api/v1/users/me", headers={"Authorization": f"Bearer {before}"})
+    assert old_session.status_code == 401
+    await inbox.wait_for_all([address], within=10.0, count=3)
+    subjects = [message["subject"] for message in await inbox.emails_to(address)]
+    assert subjects.count("Your Herald password was changed") == 1
+    logs = await wait_for_logs(service_logs, last)
+    for secret in (new_password, token, before):
         assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
 
 

@@ -102,6 +102,7 @@ def claims_for(user_id: uuid.UUID, **overrides: Any) -> dict[str, Any]:
         "iat": now,
         "exp": now + 900,
         "jti": uuid.uuid4().hex,
+        "ver": 0,
     }
     claims.update(overrides)
     return {name: value for name, value in claims.items() if value is not None}
@@ -127,8 +128,9 @@ async def test_login_returns_a_bearer_token_for_the_user(
     token = body["access_token"]
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, secret, algorithms=["HS256"], audience="herald-api", issuer="herald")
-    assert set(claims) == {"sub", "iss", "aud", "iat", "exp", "jti"}
+    assert set(claims) == {"sub", "iss", "aud", "iat", "exp", "jti", "ver"}
     assert claims["sub"] == str(user_id)
+    assert claims["ver"] == 0
     assert before <= claims["iat"] <= time.time()
     assert claims["exp"] - claims["iat"] == 900
 
@@ -391,6 +393,12 @@ def bad_tokens(user_id: uuid.UUID, secret: str) -> dict[str, str]:
         "no sub": jwt.encode(claims_for(user_id, sub=None), secret, algorithm="HS256"),
         "no aud": jwt.encode(claims_for(user_id, aud=None), secret, algorithm="HS256"),
         "no jti": jwt.encode(claims_for(user_id, jti=None), secret, algorithm="HS256"),
+        "no ver": jwt.encode(claims_for(user_id, ver=None), secret, algorithm="HS256"),
+        "ver of an earlier password": jwt.encode(
+            claims_for(user_id, ver=-1), secret, algorithm="HS256"
+        ),
+        "ver not a number": jwt.encode(claims_for(user_id, ver="0"), secret, algorithm="HS256"),
+        "ver true": jwt.encode(claims_for(user_id, ver=True), secret, algorithm="HS256"),
         "sub not a user id": jwt.encode(
             claims_for(user_id, sub="ada@example.com"), secret, algorithm="HS256"
         ),

@@ -58,6 +58,7 @@ LOAD_RATE_LIMITS = {
     "HERALD_RATE_LIMIT_SIGNUP_PER_CLIENT": "100000/minute",
     "HERALD_RATE_LIMIT_LOGIN_PER_CLIENT": "100000/minute",
     "HERALD_RATE_LIMIT_RESEND_PER_CLIENT": "100000/minute",
+    "HERALD_RATE_LIMIT_PASSWORD_RESET_PER_CLIENT": "100000/minute",
 }
 """Per-client limits for test runs, whose every request comes from one address; the
 per-email limits stay as configured (each test uses fresh addresses)."""
@@ -127,6 +128,7 @@ def local_stack(
         "HERALD_API_PORT": str(api_port),
         "HERALD_API_URL": f"http://127.0.0.1:{api_port}",
         "HERALD_VERIFY_URL": f"http://127.0.0.1:{api_port}/verify-email",
+        "HERALD_RESET_URL": f"http://127.0.0.1:{api_port}/reset-password",
         "HERALD_SMTP_HOST": "127.0.0.1",
         "HERALD_SMTP_PORT": str(smtp_port),
     }

@@ -25,7 +25,17 @@ still keep a JWT minted for anything else under the same key from passing here."
 LEEWAY = timedelta(seconds=5)
 """Clock skew tolerated on ``exp`` and ``iat`` between API processes."""
 
-_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "jti"]
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "jti", "ver"]
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a valid access token says: whose it is, and under which token version."""
+
+    user_id: uuid.UUID
+    version: int
+    """The user's ``token_version`` when it was issued; a password change raises that,
+    and a token of an older version is refused."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,7 @@ class InvalidAccessTokenError(Exception):
 
 
 def issue_access_token(
-    *, user_id: uuid.UUID, settings: Settings, now: datetime | None = None
+    *, user_id: uuid.UUID, version: int, settings: Settings, now: datetime | None = None
 ) -> IssuedToken:
     issued_at = now or datetime.now(UTC)
     ttl = settings.access_token_ttl_seconds
@@ -51,13 +61,14 @@ def issue_access_token(
         "iat": issued_at,
         "exp": issued_at + timedelta(seconds=ttl),
         "jti": uuid.uuid4().hex,
+        "ver": version,
     }
     token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
     return IssuedToken(token=token, expires_in=ttl)
 
 
-def decode_access_token(token: str, *, settings: Settings) -> uuid.UUID:
-    """The user id a valid token was issued to; ``InvalidAccessTokenError`` otherwise."""
+def decode_access_token(token: str, *, settings: Settings) -> AccessClaims:
+    """What a valid token says; ``InvalidAccessTokenError`` otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -72,8 +83,12 @@ def decode_access_token(token: str, *, settings: Settings) -> uuid.UUID:
                 "enforce_minimum_key_length": True,
             },
         )
-        return uuid.UUID(claims["sub"])
+        user_id = uuid.UUID(claims["sub"])
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         # Only the check that failed (ExpiredSignatureError, ...): pyjwt's messages
         # may quote parts of the token, and what is raised here may be logged.
         raise InvalidAccessTokenError(type(exc).__name__) from None
+    version = claims["ver"]
+    if type(version) is not int:  # bool is an int subclass: refuse true/false too
+        raise InvalidAccessTokenError("InvalidVersionError")
+    return AccessClaims(user_id=user_id, version=version)

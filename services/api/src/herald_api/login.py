@@ -9,6 +9,7 @@ import structlog
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from herald_api.access_tokens import AccessClaims
 from herald_api.db import DATABASE_ERRORS
 from herald_api.models import User
 from herald_api.passwords import PasswordHasher
@@ -26,8 +27,8 @@ class EmailNotVerifiedError(Exception):
 
 async def log_in(
     *, session: AsyncSession, hasher: PasswordHasher, email: str | None, password: str
-) -> uuid.UUID:
-    """The id of the user ``email`` and ``password`` belong to.
+) -> AccessClaims:
+    """What an access token for the user ``email`` and ``password`` belong to says.
 
     ``email`` is the normalised address, or None for a username that is no
     address at all (it has no account). Raises ``InvalidCredentialsError``
@@ -37,9 +38,9 @@ async def log_in(
     """
     row = None
     if email is not None:
-        query = select(User.id, User.password_hash, User.email_verified_at).where(
-            User.email == email
-        )
+        query = select(
+            User.id, User.password_hash, User.email_verified_at, User.token_version
+        ).where(User.email == email)
         row = (await session.exec(query)).first()
     # End the read-only transaction: the pooled connection is not held
     # through ~20-50 ms of hashing.
@@ -48,7 +49,7 @@ async def log_in(
         await hasher.verify_dummy(password)
         log.info("login.failed", reason="unknown_email")
         raise InvalidCredentialsError
-    user_id, password_hash, email_verified_at = row
+    user_id, password_hash, email_verified_at, token_version = row
     if not await hasher.verify(password_hash, password):
         log.info("login.failed", reason="wrong_password", user_id=str(user_id))
         raise InvalidCredentialsError
@@ -64,7 +65,7 @@ async def log_in(
         log.info("login.refused", reason="email_unverified", user_id=str(user_id))
         raise EmailNotVerifiedError
     log.info("login.succeeded", user_id=str(user_id))
-    return user_id
+    return AccessClaims(user_id=user_id, version=token_version)
 
 
 async def _rehash(

@@ -83,6 +83,11 @@ class User(SQLModel, table=True):
     verification_reminded_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    token_version: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    """Carried by every access token (claim ``ver``); a password change raises it, so
+    the tokens issued before stop working."""
 
 
 class EmailToken(SQLModel, table=True):
@@ -166,12 +171,24 @@ class Accepted(SQLModel):
     detail: str
 
 
-class VerificationRequest(SQLModel):
+class EmailRequest(SQLModel):
+    """A request about an address's account (a fresh verification link, a password reset)."""
+
     email: Email
 
 
 class VerifyEmail(SQLModel):
     token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class NewPassword(BaseModel):
+    """Spend a password reset link's token on a new password."""
+
+    # The password must not show in the text of a validation error, wherever it is logged.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    password: Password
 
 
 class UserPublic(SQLModel):

@@ -1,4 +1,5 @@
-"""Anti-automation rate limits (OWASP ASVS 5.0 2.4.1) on signups, logins and resends.
+"""Anti-automation rate limits (OWASP ASVS 5.0 2.4.1) on signups, logins, resends and
+password resets.
 
 Each attempt counts against two independent limits of its action: one per
 client address and, when the request names one, one per email address. The
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["signup", "login", "resend"]
+Action = Literal["signup", "login", "resend", "password_reset"]
 Scope = Literal["client", "email"]
 FailOpenReason = Literal["timeout", "redis", "paused", "other"]
 
@@ -223,6 +224,8 @@ class RateLimiter:
                 ("login", "email"): settings.rate_limit_login_per_email,
                 ("resend", "client"): settings.rate_limit_resend_per_client,
                 ("resend", "email"): settings.rate_limit_resend_per_email,
+                ("password_reset", "client"): settings.rate_limit_password_reset_per_client,
+                ("password_reset", "email"): settings.rate_limit_password_reset_per_email,
             },
             timeout_seconds=settings.rate_limit_timeout_seconds,
             enabled=settings.rate_limits_enabled,

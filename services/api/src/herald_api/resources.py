@@ -71,7 +71,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         log.warning(
             "rate_limit.disabled",
             setting="HERALD_RATE_LIMITS_ENABLED",
-            effect="signups, logins and verification resends are not rate limited",
+            effect="signups, logins, verification resends and password resets are not rate limited",
         )
     relay.start()
     marks = RelayedMarks(sessions)

@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     )
     rate_limits_enabled: bool = Field(
         default=True,
-        description="Anti-automation rate limits on signups, logins and verification "
-        "resends (429 with Retry-After). Off only for benchmarks and load tests.",
+        description="Anti-automation rate limits on signups, logins, verification resends "
+        "and password resets (429 with Retry-After). Off only for benchmarks and load tests.",
     )
     rate_limit_signup_per_client: str = Field(
         default="10/minute;100/hour",
@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     )
     rate_limit_resend_per_email: str = Field(
         default="3/hour;10/day", description="Verification resends one email address may get."
+    )
+    rate_limit_password_reset_per_client: str = Field(
+        default="10/hour",
+        description="Password reset requests and resets one client address may attempt.",
+    )
+    rate_limit_password_reset_per_email: str = Field(
+        default="3/hour;10/day", description="Password reset emails one address may be sent."
     )
     rate_limit_timeout_seconds: float = Field(
         default=0.25,
@@ -169,6 +176,13 @@ class Settings(BaseSettings):
         le=24 * 30,
         description="How long an email verification link works.",
     )
+    password_reset_link_minutes: int = Field(
+        default=60,
+        ge=5,
+        le=24 * 60,
+        description="How long a password reset link works (short: whoever holds it can take "
+        "over the account).",
+    )
     fault_exit_after_commit: bool = Field(
         default=False,
         description="For fault tests only: a signup ends the process (exit status 70) right "
@@ -188,6 +202,8 @@ class Settings(BaseSettings):
         "rate_limit_login_per_email",
         "rate_limit_resend_per_client",
         "rate_limit_resend_per_email",
+        "rate_limit_password_reset_per_client",
+        "rate_limit_password_reset_per_email",
     )
     @classmethod
     def _valid_rate_limits(cls, value: str, info: ValidationInfo) -> str:

@@ -2,26 +2,26 @@
 
 A user holds at most one live verification token: issuing one (welcome,
 resend, reminder) deletes the unspent ones, so only the newest link works.
-Only the token's fingerprint is stored (``herald_shared.tokens``).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 import structlog
 from pydantic import SecretStr
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from herald_api import link_tokens
 from herald_api.dispatch import Dispatcher
-from herald_api.models import EmailToken, User
+from herald_api.models import User
 from herald_shared.messages import EmailLink, VerificationEmail
-from herald_shared.tokens import Purpose, derive, fingerprint, new_token_id
+from herald_shared.tokens import Purpose
 
 log = structlog.get_logger(__name__)
 
@@ -36,62 +36,33 @@ async def issue(
     valid_for: timedelta,
     first: bool = False,
 ) -> EmailLink:
-    """Replace ``user_id``'s unspent verification tokens with a new one (no commit).
-
-    ``first``: the user was created in this transaction and has none to
-    replace (one statement less on the signup path). Returns the link to
-    email: its token id and expiry. The token itself is derived,
-    fingerprinted and forgotten here; the notifier derives it again.
-    """
-    if not first:
-        await session.exec(
-            delete(EmailToken).where(
-                col(EmailToken.user_id) == user_id,
-                col(EmailToken.purpose) == PURPOSE,
-                col(EmailToken.used_at).is_(None),
-            )
-        )
-    token_id = new_token_id()
-    expires_at = datetime.now(UTC) + valid_for
-    await session.exec(
-        insert(EmailToken).values(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            purpose=PURPOSE,
-            fingerprint=fingerprint(derive(secret, token_id=token_id, purpose=PURPOSE)),
-            expires_at=expires_at,
-        )
+    """Replace ``user_id``'s unspent verification tokens with a new one (no commit);
+    the link to email (``link_tokens.issue``)."""
+    return await link_tokens.issue(
+        session, user_id=user_id, purpose=PURPOSE, secret=secret, valid_for=valid_for, first=first
     )
-    return EmailLink(token_id=token_id, expires_at=expires_at)
 
 
 async def spend(session: AsyncSession, *, token: str) -> User | None:
     """Spend a verification ``token`` and mark its user verified (no commit).
 
     Returns the user, or ``None`` when the token is unknown, spent, expired or
-    made for another purpose: one answer for all, so the caller cannot tell
-    which. Two requests racing with one token: the row lock lets one win.
+    made for another purpose (``link_tokens.spend``).
     """
-    spent = await session.exec(
-        update(EmailToken)
-        .where(
-            col(EmailToken.fingerprint) == fingerprint(token),
-            col(EmailToken.purpose) == PURPOSE,
-            col(EmailToken.used_at).is_(None),
-            col(EmailToken.expires_at) > func.now(),
-        )
-        .values(used_at=func.now())
-        .returning(col(EmailToken.user_id))
-    )
-    user_id = spent.scalar_one_or_none()
+    user_id = await link_tokens.spend(session, token=token, purpose=PURPOSE)
     if user_id is None:
         return None
+    await mark_verified(session, user_id=user_id)
+    return await session.get(User, user_id, populate_existing=True)
+
+
+async def mark_verified(session: AsyncSession, *, user_id: uuid.UUID) -> None:
+    """Mark ``user_id``'s address verified, unless it already is (no commit)."""
     await session.exec(
         update(User)
         .where(col(User.id) == user_id, col(User.email_verified_at).is_(None))
         .values(email_verified_at=func.now())
     )
-    return await session.get(User, user_id, populate_existing=True)
 
 
 async def stage_link_email(

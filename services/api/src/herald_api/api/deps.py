@@ -132,19 +132,24 @@ async def get_current_user(
 ) -> User:
     """The user the request's bearer access token was issued to; 401 for any other request.
 
-    One answer for a missing, forged, expired or foreign token and for a
-    deleted user's: the caller learns only that it must log in (again).
+    One answer for a missing, forged, expired or foreign token, a deleted
+    user's, and one issued before the user's password last changed: the
+    caller learns only that it must log in (again).
     """
     if not token:  # no Authorization header, another scheme, or "Bearer" alone
         raise _not_authenticated()
     try:
-        user_id = decode_access_token(token, settings=resources.settings)
+        claims = decode_access_token(token, settings=resources.settings)
     except InvalidAccessTokenError as exc:
         _log.info("access_token.rejected", reason=str(exc))
         raise _not_authenticated("invalid_token") from None
-    user = await session.get(User, user_id)
+    user = await session.get(User, claims.user_id)
     if user is None:
-        _log.info("access_token.rejected", reason="user_gone", user_id=str(user_id))
+        _log.info("access_token.rejected", reason="user_gone", user_id=str(claims.user_id))
+        raise _not_authenticated("invalid_token")
+    if user.token_version != claims.version:
+        # Issued before the password last changed: that change signed it out.
+        _log.info("access_token.rejected", reason="revoked", user_id=str(user.id))
         raise _not_authenticated("invalid_token")
     return user
 

@@ -97,7 +97,7 @@ async def log_in_for_access_token(
     email = normalised_email(form.username)
     await limiter.check("login", client=client, email=email)
     try:
-        user_id = await log_in(session=session, hasher=hasher, email=email, password=form.password)
+        claims = await log_in(session=session, hasher=hasher, email=email, password=form.password)
     except InvalidCredentialsError:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -108,7 +108,9 @@ async def log_in_for_access_token(
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED
         ) from None
-    issued = issue_access_token(user_id=user_id, settings=resources.settings)
+    issued = issue_access_token(
+        user_id=claims.user_id, version=claims.version, settings=resources.settings
+    )
     # RFC 6749 5.1: a response carrying a token must not be cached.
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"

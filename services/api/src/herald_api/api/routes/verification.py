@@ -16,7 +16,7 @@ from herald_api.api.deps import (
     SessionDep,
 )
 from herald_api.api.errors import BODY_RESPONSES, require_json_body
-from herald_api.models import Accepted, UserPublic, VerificationRequest, VerifyEmail
+from herald_api.models import Accepted, EmailRequest, UserPublic, VerifyEmail
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
 from herald_api.resources import Resources
 
@@ -58,7 +58,7 @@ async def verify_email(body: VerifyEmail, session: SessionDep) -> UserPublic:
     dependencies=[Depends(require_json_body)],
 )
 async def resend_verification(
-    body: VerificationRequest,
+    body: EmailRequest,
     background: BackgroundTasks,
     resources: ResourcesDep,
     limiter: RateLimiterDep,

@@ -1,0 +1,106 @@
+"""Password reset: "forgot password" emails a link, whose token sets a new password.
+
+- A request is answered before the account is looked up (``request_reset``
+  runs after the response), so neither the answer nor its timing tells
+  whether the address has an account; only an address with one is emailed.
+- A reset link works once, for ``HERALD_PASSWORD_RESET_LINK_MINUTES``, and
+  only the newest one a user was sent. Spending it sets the password, raises
+  the user's token version (every access token issued before stops
+  working), voids the user's other reset links, marks the address verified
+  (the link proved it is the user's), and stages a "your password was
+  changed" email (ASVS 6.3.7) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from pydantic import SecretStr
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api import link_tokens, verification
+from herald_api.dispatch import Dispatcher
+from herald_api.models import User
+from herald_shared.messages import PasswordChangedEmail, PasswordResetEmail
+from herald_shared.tokens import Purpose
+
+log = structlog.get_logger(__name__)
+
+PURPOSE: Purpose = "reset_password"
+
+
+async def request_reset(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    dispatcher: Dispatcher,
+    email: str,
+    secret: SecretStr,
+    valid_for: timedelta,
+    request_id: str | None,
+) -> bool:
+    """Email a password reset link to ``email`` if it has an account.
+
+    Earlier reset links stop working. Returns whether an email was staged;
+    runs after the response, so the caller never learns it.
+    """
+    async with sessions() as session:
+        user = (
+            await session.exec(select(User).where(col(User.email) == email).with_for_update())
+        ).first()
+        if user is None:
+            log.info("password_reset.request_skipped", reason="no account")
+            return False
+        link = await link_tokens.issue(
+            session, user_id=user.id, purpose=PURPOSE, secret=secret, valid_for=valid_for
+        )
+        message = PasswordResetEmail(
+            user_id=user.id,
+            email=user.email,
+            display_name=user.display_name,
+            reset=link,
+            request_id=request_id,
+        )
+        await dispatcher.stage(session, message)
+        await session.commit()
+        log.info(
+            "password_reset.requested", user_id=str(user.id), message_id=str(message.message_id)
+        )
+        await dispatcher.publish_after_commit(session, message, user_id=user.id)
+        return True
+
+
+async def reset_password(
+    session: AsyncSession,
+    dispatcher: Dispatcher,
+    *,
+    token: str,
+    password_hash: str,
+    request_id: str | None,
+) -> tuple[User, PasswordChangedEmail] | None:
+    """Spend a reset ``token`` on the new ``password_hash`` (no commit; see the module doc).
+
+    Returns the user and the staged notice for the caller to publish after
+    its commit, or ``None`` when the token is unknown, spent, expired or made
+    for another purpose (one answer for all).
+    """
+    user_id = await link_tokens.spend(session, token=token, purpose=PURPOSE)
+    if user_id is None:
+        return None
+    await session.exec(
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(password_hash=password_hash, token_version=col(User.token_version) + 1)
+    )
+    await verification.mark_verified(session, user_id=user_id)
+    await link_tokens.void(session, user_id=user_id, purpose=PURPOSE)
+    user = await session.get(User, user_id, populate_existing=True)
+    assert user is not None  # its token row, which references it, was just updated
+    message = PasswordChangedEmail(
+        user_id=user.id, email=user.email, display_name=user.display_name, request_id=request_id
+    )
+    await dispatcher.stage(session, message)
+    return user, message
