@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from fastapi import Response
 
+from herald_api.models import AccessToken
 from herald_api.settings import Settings
 
 ALGORITHM = "HS256"
@@ -92,3 +94,14 @@ def decode_access_token(token: str, *, settings: Settings) -> AccessClaims:
     if type(version) is not int:  # bool is an int subclass: refuse true/false too
         raise InvalidAccessTokenError("InvalidVersionError")
     return AccessClaims(user_id=user_id, version=version)
+
+
+def access_token_response(
+    response: Response, *, claims: AccessClaims, settings: Settings
+) -> AccessToken:
+    """A fresh access token for ``claims``, with ``response`` made uncacheable."""
+    issued = issue_access_token(user_id=claims.user_id, version=claims.version, settings=settings)
+    # RFC 6749 5.1: a response carrying a token must not be cached.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return AccessToken(access_token=issued.token, expires_in=issued.expires_in)

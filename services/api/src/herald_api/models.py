@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, SecretStr, StringConstraints
 from pydantic_core import PydanticCustomError
@@ -189,6 +189,23 @@ class NewPassword(BaseModel):
 
     token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     password: Password
+
+
+class PasswordChange(BaseModel):
+    """Change the caller's password: the current one, and the new one."""
+
+    # Neither password may show in the text of a validation error, wherever it is logged.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    current_password: Annotated[SecretStr, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class AccessToken(SQLModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105  # OAuth2's token type, no secret
+    expires_in: int
+    """Seconds the token is valid for."""
 
 
 class UserPublic(SQLModel):

@@ -4,11 +4,10 @@
   runs after the response), so neither the answer nor its timing tells
   whether the address has an account; only an address with one is emailed.
 - A reset link works once, for ``HERALD_PASSWORD_RESET_LINK_MINUTES``, and
-  only the newest one a user was sent. Spending it sets the password, raises
-  the user's token version (every access token issued before stops
-  working), voids the user's other reset links, marks the address verified
-  (the link proved it is the user's), and stages a "your password was
-  changed" email (ASVS 6.3.7) in the same transaction.
+  only the newest one a user was sent. Spending it replaces the password
+  (``password_change.replace_password``: earlier sessions end, the owner is
+  told), voids the user's other reset links and marks the address verified
+  (the link proved it is the user's), all in one transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from datetime import timedelta
 
 import structlog
 from pydantic import SecretStr
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api import link_tokens, verification
 from herald_api.dispatch import Dispatcher
 from herald_api.models import User
+from herald_api.password_change import replace_password
 from herald_shared.messages import PasswordChangedEmail, PasswordResetEmail
 from herald_shared.tokens import Purpose
 
@@ -90,17 +89,8 @@ async def reset_password(
     user_id = await link_tokens.spend(session, token=token, purpose=PURPOSE)
     if user_id is None:
         return None
-    await session.exec(
-        update(User)
-        .where(col(User.id) == user_id)
-        .values(password_hash=password_hash, token_version=col(User.token_version) + 1)
-    )
     await verification.mark_verified(session, user_id=user_id)
     await link_tokens.void(session, user_id=user_id, purpose=PURPOSE)
-    user = await session.get(User, user_id, populate_existing=True)
-    assert user is not None  # its token row, which references it, was just updated
-    message = PasswordChangedEmail(
-        user_id=user.id, email=user.email, display_name=user.display_name, request_id=request_id
+    return await replace_password(
+        session, dispatcher, user_id=user_id, password_hash=password_hash, request_id=request_id
     )
-    await dispatcher.stage(session, message)
-    return user, message

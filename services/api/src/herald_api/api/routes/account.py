@@ -2,26 +2,91 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Any
 
-from herald_api.api.deps import CurrentUserDep
-from herald_api.api.errors import DATABASE_UNAVAILABLE
-from herald_api.models import UserPublic
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+
+from herald_api.access_tokens import AccessClaims, access_token_response
+from herald_api.api.deps import (
+    ClientAddressDep,
+    CurrentUserDep,
+    DispatcherDep,
+    HasherDep,
+    RateLimiterDep,
+    RequestIdDep,
+    ResourcesDep,
+    SessionDep,
+)
+from herald_api.api.errors import BODY_RESPONSES, DATABASE_UNAVAILABLE, require_json_body
+from herald_api.models import AccessToken, PasswordChange, UserPublic
+from herald_api.password_change import WrongPasswordError, change_password
+from herald_api.ratelimit import RATE_LIMIT_RESPONSES
 
 router = APIRouter(prefix="/users", tags=["users"])
 
+WRONG_CURRENT_PASSWORD = "The current password is not right."  # noqa: S105  # a message
 
-@router.get(
-    "/me",
-    responses={
-        status.HTTP_401_UNAUTHORIZED: {
-            "description": "No access token, or one that is invalid, expired, or whose user "
-            "no longer exists.",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-        },
-        status.HTTP_503_SERVICE_UNAVAILABLE: {"description": DATABASE_UNAVAILABLE},
+UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    status.HTTP_401_UNAUTHORIZED: {
+        "description": "No access token, or one that is invalid, expired, or whose user "
+        "no longer exists.",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
-)
+    status.HTTP_503_SERVICE_UNAVAILABLE: {"description": DATABASE_UNAVAILABLE},
+}
+
+
+@router.get("/me", responses=UNAUTHENTICATED)
 async def read_current_user(user: CurrentUserDep) -> UserPublic:
     """The profile of the user the bearer access token was issued to."""
     return UserPublic.of(user)
+
+
+@router.post(
+    "/me/password",
+    responses={
+        status.HTTP_400_BAD_REQUEST: {"description": WRONG_CURRENT_PASSWORD},
+        **UNAUTHENTICATED,
+        **BODY_RESPONSES,
+        **RATE_LIMIT_RESPONSES,
+    },
+    dependencies=[Depends(require_json_body)],
+)
+async def change_own_password(
+    body: PasswordChange,
+    user: CurrentUserDep,
+    response: Response,
+    session: SessionDep,
+    hasher: HasherDep,
+    dispatcher: DispatcherDep,
+    limiter: RateLimiterDep,
+    client: ClientAddressDep,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
+) -> AccessToken:
+    """Change the caller's password; answered with a fresh access token.
+
+    The current password is checked first (``400`` if wrong; each attempt
+    counts against the login rate limits of the client and the account, as
+    it is a password guess too); the new one follows the signup rules
+    (``422``). Every access token issued before, the one sent with this
+    request included, stops working; the account's address is told that its
+    password changed.
+    """
+    await limiter.check("login", client=client, email=user.email)
+    try:
+        changed = await change_password(
+            session,
+            hasher,
+            dispatcher,
+            user=user,
+            current_password=body.current_password.get_secret_value(),
+            new_password=body.new_password.get_secret_value(),
+            request_id=request_id,
+        )
+    except WrongPasswordError:
+        raise HTTPException(
+            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_CURRENT_PASSWORD
+        ) from None
+    claims = AccessClaims(user_id=changed.id, version=changed.token_version)
+    return access_token_response(response, claims=claims, settings=resources.settings)

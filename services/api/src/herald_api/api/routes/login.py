@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import TypeAdapter, ValidationError
-from sqlmodel import SQLModel
 
-from herald_api.access_tokens import issue_access_token
+from herald_api.access_tokens import access_token_response
 from herald_api.api.deps import (
     ClientAddressDep,
     HasherDep,
@@ -23,7 +22,7 @@ from herald_api.api.errors import (
     RATE_LIMIT_RESPONSES,
 )
 from herald_api.login import EmailNotVerifiedError, InvalidCredentialsError, log_in
-from herald_api.models import Email
+from herald_api.models import AccessToken, Email
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -31,13 +30,6 @@ INCORRECT_CREDENTIALS = "Incorrect email or password."
 EMAIL_NOT_VERIFIED = "Verify your email address before logging in."
 
 _email = TypeAdapter(Email)
-
-
-class AccessToken(SQLModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"  # noqa: S105  # OAuth2's token type, no secret
-    expires_in: int
-    """Seconds the token is valid for."""
 
 
 LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -108,10 +100,4 @@ async def log_in_for_access_token(
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED
         ) from None
-    issued = issue_access_token(
-        user_id=claims.user_id, version=claims.version, settings=resources.settings
-    )
-    # RFC 6749 5.1: a response carrying a token must not be cached.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return AccessToken(access_token=issued.token, expires_in=issued.expires_in)
+    return access_token_response(response, claims=claims, settings=resources.settings)

@@ -1,0 +1,172 @@
+"""Changing one's own password while logged in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from saq import Queue
+from structlog.testing import capture_logs
+
+from herald_api.settings import Settings
+from herald_shared.messages import PasswordChangedEmail
+from herald_shared.tasks import SEND_PASSWORD_CHANGED_EMAIL
+from herald_testing.clients import OpenClient
+
+EMAIL = "ada@example.com"
+PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a brand new passphrase"
+CHANGE_URL = "/api/v1/users/me/password"
+ME_URL = "/api/v1/users/me"
+WRONG_CURRENT = {"detail": "The current password is not right."}
+
+
+async def logged_in(client: httpx.AsyncClient, db: asyncpg.Connection) -> str:
+    """Sign ``EMAIL`` up, verify it, log in: the access token."""
+    body = {"email": EMAIL, "password": PASSWORD, "display_name": "Ada"}
+    assert (await client.post("/api/v1/users", json=body)).status_code == 202
+    await db.execute("UPDATE users SET email_verified_at = now()")
+    response = await log_in(client, PASSWORD)
+    assert response.status_code == 200
+    return str(response.json()["access_token"])
+
+
+async def log_in(client: httpx.AsyncClient, password: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/token", data={"username": EMAIL, "password": password})
+
+
+async def change(
+    client: httpx.AsyncClient, token: str, current: str, new: str = NEW_PASSWORD
+) -> httpx.Response:
+    return await client.post(
+        CHANGE_URL,
+        json={"current_password": current, "new_password": new},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def me(client: httpx.AsyncClient, token: str) -> int:
+    return (await client.get(ME_URL, headers={"Authorization": f"Bearer {token}"})).status_code
+
+
+async def notices(queue: Queue) -> list[PasswordChangedEmail]:
+    info = await queue.info(jobs=True)
+    return [
+        PasswordChangedEmail.decode(job["kwargs"]["payload"])
+        for job in info["jobs"]
+        if job["function"] == SEND_PASSWORD_CHANGED_EMAIL.name
+    ]
+
+
+async def test_a_change_gives_a_fresh_session_and_ends_the_others(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    token = await logged_in(client, db)
+    other_session = (await log_in(client, PASSWORD)).json()["access_token"]
+
+    response = await change(client, token, PASSWORD)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    fresh = response.json()["access_token"]
+    assert await me(client, fresh) == 200
+    assert await me(client, token) == 401
+    assert await me(client, other_session) == 401
+    assert (await log_in(client, PASSWORD)).status_code == 401
+    assert (await log_in(client, NEW_PASSWORD)).status_code == 200
+    [notice] = await notices(notifier_queue)
+    assert notice.email == EMAIL
+
+
+async def test_a_wrong_current_password_changes_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    token = await logged_in(client, db)
+
+    response = await change(client, token, "not the password")
+
+    assert response.status_code == 400
+    assert response.json() == WRONG_CURRENT
+    assert await me(client, token) == 200
+    assert (await log_in(client, PASSWORD)).status_code == 200
+    assert await notices(notifier_queue) == []
+
+
+async def test_the_new_password_follows_the_signup_rules(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+
+    response = await change(client, token, PASSWORD, new="password1")
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert (error["loc"], error["type"]) == (["body", "new_password"], "password_too_common")
+    assert PASSWORD not in response.text
+    assert (await log_in(client, PASSWORD)).status_code == 200
+
+
+async def test_without_a_valid_token_nothing_is_looked_at(client: httpx.AsyncClient) -> None:
+    response = await change(client, "not-a-token", PASSWORD)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_two_changes_at_once_one_wins(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    token = await logged_in(client, db)
+
+    first, second = await asyncio.gather(
+        change(client, token, PASSWORD, new="first new passphrase"),
+        change(client, token, PASSWORD, new="second new passphrase"),
+    )
+
+    # Both were checked against the same current password; only one replaced it.
+    assert sorted([first.status_code, second.status_code]) == [200, 400]
+    winner = "first new passphrase" if first.status_code == 200 else "second new passphrase"
+    assert (await log_in(client, winner)).status_code == 200
+    assert len(await notices(notifier_queue)) == 1
+
+
+async def test_no_password_reaches_a_log_line(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+    with capture_logs() as logs:
+        await change(client, token, "a wrong current one")
+        fresh = (await change(client, token, PASSWORD)).json()["access_token"]
+
+    text = str(logs)
+    for secret in (PASSWORD, NEW_PASSWORD, "a wrong current one", fresh, "$argon2"):
+        assert secret not in text
+    events = [entry["event"] for entry in logs]
+    assert "password.change_refused" in events
+    assert "password.changed" in events
+
+
+@pytest.fixture
+async def limited_client(
+    settings: Settings, open_client: OpenClient
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app whose login limit per email address is 3 a minute."""
+    limited = settings.model_copy(
+        update={"rate_limits_enabled": True, "rate_limit_login_per_email": "3/minute"}
+    )
+    async with open_client(limited) as http:
+        yield http
+
+
+async def test_current_password_guesses_count_as_logins(
+    limited_client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(limited_client, db)  # one login
+
+    guesses = [await change(limited_client, token, f"guess {n}") for n in range(3)]
+
+    assert [guess.status_code for guess in guesses] == [400, 400, 429]
+    assert "Retry-After" in guesses[-1].headers
