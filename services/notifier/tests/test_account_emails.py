@@ -1,6 +1,6 @@
-"""The account emails of email verification, sent by a real worker: the link each
-carries, which never leaves the email, and no header or recipient but the
-intended one whatever a job's payload holds."""
+"""The account emails (email verification, password reset), sent by a real
+worker: the link each carries, which never leaves the email, and no header or
+recipient but the intended one whatever a job's payload holds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import email
 import email.policy
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -25,14 +25,21 @@ from structlog.typing import EventDict
 
 from herald_notifier.dead_letters import DeadLetters
 from herald_notifier.delivery import DeliveryRecords
-from herald_notifier.handlers import RESOURCES, Resources, send_verification_email
+from herald_notifier.handlers import (
+    RESOURCES,
+    Resources,
+    send_password_reset_email,
+    send_verification_email,
+)
 from herald_notifier.mailer import Mailer
 from herald_notifier.render import Renderer, RenderError
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import AccountEmail, EmailLink, VerificationEmail, WelcomeEmail
+from herald_shared.messages import AccountEmail, EmailLink, PasswordResetEmail
 from herald_shared.tasks import (
     SEND_ACCOUNT_EXISTS_EMAIL,
+    SEND_PASSWORD_CHANGED_EMAIL,
+    SEND_PASSWORD_RESET_EMAIL,
     SEND_VERIFICATION_EMAIL,
     SEND_WELCOME_EMAIL,
     Task,
@@ -45,6 +52,8 @@ from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import (
     account_exists_email,
     link_token,
+    password_changed_email,
+    password_reset_email,
     verification_email,
     welcome_email,
     welcome_email_v1,
@@ -56,6 +65,7 @@ from herald_testing.waiting import eventually
 SettingsFor = Callable[..., Settings]
 
 VERIFY_URL = "https://accounts.herald.example.org/verify-email"
+RESET_URL = "https://accounts.herald.example.org/reset-password"
 
 
 @dataclass
@@ -105,6 +115,22 @@ def bodies(message: EmailMessage) -> dict[str, str]:
 
 def links(body: str) -> list[str]:
     return re.findall(r"https?://[^\s<\"]+", body)
+
+
+def expected_link(message: AccountEmail) -> str | None:
+    """The link ``message``'s email carries from a worker whose pages are
+    ``VERIFY_URL`` and ``RESET_URL``, if any."""
+    if isinstance(message, PasswordResetEmail):
+        return f"{RESET_URL}#token={link_token(message.reset, purpose='reset_password')}"
+    link: EmailLink | None = getattr(message, "verification", None)
+    return None if link is None else f"{VERIFY_URL}#token={link_token(link)}"
+
+
+def token_of(message: AccountEmail) -> str:
+    """The token of ``message``'s link."""
+    link = expected_link(message)
+    assert link is not None
+    return link.partition("#token=")[2]
 
 
 async def everything_stored(redis: aioredis.Redis, namespace: str) -> str:
@@ -201,26 +227,82 @@ async def test_a_version_1_welcome_still_goes_out_without_a_link(
         assert "verify-email" not in body
 
 
+async def test_password_reset_link_opens_the_configured_page_with_a_reset_token(
+    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
+) -> None:
+    message = password_reset_email(email="ada@example.com", display_name="Ada Lovelace")
+    token = link_token(message.reset, purpose="reset_password")
+    settings = settings_for(
+        smtp_host=maildev.smtp_host,
+        smtp_port=maildev.smtp_port,
+        verify_url=VERIFY_URL,
+        reset_url=RESET_URL,
+    )
+
+    async with running_worker(build_settings(settings)):
+        job = await enqueue(notifier_queue, message)
+        assert job is not None
+        received = await mailbox.wait_for_email("ada@example.com")
+        done = await wait_for_job(notifier_queue, job.key, finished)
+
+    assert (done.function, done.status, done.result) == (
+        SEND_PASSWORD_RESET_EMAIL.name,
+        Status.COMPLETE,
+        "sent",
+    )
+    assert received["subject"] == "Reset your Herald password"
+    parts = bodies(await source_of(mailbox, received))
+    assert links(parts["text/plain"]) == [f"{RESET_URL}#token={token}"]
+    assert links(parts["text/html"]) == [f"{RESET_URL}#token={token}"] * 2
+    url = urlsplit(links(parts["text/plain"])[0])
+    assert (url.scheme, url.netloc, url.path, url.query) == (
+        "https",
+        "accounts.herald.example.org",
+        "/reset-password",
+        "",
+    )
+    assert url.fragment == f"token={token}"
+    # A reset token, never one the verify-email endpoint would take.
+    assert token != link_token(message.reset, purpose="verify_email")
+    assert "This link works until " in parts["text/plain"]
+
+
 @pytest.mark.parametrize(
-    ("make", "subject", "with_link"),
+    ("make", "subject", "says"),
     [
         (
             lambda: verification_email(reason="requested"),
             "Verify your email address for Herald",
-            True,
+            "Here is the new link you asked for",
         ),
         (
             lambda: verification_email(reason="reminder"),
             "Reminder: verify your email address for Herald",
-            True,
+            "You signed up for Herald but have not confirmed your email address yet.",
         ),
         (
             account_exists_email,
             "Someone tried to sign up for Herald with your address",
-            False,
+            "You already have an account; nothing changed.",
+        ),
+        (
+            password_reset_email,
+            "Reset your Herald password",
+            "asked to reset the password of your Herald account.",
+        ),
+        (
+            password_changed_email,
+            "Your Herald password was changed",
+            "Every session signed in before the change was signed out.",
         ),
     ],
-    ids=["verification-requested", "verification-reminder", "account-exists"],
+    ids=[
+        "verification-requested",
+        "verification-reminder",
+        "account-exists",
+        "password-reset",
+        "password-changed",
+    ],
 )
 async def test_each_account_email_goes_to_its_recipient_with_its_subject(
     settings_for: SettingsFor,
@@ -229,11 +311,14 @@ async def test_each_account_email_goes_to_its_recipient_with_its_subject(
     notifier_queue: Queue,
     make: Callable[[], AccountEmail],
     subject: str,
-    with_link: bool,
+    says: str,
 ) -> None:
     message = make().model_copy(update={"email": "alan@example.com", "display_name": "Alan T."})
     settings = settings_for(
-        smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port, verify_url=VERIFY_URL
+        smtp_host=maildev.smtp_host,
+        smtp_port=maildev.smtp_port,
+        verify_url=VERIFY_URL,
+        reset_url=RESET_URL,
     )
 
     async with running_worker(build_settings(settings)):
@@ -257,13 +342,11 @@ async def test_each_account_email_goes_to_its_recipient_with_its_subject(
     ]
     parts = bodies(source)
     assert "Hello Alan T.," in parts["text/plain"]
-    link: EmailLink | None = getattr(message, "verification", None)
-    if with_link:
-        assert link is not None
-        assert links(parts["text/plain"]) == [f"{VERIFY_URL}#token={link_token(link)}"]
-    else:
-        assert links(parts["text/plain"]) == []
-        assert "You already have an account; nothing changed." in parts["text/plain"]
+    assert says in parts["text/plain"]
+    link = expected_link(message)
+    assert links(parts["text/plain"]) == ([link] if link is not None else [])
+    if link is None:
+        assert "#token=" not in parts["text/plain"] + parts["text/html"]
 
 
 async def test_no_token_in_logs_job_records_or_dead_letters(
@@ -276,12 +359,21 @@ async def test_no_token_in_logs_job_records_or_dead_letters(
 ) -> None:
     """Whatever becomes of a message with a link (sent, refused by the relay, or
     not renderable), its token and its link appear only in the email."""
-    sent = verification_email(email="ada@example.com")
-    refused = verification_email(email="nobody@example.com", reason="reminder")
+    sent = [
+        verification_email(email="ada@example.com"),
+        password_reset_email(email="bo@example.com"),
+    ]
+    refused = [
+        verification_email(email="nobody@example.com", reason="reminder"),
+        password_reset_email(email="nobody@example.com"),
+    ]
     # Valid for the contract, but a non-ASCII local part cannot be sent: render fails.
-    unrenderable = welcome_email(email="zoë@example.com")
-    messages: list[WelcomeEmail | VerificationEmail] = [unrenderable, refused, sent]
-    tokens = [link_token(m.verification) for m in messages if m.verification is not None]
+    unrenderable = [
+        welcome_email(email="zoë@example.com"),
+        password_reset_email(email="zoë@example.com"),
+    ]
+    messages = [*unrenderable, *refused, *sent]
+    tokens = [token_of(message) for message in messages]
     relay = RecordingRelay()
     caplog.set_level(logging.DEBUG)
 
@@ -304,19 +396,19 @@ async def test_no_token_in_logs_job_records_or_dead_letters(
                 await notifier_queue.enqueue(job)
                 jobs.append(await wait_for_job(notifier_queue, job.key, finished))
 
-    assert [(job.status, job.result) for job in jobs] == [
-        (Status.FAILED, None),
-        (Status.FAILED, None),
-        (Status.COMPLETE, "sent"),
-    ]
-    [delivered] = relay.received
-    assert tokens[2] in delivered.parsed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    [render_failed] = events(logs, "email.render_failed")
-    assert render_failed["error"] == (
+    outcomes = [(job.status, job.result) for job in jobs]
+    assert outcomes == [(Status.FAILED, None)] * 4 + [(Status.COMPLETE, "sent")] * 2
+    delivered = {envelope.rcpt_tos[0]: envelope for envelope in relay.received}
+    assert set(delivered) == {message.email for message in sent}
+    for message in sent:
+        plain = delivered[message.email].parsed.get_body(("plain",))
+        assert plain is not None
+        assert token_of(message) in plain.get_content()
+    assert [failed["error"] for failed in events(logs, "email.render_failed")] == [
         "email: a non-ASCII local part needs SMTPUTF8, which is not used"
-    )
-    letters = {letter.kind: letter for letter in await dead_letters.entries()}
-    assert set(letters) == {"unrenderable", "rejected"}
+    ] * 2
+    letters = await dead_letters.entries()
+    assert sorted(letter.kind for letter in letters) == ["rejected"] * 2 + ["unrenderable"] * 2
     # aiosmtpd (the test's relay, logger "mail.log") logs each DATA line it reads.
     notifier_side = [record for record in caplog.records if not record.name.startswith("mail.")]
     assert any(record.name.startswith("saq") for record in notifier_side)
@@ -325,7 +417,7 @@ async def test_no_token_in_logs_job_records_or_dead_letters(
         "stdlib logging": "\n".join(caplog.handler.format(record) for record in notifier_side),
         "redis": await everything_stored(notifier_redis, queue_namespace),
         "job errors": repr([job.error for job in jobs]),
-        "dead letters": repr([letter.to_json() for letter in letters.values()]),
+        "dead letters": repr([letter.to_json() for letter in letters]),
     }
     for token in tokens:
         for place, text in places.items():
@@ -362,6 +454,8 @@ refused as malformed before anything is rendered."""
         (SEND_WELCOME_EMAIL, welcome_email),
         (SEND_VERIFICATION_EMAIL, verification_email),
         (SEND_ACCOUNT_EXISTS_EMAIL, account_exists_email),
+        (SEND_PASSWORD_RESET_EMAIL, password_reset_email),
+        (SEND_PASSWORD_CHANGED_EMAIL, password_changed_email),
     ],
     ids=lambda value: value.name if isinstance(value, Task) else "",
 )
@@ -460,23 +554,37 @@ class BuggyRenderer(Renderer):
         raise ValueError(f"cannot fold {context['link']}")
 
 
+@pytest.mark.parametrize(
+    ("send", "make"),
+    [
+        (send_verification_email, verification_email),
+        (send_password_reset_email, password_reset_email),
+    ],
+    ids=["verification", "password_reset"],
+)
 async def test_an_error_quoting_the_link_is_reported_by_class_and_place_only(
-    settings_for: SettingsFor, deliveries: DeliveryRecords
+    settings_for: SettingsFor,
+    deliveries: DeliveryRecords,
+    send: Callable[[dict[str, Any], Any], Awaitable[str]],
+    make: Callable[[], AccountEmail],
 ) -> None:
     settings = settings_for(smtp_port=free_port())
     renderer = BuggyRenderer(
-        settings.sender, link_secret=settings.link_secret, verify_url=VERIFY_URL
+        settings.sender,
+        link_secret=settings.link_secret,
+        verify_url=VERIFY_URL,
+        reset_url=RESET_URL,
     )
-    message = verification_email()
-    token = link_token(message.verification)
-    job = SEND_VERIFICATION_EMAIL.job(message)
+    message = make()
+    token = token_of(message)
+    job = task_for(message).job(message)
     ctx = {
         RESOURCES: Resources(renderer=renderer, mailer=Mailer(settings), deliveries=deliveries),
         "job": job,
     }
 
     with capture_logs_with_context() as logs, pytest.raises(RenderError) as raised:
-        await send_verification_email(ctx, message)
+        await send(ctx, message)
 
     assert re.fullmatch(r"unexpected ValueError at test_account_emails\.py:\d+", str(raised.value))
     # SAQ logs and stores the traceback: the original error must not be chained in.

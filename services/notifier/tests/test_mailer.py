@@ -30,6 +30,7 @@ RENDERER = Renderer(
     Address("Herald", addr_spec="no-reply@herald.example.org"),
     link_secret=LINK_SECRET,
     verify_url="https://herald.example.org/verify-email",
+    reset_url="https://herald.example.org/reset-password",
 )
 
 

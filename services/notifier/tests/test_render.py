@@ -18,20 +18,26 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from herald_notifier.render import (
+    SUBJECTS,
     RenderedEmail,
     Renderer,
     RenderError,
     _date,
     _folded,
     _plain_line,
+    format_time,
     quoted_printable,
     recipient,
 )
 from herald_shared.messages import AccountEmail, EmailLink, WelcomeEmail
+from herald_shared.tasks import TASKS
+from herald_shared.tokens import Purpose
 from herald_testing.messages import (
     LINK_SECRET,
     account_exists_email,
     link_token,
+    password_changed_email,
+    password_reset_email,
     verification_email,
     verification_link,
     welcome_email,
@@ -40,11 +46,32 @@ from herald_testing.messages import (
 
 SENDER = Address(display_name="Herald", addr_spec="no-reply@herald.example.org")
 VERIFY_URL = "https://herald.example.org/verify-email"
+RESET_URL = "https://herald.example.org/reset-password"
+PAGES: dict[Purpose, str] = {"verify_email": VERIFY_URL, "reset_password": RESET_URL}
+
+MAKERS: dict[str, Callable[..., AccountEmail]] = {
+    "welcome": welcome_email,
+    "verification": verification_email,
+    "account_exists": account_exists_email,
+    "password_reset": password_reset_email,
+    "password_changed": password_changed_email,
+}
+"""A valid message of each kind of email, by the name of its template."""
+
+
+def make_renderer(
+    *,
+    sender: Address = SENDER,
+    link_secret: SecretStr = LINK_SECRET,
+    verify_url: str = VERIFY_URL,
+    reset_url: str = RESET_URL,
+) -> Renderer:
+    return Renderer(sender, link_secret=link_secret, verify_url=verify_url, reset_url=reset_url)
 
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(SENDER, link_secret=LINK_SECRET, verify_url=VERIFY_URL)
+    return make_renderer()
 
 
 def welcome(display_name: str, address: str = "zoe@example.com") -> WelcomeEmail:
@@ -127,9 +154,9 @@ def test_non_ascii_names_survive_in_both_bodies(renderer: Renderer) -> None:
     assert parsed["Date"] is not None
 
 
-def links_in(email: EmailMessage) -> dict[str, list[str]]:
-    """Every verify link in each body (``href`` values and text), as a client reads it."""
-    pattern = re.escape(VERIFY_URL) + r"[^\s<\"]*"
+def links_in(email: EmailMessage, page: str = VERIFY_URL) -> dict[str, list[str]]:
+    """Every link to ``page`` in each body (``href`` values and text), as a client reads it."""
+    pattern = re.escape(page) + r"[^\s<\"]*"
     return {kind: re.findall(pattern, body) for kind, body in bodies(email).items()}
 
 
@@ -150,15 +177,18 @@ def test_welcome_links_to_the_verify_page_with_the_derived_token_in_the_fragment
     assert message.verification.token_id not in parsed.as_string()
 
 
-def test_the_token_is_derived_with_the_configured_secret() -> None:
+@pytest.mark.parametrize("purpose", ["verify_email", "reset_password"])
+def test_the_token_is_derived_with_the_configured_secret_for_the_links_purpose(
+    purpose: Purpose,
+) -> None:
     link = verification_link()
     other = SecretStr("another-link-secret-of-32-characters-at-least")
-    renderer = Renderer(SENDER, link_secret=other, verify_url=VERIFY_URL)
+    renderer = make_renderer(link_secret=other)
 
-    url = renderer.verify_link(link)
+    url = renderer.link_url(link, purpose)
 
-    assert url == f"{VERIFY_URL}#token={link_token(link, other)}"
-    assert link_token(link, other) != link_token(link)
+    assert url == f"{PAGES[purpose]}#token={link_token(link, other, purpose=purpose)}"
+    assert link_token(link, other, purpose=purpose) != link_token(link, purpose=purpose)
 
 
 def test_the_link_says_until_when_it_works_in_utc(renderer: Renderer) -> None:
@@ -184,15 +214,24 @@ def test_a_version_1_welcome_has_no_link(renderer: Renderer) -> None:
         assert "http" not in body.replace("<!doctype html>", "")
 
 
-def test_the_link_is_html_escaped_in_the_html_part() -> None:
+@pytest.mark.parametrize(
+    ("purpose", "make"),
+    [
+        ("verify_email", lambda link: welcome_email(verification=link)),
+        ("reset_password", lambda link: password_reset_email(reset=link)),
+    ],
+)
+def test_the_link_is_html_escaped_in_the_html_part(
+    purpose: Purpose, make: Callable[[EmailLink], AccountEmail]
+) -> None:
     # A query string's "&" must become "&amp;" in HTML, or a client may read
     # "&lang" as an entity; the text part keeps the URL as it is.
-    url = "https://herald.example.org/verify?src=email&lang=en"
-    renderer = Renderer(SENDER, link_secret=LINK_SECRET, verify_url=url)
+    url = "https://herald.example.org/page?src=email&lang=en"
+    renderer = make_renderer(verify_url=url, reset_url=url)
     link = verification_link()
-    expected = f"{url}#token={link_token(link)}"
+    expected = f"{url}#token={link_token(link, purpose=purpose)}"
 
-    _, parsed = on_the_wire(renderer.welcome(welcome_email(verification=link)))
+    _, parsed = on_the_wire(renderer.render(make(link)).message())
 
     html = bodies(parsed)["text/html"]
     assert f'<a href="{expected.replace("&", "&amp;")}">' in html
@@ -250,6 +289,57 @@ def test_account_exists_email_says_nothing_changed_and_has_no_link(renderer: Ren
         assert VERIFY_URL not in body
 
 
+def test_password_reset_email_links_to_the_reset_page_with_a_reset_token(
+    renderer: Renderer,
+) -> None:
+    message = password_reset_email(email="zoe@example.com", display_name="Zoë")
+    token = link_token(message.reset, purpose="reset_password")
+    expected = f"{RESET_URL}#token={token}"
+
+    _, parsed = on_the_wire(renderer.password_reset(message))
+
+    assert parsed["Subject"] == "Reset your Herald password"
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
+    assert parsed["Message-ID"] == f"<{message.message_id}@herald.example.org>"
+    assert links_in(parsed, RESET_URL) == {
+        "text/plain": [expected],
+        "text/html": [expected, expected],
+    }
+    assert f'<a href="{expected}">Choose a new password</a>' in bodies(parsed)["text/html"]
+    # Bound to its purpose: the verification token of the same id is another.
+    assert token != link_token(message.reset, purpose="verify_email")
+    assert links_in(parsed, VERIFY_URL) == {"text/plain": [], "text/html": []}
+    assert message.reset.token_id not in parsed.as_string()
+    expires = format_time(message.reset.expires_at)
+    for body in bodies(parsed).values():
+        assert "Hello Zoë," in body
+        assert "asked to reset the password of your Herald account." in body
+        assert f"This link works until {expires}." in body
+        assert "ignore this email — your password stays as it is." in body
+
+
+def test_password_changed_email_says_when_and_what_to_do_and_has_no_link(
+    renderer: Renderer,
+) -> None:
+    changed = datetime(2026, 11, 28, 11, 40, 15, tzinfo=timezone(timedelta(hours=1)))
+    message = password_changed_email(
+        email="zoe@example.com", display_name="Zoë", requested_at=changed
+    )
+
+    _, parsed = on_the_wire(renderer.password_changed(message))
+
+    assert parsed["Subject"] == "Your Herald password was changed"
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
+    for body in bodies(parsed).values():
+        assert "Hello Zoë," in body
+        assert "password of your Herald account was changed on 28 Nov 2026 10:40 UTC." in body
+        assert "Every session signed in before the change was signed out." in body
+        assert "Forgot password" in body
+        assert "contact Herald support" in body
+        assert "#token=" not in body
+        assert "http" not in body.replace("<!doctype html>", "")
+
+
 @pytest.mark.parametrize(
     "display_name",
     [
@@ -297,18 +387,32 @@ def forged_messages(
         (welcome_email().model_copy(update=fields), renderer.welcome),
         (verification_email().model_copy(update=fields), renderer.verification),
         (account_exists_email().model_copy(update=fields), renderer.account_exists),
+        (password_reset_email().model_copy(update=fields), renderer.password_reset),
+        (password_changed_email().model_copy(update=fields), renderer.password_changed),
     ]
 
 
-def test_a_forged_message_never_leaks_its_link_into_the_error(renderer: Renderer) -> None:
+@pytest.mark.parametrize(
+    ("make", "link_of", "purpose"),
+    [
+        (welcome_email, lambda message: message.verification, "verify_email"),
+        (password_reset_email, lambda message: message.reset, "reset_password"),
+    ],
+    ids=["welcome", "password_reset"],
+)
+def test_a_forged_message_never_leaks_its_link_into_the_error(
+    renderer: Renderer,
+    make: Callable[[], AccountEmail],
+    link_of: Callable[[Any], EmailLink],
+    purpose: Purpose,
+) -> None:
     # The recipient is checked before the link is made: a refusal cannot quote it.
-    message = welcome_email().model_copy(update={"display_name": "Zoe\r\nBcc: evil@example.com"})
-    assert message.verification is not None
+    message = make().model_copy(update={"display_name": "Zoe\r\nBcc: evil@example.com"})
 
     with pytest.raises(RenderError) as refused:
-        renderer.welcome(message)
+        renderer.render(message)
 
-    assert link_token(message.verification) not in str(refused.value)
+    assert link_token(link_of(message), purpose=purpose) not in str(refused.value)
     assert refused.value.__cause__ is None
     assert refused.value.__suppress_context__ or refused.value.__context__ is None
 
@@ -405,7 +509,7 @@ def test_a_sender_that_does_not_read_back_is_refused_at_startup() -> None:
     )
 
     with pytest.raises(ValueError, match="HERALD_MAIL_FROM"):
-        Renderer(forged, link_secret=LINK_SECRET, verify_url=VERIFY_URL)
+        make_renderer(sender=forged)
 
 
 # --- the wire: the notifier writes the bytes itself; the email package is the reference ---
@@ -446,16 +550,13 @@ def head(raw: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("display_name", WIRE_NAMES)
-@pytest.mark.parametrize("kind", ["welcome", "verification", "account_exists"])
+@pytest.mark.parametrize("kind", list(MAKERS))
 def test_the_wire_is_the_email_the_email_package_builds(
     renderer: Renderer, display_name: str, kind: str
 ) -> None:
-    make = {
-        "welcome": welcome_email,
-        "verification": verification_email,
-        "account_exists": account_exists_email,
-    }[kind]
-    message = make(email="zoe@exämple.com").model_copy(update={"display_name": display_name})
+    message = MAKERS[kind](email="zoe@exämple.com").model_copy(
+        update={"display_name": display_name}
+    )
 
     wire = renderer.render(message, now=NOW)
 
@@ -568,13 +669,20 @@ def test_a_body_decodes_to_its_text(text: str) -> None:
 
 
 def test_render_makes_each_kind_of_email(renderer: Renderer) -> None:
-    subjects = {
-        str(renderer.render(message).message()["Subject"])
-        for message in (welcome_email(), verification_email(), account_exists_email())
+    subjects = {str(renderer.render(make()).message()["Subject"]) for make in MAKERS.values()} | {
+        str(renderer.verification(verification_email(reason="reminder"))["Subject"])
     }
 
     assert subjects == {
         "Welcome to Herald",
         "Verify your email address for Herald",
+        "Reminder: verify your email address for Herald",
         "Someone tried to sign up for Herald with your address",
+        "Reset your Herald password",
+        "Your Herald password was changed",
     }
+    assert subjects == set(SUBJECTS.values())
+
+
+def test_there_is_an_email_for_every_email_task(renderer: Renderer) -> None:
+    assert {task.message for task in TASKS.values()} == {type(make()) for make in MAKERS.values()}

@@ -35,6 +35,7 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.notifier_delivery_record_days == 30
     assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9101)
     assert str(settings.verify_url) == "http://localhost:8000/verify-email"
+    assert str(settings.reset_url) == "http://localhost:8000/reset-password"
 
 
 def test_reads_herald_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,14 +110,19 @@ def test_the_link_secret_stays_out_of_repr(monkeypatch: pytest.MonkeyPatch) -> N
     assert LINK_SECRET.get_secret_value() not in repr(settings)
 
 
-def test_reads_the_verify_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_the_link_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HERALD_VERIFY_URL", "https://app.herald.example.org/verify?lang=en")
+    monkeypatch.setenv("HERALD_RESET_URL", "https://app.herald.example.org/reset?lang=en")
 
-    assert str(Settings().verify_url) == "https://app.herald.example.org/verify?lang=en"
+    settings = Settings()
+
+    assert str(settings.verify_url) == "https://app.herald.example.org/verify?lang=en"
+    assert str(settings.reset_url) == "https://app.herald.example.org/reset?lang=en"
 
 
+@pytest.mark.parametrize("field", ["verify_url", "reset_url"])
 @pytest.mark.parametrize(
-    "verify_url",
+    "url",
     [
         "ftp://herald.example.org/verify",
         "javascript:alert(1)",
@@ -127,10 +133,13 @@ def test_reads_the_verify_url(monkeypatch: pytest.MonkeyPatch) -> None:
         "https://user:password@herald.example.org/verify",
     ],
 )
-def test_rejects_a_verify_url_that_cannot_carry_the_token(
-    monkeypatch: pytest.MonkeyPatch, verify_url: str
+def test_rejects_a_link_page_that_cannot_carry_the_token(
+    monkeypatch: pytest.MonkeyPatch, field: str, url: str
 ) -> None:
-    monkeypatch.setenv("HERALD_VERIFY_URL", verify_url)
+    monkeypatch.setenv(f"HERALD_{field.upper()}", url)
 
-    with pytest.raises(ValidationError, match="verify_url"):
+    with pytest.raises(ValidationError, match=field) as refused:
         Settings()
+
+    # Only the field set is refused: the other page keeps its default.
+    assert [error["loc"] for error in refused.value.errors()] == [(field,)]

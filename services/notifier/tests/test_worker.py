@@ -14,7 +14,7 @@ from structlog.typing import EventDict
 
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
+from herald_shared.tasks import SEND_WELCOME_EMAIL, TASKS, enqueue
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import welcome_email
@@ -31,6 +31,12 @@ def events(logs: list[EventDict], name: str) -> list[EventDict]:
 def capture_logs_with_context() -> contextlib.AbstractContextManager[list[EventDict]]:
     """Captured log entries including contextvars, as the real configuration renders them."""
     return capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+def test_the_worker_runs_every_task_of_the_contract(settings_for: SettingsFor) -> None:
+    functions = build_settings(settings_for(smtp_port=free_port()))["functions"]
+
+    assert sorted(name for name, _ in functions) == sorted(TASKS)
 
 
 async def test_welcome_email_arrives_addressed_to_the_user(

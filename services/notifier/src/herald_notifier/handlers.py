@@ -1,4 +1,6 @@
-"""The notifier's task handlers, and the resources they find in SAQ's ctx."""
+"""The notifier's task handlers, one per email task of the contract (welcome,
+verification, account exists, password reset, password changed), and the
+resources they find in SAQ's ctx."""
 
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
     Message,
+    PasswordChangedEmail,
+    PasswordResetEmail,
     VerificationEmail,
     WelcomeEmail,
 )
@@ -82,6 +86,18 @@ async def send_verification_email(ctx: dict[str, Any], message: VerificationEmai
 async def send_account_exists_email(ctx: dict[str, Any], message: AccountExistsEmail) -> str:
     """Tell ``message``'s account holder that someone tried to sign up with
     their address, at most once (failures and result as ``send_welcome_email``)."""
+    return await render_and_deliver(ctx, message)
+
+
+async def send_password_reset_email(ctx: dict[str, Any], message: PasswordResetEmail) -> str:
+    """Render and send ``message``'s password reset link, at most once (failures
+    and result as ``send_welcome_email``)."""
+    return await render_and_deliver(ctx, message)
+
+
+async def send_password_changed_email(ctx: dict[str, Any], message: PasswordChangedEmail) -> str:
+    """Tell ``message``'s account holder that their password was changed, at most
+    once (failures and result as ``send_welcome_email``)."""
     return await render_and_deliver(ctx, message)
 
 

@@ -28,12 +28,18 @@ parses and writes back unchanged) at a fifth of the cost:
   ``=``, so the multipart boundary (which starts with ``==``) cannot occur in
   a body.
 
-A verification link is ``{verify_url}#token={token}``, the token derived
-from the message's token id with the link secret (``herald_shared.tokens``).
-It exists only inside the rendered email: no exception raised here, and so
-no log line or dead letter made of one, can contain it (the recipient is
-checked before the link is made, and ``RenderError`` messages are fixed
-text).
+The emails: a welcome (with a verification link from schema version 2), a
+fresh verification link (asked for, or a reminder), "someone tried to sign
+up with your address", a password reset link, and "your password was
+changed" (no link).
+
+A link is ``{page}#token={token}``: the page is ``verify_url`` for an email
+verification link and ``reset_url`` for a password reset link, and the token
+is derived from the message's token id for that purpose with the link secret
+(``herald_shared.tokens``), so it cannot be spent on the other. It exists only
+inside the rendered email: no exception raised here, and so no log line or
+dead letter made of one, can contain it (the recipient is checked before the
+link is made, and ``RenderError`` messages are fixed text).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from email.headerregistry import Address, AddressHeader, BaseHeader, HeaderRegis
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
 from email_validator import EmailNotValidError, validate_email
@@ -62,17 +68,25 @@ from herald_shared.messages import (
     AccountExistsEmail,
     EmailLink,
     Message,
+    PasswordChangedEmail,
+    PasswordResetEmail,
     VerificationEmail,
     WelcomeEmail,
 )
-from herald_shared.tokens import derive
+from herald_shared.tokens import Purpose, derive
 
-WELCOME_SUBJECT = "Welcome to Herald"
-VERIFICATION_SUBJECTS = {
-    "requested": "Verify your email address for Herald",
-    "reminder": "Reminder: verify your email address for Herald",
+TEMPLATES = ("welcome", "verification", "account_exists", "password_reset", "password_changed")
+"""The emails' templates, each a ``{name}.txt.j2`` and a ``{name}.html.j2``."""
+
+SUBJECTS = {
+    "welcome": "Welcome to Herald",
+    "verification": "Verify your email address for Herald",
+    "verification_reminder": "Reminder: verify your email address for Herald",
+    "account_exists": "Someone tried to sign up for Herald with your address",
+    "password_reset": "Reset your Herald password",
+    "password_changed": "Your Herald password was changed",
 }
-ACCOUNT_EXISTS_SUBJECT = "Someone tried to sign up for Herald with your address"
+"""Every subject, by name: its template's, or a variant's (a verification reminder)."""
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 _PLAIN_ADDRESS = re.compile(
@@ -126,11 +140,23 @@ class RenderedEmail:
         return parsed
 
 
+class _Content(NamedTuple):
+    """What an email says: its template, the name of its subject (``SUBJECTS``),
+    and what its template is given besides the display name, which every
+    email greets."""
+
+    template: str
+    subject: str
+    context: dict[str, Any]
+
+
 class Renderer:
     """Renders emails from the package's Jinja2 templates, compiled once per instance,
     with every constant header line folded once."""
 
-    def __init__(self, sender: Address, *, link_secret: SecretStr, verify_url: str) -> None:
+    def __init__(
+        self, sender: Address, *, link_secret: SecretStr, verify_url: str, reset_url: str
+    ) -> None:
         from_line = _folded("From", sender)
         if from_line is None:
             raise ValueError("the sender (HERALD_MAIL_FROM) does not read back from its header")
@@ -144,15 +170,10 @@ class Renderer:
         probe = f"<{_MESSAGE_ID_PROBE}@{self._message_id_domain}>"
         self._message_id_verbatim = _header_line("Message-ID", probe) == _message_id_line(probe)
         self._subject_lines = {
-            subject: _header_line("Subject", subject)
-            for subject in (
-                WELCOME_SUBJECT,
-                ACCOUNT_EXISTS_SUBJECT,
-                *VERIFICATION_SUBJECTS.values(),
-            )
+            name: _header_line("Subject", subject) for name, subject in SUBJECTS.items()
         }
         self._link_secret = link_secret
-        self._verify_url = verify_url
+        self._pages: dict[Purpose, str] = {"verify_email": verify_url, "reset_password": reset_url}
         env = Environment(
             loader=PackageLoader("herald_notifier", "templates"),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -164,96 +185,112 @@ class Renderer:
         )
         self._templates: dict[str, tuple[Template, Template]] = {
             name: (env.get_template(f"{name}.txt.j2"), env.get_template(f"{name}.html.j2"))
-            for name in ("welcome", "verification", "account_exists")
+            for name in TEMPLATES
         }
 
     def __repr__(self) -> str:
-        # The link secret is a SecretStr already; the URL is all worth showing.
-        return f"Renderer(sender={self.sender!r}, verify_url={self._verify_url!r})"
+        # The link secret is a SecretStr already; the pages are all worth showing.
+        return (
+            f"Renderer(sender={self.sender!r}, verify_url={self._pages['verify_email']!r}, "
+            f"reset_url={self._pages['reset_password']!r})"
+        )
 
     def render(self, message: AccountEmail, *, now: datetime | None = None) -> RenderedEmail:
-        """The email of ``message`` (a ``WelcomeEmail``, ``VerificationEmail`` or
-        ``AccountExistsEmail``), ready for the relay.
+        """The email of ``message`` (a ``WelcomeEmail``, ``VerificationEmail``,
+        ``AccountExistsEmail``, ``PasswordResetEmail`` or ``PasswordChangedEmail``),
+        ready for the relay.
 
         Raises ``RenderError`` if the recipient cannot form a safe header (e.g.
         a line break in the display name of an unvalidated message).
         """
-        if isinstance(message, WelcomeEmail):
-            return self._welcome(message, now)
-        if isinstance(message, VerificationEmail):
-            return self._verification(message, now)
-        if isinstance(message, AccountExistsEmail):
-            return self._account_exists(message, now)
-        raise TypeError(f"no email for {type(message).__name__}")
+        # The recipient is checked before the content, and so the link, is made:
+        # no RenderError can quote the link.
+        to = _recipient(message)
+        return self._email(message, to, self._content(message), now)
 
     def welcome(self, message: WelcomeEmail, *, now: datetime | None = None) -> EmailMessage:
         """The welcome email of ``message`` as an ``EmailMessage`` (what ``render``
         sends, parsed): with its verification link (schema version 2), or without
         one (version 1, from before links). Raises ``RenderError`` as ``render``."""
-        return self._welcome(message, now).message()
+        return self.render(message, now=now).message()
 
     def verification(
         self, message: VerificationEmail, *, now: datetime | None = None
     ) -> EmailMessage:
         """The email carrying a fresh verification link (asked for, or a reminder),
         as ``welcome``."""
-        return self._verification(message, now).message()
+        return self.render(message, now=now).message()
 
     def account_exists(
         self, message: AccountExistsEmail, *, now: datetime | None = None
     ) -> EmailMessage:
         """The email telling an account holder that someone tried to sign up
         with their address, as ``welcome``."""
-        return self._account_exists(message, now).message()
+        return self.render(message, now=now).message()
 
-    def verify_link(self, link: EmailLink) -> str:
-        """The URL an email verification link opens; the token is in its fragment."""
-        token = derive(self._link_secret, token_id=link.token_id, purpose="verify_email")
-        return f"{self._verify_url}#token={token}"
+    def password_reset(
+        self, message: PasswordResetEmail, *, now: datetime | None = None
+    ) -> EmailMessage:
+        """The email carrying a link that sets a new password, as ``welcome``."""
+        return self.render(message, now=now).message()
+
+    def password_changed(
+        self, message: PasswordChangedEmail, *, now: datetime | None = None
+    ) -> EmailMessage:
+        """The email telling an account holder that their password was changed
+        (no link), as ``welcome``."""
+        return self.render(message, now=now).message()
+
+    def link_url(self, link: EmailLink, purpose: Purpose) -> str:
+        """The URL ``link`` opens: the page of ``purpose`` (``verify_url`` or
+        ``reset_url``) with the token derived for ``purpose`` in its fragment."""
+        token = derive(self._link_secret, token_id=link.token_id, purpose=purpose)
+        return f"{self._pages[purpose]}#token={token}"
 
     def message_id(self, message: Message) -> str:
         """The Message-ID header of ``message``'s email: the same on every attempt,
         so a mail client can collapse a duplicate delivery."""
         return f"<{message.message_id}@{self._message_id_domain}>"
 
-    def _welcome(self, message: WelcomeEmail, now: datetime | None) -> RenderedEmail:
-        to = _recipient(message)
-        context: dict[str, Any] = {"display_name": message.display_name, "link": None}
-        if message.verification is not None:
-            context |= self._link_context(message.verification)
-        return self._email(message, to, WELCOME_SUBJECT, now, "welcome", context)
+    def _content(self, message: AccountEmail) -> _Content:
+        """What ``message``'s email says. It makes the link: call it once the
+        recipient is checked."""
+        if isinstance(message, WelcomeEmail):
+            link = message.verification
+            # Version 1, from before verification links, has none.
+            context = {"link": None} if link is None else self._link_context(link, "verify_email")
+            return _Content("welcome", "welcome", context)
+        if isinstance(message, VerificationEmail):
+            reminder = message.reason == "reminder"
+            context = {
+                "reminder": reminder,
+                **self._link_context(message.verification, "verify_email"),
+            }
+            subject = "verification_reminder" if reminder else "verification"
+            return _Content("verification", subject, context)
+        if isinstance(message, AccountExistsEmail):
+            return _Content("account_exists", "account_exists", {})
+        if isinstance(message, PasswordResetEmail):
+            context = self._link_context(message.reset, "reset_password")
+            return _Content("password_reset", "password_reset", context)
+        if isinstance(message, PasswordChangedEmail):
+            context = {"changed_at": format_time(message.requested_at)}
+            return _Content("password_changed", "password_changed", context)
+        raise TypeError(f"no email for {type(message).__name__}")
 
-    def _verification(self, message: VerificationEmail, now: datetime | None) -> RenderedEmail:
-        to = _recipient(message)
-        context: dict[str, Any] = {
-            "display_name": message.display_name,
-            "reminder": message.reason == "reminder",
-            **self._link_context(message.verification),
-        }
-        subject = VERIFICATION_SUBJECTS[message.reason]
-        return self._email(message, to, subject, now, "verification", context)
-
-    def _account_exists(self, message: AccountExistsEmail, now: datetime | None) -> RenderedEmail:
-        to = _recipient(message)
-        context = {"display_name": message.display_name}
-        return self._email(message, to, ACCOUNT_EXISTS_SUBJECT, now, "account_exists", context)
-
-    def _link_context(self, link: EmailLink) -> dict[str, Any]:
-        return {"link": self.verify_link(link), "expires": format_expiry(link.expires_at)}
+    def _link_context(self, link: EmailLink, purpose: Purpose) -> dict[str, Any]:
+        return {"link": self.link_url(link, purpose), "expires": format_time(link.expires_at)}
 
     def _email(
         self,
         message: AccountEmail,
         to: tuple[Address, bytes],
-        subject: str,
+        content: _Content,
         now: datetime | None,
-        name: str,
-        context: dict[str, Any],
     ) -> RenderedEmail:
-        # The recipient is checked (by the caller) before the link is made, so
-        # no RenderError can quote the link.
         address, to_line = to
-        text, html = self._bodies(name, context)
+        context = {"display_name": message.display_name, **content.context}
+        text, html = self._bodies(content.template, context)
         boundary = _boundary(text, html)
         message_id = self.message_id(message)
         date = _date(now or datetime.now(UTC))
@@ -261,7 +298,7 @@ class Renderer:
             (
                 self._from_line,
                 to_line,
-                self._subject_lines[subject],
+                self._subject_lines[content.subject],
                 f"Date: {date}\r\n".encode("ascii"),
                 _message_id_line(message_id)
                 if self._message_id_verbatim
@@ -466,7 +503,7 @@ def _spaced(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def format_expiry(moment: datetime) -> str:
+def format_time(moment: datetime) -> str:
     """``moment`` in UTC, as an email says it: ``30 Nov 2026 10:00 UTC``.
 
     Month names are spelled here, not by ``strftime``, whose ``%b`` follows

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         "access logs and proxy logs. An http(s) URL without a fragment or credentials "
         "(https in production).",
     )
+    reset_url: HttpUrl = Field(
+        default=HttpUrl("http://localhost:8000/reset-password"),
+        description="The page a password reset link opens; it asks for the new password and "
+        "posts it to the API with the token. The link is {reset_url}#token={token}, the token "
+        "in the fragment as for verify_url. An http(s) URL without a fragment or credentials "
+        "(https in production).",
+    )
     notifier_concurrency: int = Field(
         default=10, ge=1, description="Jobs one notifier process runs at once."
     )
@@ -146,7 +153,7 @@ class Settings(BaseSettings):
         parse_mailbox(value)
         return value
 
-    @field_validator("verify_url")
+    @field_validator("verify_url", "reset_url")
     @classmethod
     def _room_for_the_token(cls, value: HttpUrl) -> HttpUrl:
         if value.fragment is not None:

@@ -43,6 +43,8 @@ from herald_notifier.handlers import (
     RESOURCES,
     Resources,
     send_account_exists_email,
+    send_password_changed_email,
+    send_password_reset_email,
     send_verification_email,
     send_welcome_email,
 )
@@ -55,6 +57,8 @@ from herald_shared import queues
 from herald_shared.metrics import serve_metrics
 from herald_shared.tasks import (
     SEND_ACCOUNT_EXISTS_EMAIL,
+    SEND_PASSWORD_CHANGED_EMAIL,
+    SEND_PASSWORD_RESET_EMAIL,
     SEND_VERIFICATION_EMAIL,
     SEND_WELCOME_EMAIL,
     consumer,
@@ -98,6 +102,7 @@ def build_settings(settings: Settings) -> dict[str, Any]:
                 settings.sender,
                 link_secret=settings.link_secret,
                 verify_url=str(settings.verify_url),
+                reset_url=str(settings.reset_url),
             ),
             mailer=Mailer(settings),
             deliveries=delivery_records(queue, settings),
@@ -122,6 +127,8 @@ def build_settings(settings: Settings) -> dict[str, Any]:
             consumer(SEND_WELCOME_EMAIL, send_welcome_email),
             consumer(SEND_VERIFICATION_EMAIL, send_verification_email),
             consumer(SEND_ACCOUNT_EXISTS_EMAIL, send_account_exists_email),
+            consumer(SEND_PASSWORD_RESET_EMAIL, send_password_reset_email),
+            consumer(SEND_PASSWORD_CHANGED_EMAIL, send_password_changed_email),
         ],
         "concurrency": settings.notifier_concurrency,
         "startup": startup,
