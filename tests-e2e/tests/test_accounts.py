@@ -128,6 +128,35 @@ async def test_a_forgotten_password_is_reset_by_the_emailed_link(
         assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
 
 
+async def test_changing_the_password_then_deleting_the_account(
+    api: httpx.AsyncClient, inbox: MailDevClient
+) -> None:
+    address = await sign_up(api)
+    _, verify_token = link_in(await inbox.wait_for_email(address, within=10.0))
+    assert (await api.post("/api/v1/auth/verify", json={"token": verify_token})).status_code == 200
+    token = (await log_in(api, address, PASSWORD)).json()["access_token"]
+    new_password = f"new passphrase {uuid.uuid4().hex[:8]}"
+
+    changed = await api.post(
+        "/api/v1/users/me/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert changed.status_code == 200
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    assert (await api.get("/api/v1/users/me", headers=fresh)).status_code == 200
+    await inbox.wait_for_all([address], within=10.0, count=2)
+    subjects = [message["subject"] for message in await inbox.emails_to(address)]
+    assert "Your Herald password was changed" in subjects
+
+    deleted = await api.request(
+        "DELETE", "/api/v1/users/me", json={"password": new_password}, headers=fresh
+    )
+    assert deleted.status_code == 204
+    assert (await api.get("/api/v1/users/me", headers=fresh)).status_code == 401
+    assert (await log_in(api, address, new_password)).status_code == 401
+
+
 async def test_login_failures_tell_nothing_about_the_account(
     api: httpx.AsyncClient, inbox: MailDevClient
 ) -> None:

@@ -201,6 +201,15 @@ class PasswordChange(BaseModel):
     new_password: Password
 
 
+class PasswordConfirmation(BaseModel):
+    """The caller's password, asked again before an irreversible step."""
+
+    # The password must not show in the text of a validation error, wherever it is logged.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    password: Annotated[SecretStr, StringConstraints(min_length=1, max_length=128)]
+
+
 class AccessToken(SQLModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105  # OAuth2's token type, no secret

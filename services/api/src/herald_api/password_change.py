@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 
 class WrongPasswordError(Exception):
-    """The current password given is not the account's (or it changed meanwhile)."""
+    """The password given is not the account's (or it changed meanwhile)."""
 
 
 async def replace_password(
@@ -63,6 +63,23 @@ async def replace_password(
     return user, notice
 
 
+async def confirm_password(
+    session: AsyncSession, hasher: PasswordHasher, *, user: User, password: str
+) -> tuple[uuid.UUID, str]:
+    """Check ``password`` against ``user``'s; their id and the hash it matched.
+
+    Ends ``session``'s transaction first, so no connection is held through the
+    hashing (~25 ms); that expires ``user``, so callers use the values returned.
+    Raises ``WrongPasswordError`` when the password is another one.
+    """
+    user_id, password_hash = user.id, user.password_hash
+    await session.rollback()
+    if not await hasher.verify(password_hash, password):
+        log.info("password.confirmation_failed", user_id=str(user_id))
+        raise WrongPasswordError
+    return user_id, password_hash
+
+
 async def change_password(
     session: AsyncSession,
     hasher: PasswordHasher,
@@ -77,15 +94,12 @@ async def change_password(
     publishes the notice.
 
     Raises ``WrongPasswordError`` when ``current_password`` is not the
-    account's. Returns the user as changed (its new token version).
+    account's (or the password changed meanwhile). Returns the user as changed
+    (its new token version).
     """
-    user_id, old_hash = user.id, user.password_hash
-    # No transaction is held open through the hashing (~25 ms each); the rollback
-    # expires ``user``, so only the values read above are used from here on.
-    await session.rollback()
-    if not await hasher.verify(old_hash, current_password):
-        log.info("password.change_refused", reason="wrong_password", user_id=str(user_id))
-        raise WrongPasswordError
+    user_id, old_hash = await confirm_password(
+        session, hasher, user=user, password=current_password
+    )
     new_hash = await hasher.hash(new_password)
     changed = await replace_password(
         session,

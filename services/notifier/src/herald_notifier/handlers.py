@@ -1,6 +1,20 @@
 """The notifier's task handlers, one per email task of the contract (welcome,
 verification, account exists, password reset, password changed), and the
-resources they find in SAQ's ctx."""
+resources they find in SAQ's ctx.
+
+Each returns what became of its message, which SAQ keeps as the job's result:
+
+- ``sent``: the relay accepted the email;
+- ``duplicate_suppressed``: an earlier attempt had sent it (its delivery
+  record says so), so nothing was sent again;
+- ``link_expired``: the email's link (``render.link_of``) had expired when
+  the attempt started, so nothing was sent: a dead link helps no one, and
+  retrying cannot revive it. The job completes (no retry, no dead letter), a
+  replayed dead letter whose link has expired since ends the same way, and
+  the recipient can ask for a new verification or reset link.
+
+A failure raises instead (see ``send_welcome_email``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +23,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +39,15 @@ from herald_notifier.metrics import (
     DELIVERY_MARK_SECONDS,
     DELIVERY_MARKS_FAILED,
     DUPLICATES_SUPPRESSED,
+    EMAILS_SKIPPED,
     POSSIBLE_DUPLICATES,
     measure_send,
 )
-from herald_notifier.render import RenderedEmail, Renderer, RenderError
+from herald_notifier.render import RenderedEmail, Renderer, RenderError, link_of
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
+    EmailLink,
     Message,
     PasswordChangedEmail,
     PasswordResetEmail,
@@ -72,37 +89,42 @@ async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> str:
     A failure a retry can fix propagates so SAQ retries under the task's
     backoff; a permanent one (a 5xx about this message, an unrenderable
     message) also fails the job at once. Returns what became of the message
-    (the job's result): ``sent`` or ``duplicate_suppressed``.
+    (the job's result): ``sent``, ``duplicate_suppressed`` or, when its
+    verification link (schema version 2) has expired, ``link_expired``.
     """
     return await render_and_deliver(ctx, message)
 
 
 async def send_verification_email(ctx: dict[str, Any], message: VerificationEmail) -> str:
-    """Render and send ``message``'s fresh verification link, at most once
-    (failures and result as ``send_welcome_email``)."""
+    """Render and send ``message``'s fresh verification link, at most once, unless
+    the link has expired (failures and result as ``send_welcome_email``)."""
     return await render_and_deliver(ctx, message)
 
 
 async def send_account_exists_email(ctx: dict[str, Any], message: AccountExistsEmail) -> str:
     """Tell ``message``'s account holder that someone tried to sign up with
-    their address, at most once (failures and result as ``send_welcome_email``)."""
+    their address, at most once (no link: never ``link_expired``; failures
+    and result as ``send_welcome_email``)."""
     return await render_and_deliver(ctx, message)
 
 
 async def send_password_reset_email(ctx: dict[str, Any], message: PasswordResetEmail) -> str:
-    """Render and send ``message``'s password reset link, at most once (failures
-    and result as ``send_welcome_email``)."""
+    """Render and send ``message``'s password reset link, at most once, unless the
+    link has expired (failures and result as ``send_welcome_email``)."""
     return await render_and_deliver(ctx, message)
 
 
 async def send_password_changed_email(ctx: dict[str, Any], message: PasswordChangedEmail) -> str:
     """Tell ``message``'s account holder that their password was changed, at most
-    once (failures and result as ``send_welcome_email``)."""
+    once (no link: never ``link_expired``; failures and result as
+    ``send_welcome_email``)."""
     return await render_and_deliver(ctx, message)
 
 
 async def render_and_deliver(ctx: dict[str, Any], message: AccountEmail) -> str:
-    """Render ``message`` (``Renderer.render``) and ``deliver`` it.
+    """Render ``message`` (``Renderer.render``) and ``deliver`` it; or, if its
+    link has expired, neither (``skip_expired``: ``link_expired``). One clock
+    reading per attempt decides the expiry and dates the email.
 
     A message that does not render fails its job at once as
     ``unrenderable``: rendering is deterministic, so a retry would fail the
@@ -116,8 +138,13 @@ async def render_and_deliver(ctx: dict[str, Any], message: AccountEmail) -> str:
     resources: Resources = ctx[RESOURCES]
     job: Job | None = ctx.get("job")
     domain = recipient_domain(message.email)
+    now = datetime.now(UTC)
+    link = link_of(message)
+    if link is not None and link.expires_at <= now:
+        # Before any claim: nothing is sent, so nothing is recorded.
+        return skip_expired(link, recipient_domain=domain)
     try:
-        email = resources.renderer.render(message)
+        email = resources.renderer.render(message, now=now)
     except Exception as exc:
         failure = exc if isinstance(exc, RenderError) else unexpected_render_error(exc)
         error_class = type(exc).__name__
@@ -132,6 +159,20 @@ async def render_and_deliver(ctx: dict[str, Any], message: AccountEmail) -> str:
             give_up(job, kind="unrenderable", reason=reason, error_class=error_class)
         raise failure from None
     return await deliver(ctx, resources, message, email, recipient_domain=domain)
+
+
+def skip_expired(link: EmailLink, *, recipient_domain: str) -> str:
+    """Log and count an email not sent because ``link`` had expired; the job's
+    result, ``link_expired``. The log line names the link's expiry, never its
+    token id or the recipient's address."""
+    EMAILS_SKIPPED.labels("link_expired").inc()
+    log.info(
+        "email.skipped",
+        reason="link_expired",
+        recipient_domain=recipient_domain,
+        expires_at=link.expires_at.isoformat(),
+    )
+    return "link_expired"
 
 
 def unexpected_render_error(exc: Exception) -> RenderError:

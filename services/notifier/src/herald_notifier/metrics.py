@@ -2,6 +2,8 @@
 
 - job attempts, from SAQ's ``after_process`` hook (``record_attempt``);
 - SMTP deliveries, timed around the send (``measure_send``);
+- emails skipped rather than sent, by reason: a link that expired before
+  an attempt could send it (``herald_notifier.handlers``);
 - what the delivery records decided: duplicates suppressed, possible
   duplicates sent, claim clashes, and the time the ``sent`` mark took (the
   RFC 1047 window, see ``herald_notifier.delivery``);
@@ -57,6 +59,13 @@ EMAIL_SEND_SECONDS = Histogram(
     # Up to the 60 s job timeout: a relay that hangs until HERALD_SMTP_TIMEOUT shows.
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
 )
+EMAILS_SKIPPED = Counter(
+    "herald_notifier_emails_skipped_total",
+    "Jobs completed without sending their email, by reason: link_expired (its "
+    "verification or reset link had expired when the attempt started).",
+    ["reason"],
+)
+SKIP_REASONS = ("link_expired",)
 DUPLICATES_SUPPRESSED = Counter(
     "herald_notifier_duplicates_suppressed_total",
     "Jobs whose message was already sent: acknowledged without sending again.",
@@ -115,6 +124,8 @@ for _outcome in ("sent", "error"):
     EMAIL_SEND_SECONDS.labels(_outcome)
 for _cause in ("crash", "unconfirmed"):
     POSSIBLE_DUPLICATES.labels(_cause)
+for _reason in SKIP_REASONS:
+    EMAILS_SKIPPED.labels(_reason)
 
 
 async def record_attempt(ctx: dict[str, Any]) -> None:

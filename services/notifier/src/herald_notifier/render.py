@@ -33,6 +33,10 @@ fresh verification link (asked for, or a reminder), "someone tried to sign
 up with your address", a password reset link, and "your password was
 changed" (no link).
 
+Which message carries which link is known in one place, ``link_of``: the
+renderer puts that link in the email, and the notifier's handlers skip an
+email whose link has expired by the time an attempt starts.
+
 A link is ``{page}#token={token}``: the page is ``verify_url`` for an email
 verification link and ``reset_url`` for a password reset link, and the token
 is derived from the message's token id for that purpose with the link secret
@@ -253,32 +257,30 @@ class Renderer:
         return f"<{message.message_id}@{self._message_id_domain}>"
 
     def _content(self, message: AccountEmail) -> _Content:
-        """What ``message``'s email says. It makes the link: call it once the
-        recipient is checked."""
+        """What ``message``'s email says. It makes the link (``link_of``): call
+        it once the recipient is checked."""
+        link = link_of(message)
         if isinstance(message, WelcomeEmail):
-            link = message.verification
             # Version 1, from before verification links, has none.
-            context = {"link": None} if link is None else self._link_context(link, "verify_email")
-            return _Content("welcome", "welcome", context)
+            return _Content("welcome", "welcome", self._link_context(link, "verify_email"))
         if isinstance(message, VerificationEmail):
             reminder = message.reason == "reminder"
-            context = {
-                "reminder": reminder,
-                **self._link_context(message.verification, "verify_email"),
-            }
+            context = {"reminder": reminder, **self._link_context(link, "verify_email")}
             subject = "verification_reminder" if reminder else "verification"
             return _Content("verification", subject, context)
         if isinstance(message, AccountExistsEmail):
             return _Content("account_exists", "account_exists", {})
         if isinstance(message, PasswordResetEmail):
-            context = self._link_context(message.reset, "reset_password")
+            context = self._link_context(link, "reset_password")
             return _Content("password_reset", "password_reset", context)
         if isinstance(message, PasswordChangedEmail):
             context = {"changed_at": format_time(message.requested_at)}
             return _Content("password_changed", "password_changed", context)
         raise TypeError(f"no email for {type(message).__name__}")
 
-    def _link_context(self, link: EmailLink, purpose: Purpose) -> dict[str, Any]:
+    def _link_context(self, link: EmailLink | None, purpose: Purpose) -> dict[str, Any]:
+        if link is None:
+            return {"link": None}
         return {"link": self.link_url(link, purpose), "expires": format_time(link.expires_at)}
 
     def _email(
@@ -325,6 +327,17 @@ class Renderer:
         # Quoted-printable keeps non-ASCII names intact through relays without
         # 8BITMIME, and keeps the long link lines under SMTP's line limit.
         return quoted_printable(text.render(context)), quoted_printable(html.render(context))
+
+
+def link_of(message: AccountEmail) -> EmailLink | None:
+    """The link ``message``'s email carries, if any: the verification link of a
+    ``WelcomeEmail`` (from schema version 2) or a ``VerificationEmail``, the
+    reset link of a ``PasswordResetEmail``; ``None`` for the others."""
+    if isinstance(message, WelcomeEmail | VerificationEmail):
+        return message.verification
+    if isinstance(message, PasswordResetEmail):
+        return message.reset
+    return None
 
 
 def quoted_printable(text: str) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from herald_api.access_tokens import AccessClaims, access_token_response
+from herald_api.account_deletion import delete_account
 from herald_api.api.deps import (
     ClientAddressDep,
     CurrentUserDep,
@@ -18,13 +19,13 @@ from herald_api.api.deps import (
     SessionDep,
 )
 from herald_api.api.errors import BODY_RESPONSES, DATABASE_UNAVAILABLE, require_json_body
-from herald_api.models import AccessToken, PasswordChange, UserPublic
+from herald_api.models import AccessToken, PasswordChange, PasswordConfirmation, UserPublic
 from herald_api.password_change import WrongPasswordError, change_password
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-WRONG_CURRENT_PASSWORD = "The current password is not right."  # noqa: S105  # a message
+WRONG_PASSWORD = "The password is not right."  # noqa: S105  # a message, no password
 
 UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
     status.HTTP_401_UNAUTHORIZED: {
@@ -45,7 +46,7 @@ async def read_current_user(user: CurrentUserDep) -> UserPublic:
 @router.post(
     "/me/password",
     responses={
-        status.HTTP_400_BAD_REQUEST: {"description": WRONG_CURRENT_PASSWORD},
+        status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
         **UNAUTHENTICATED,
         **BODY_RESPONSES,
         **RATE_LIMIT_RESPONSES,
@@ -86,7 +87,42 @@ async def change_own_password(
         )
     except WrongPasswordError:
         raise HTTPException(
-            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_CURRENT_PASSWORD
+            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
         ) from None
     claims = AccessClaims(user_id=changed.id, version=changed.token_version)
     return access_token_response(response, claims=claims, settings=resources.settings)
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
+        **UNAUTHENTICATED,
+        **BODY_RESPONSES,
+        **RATE_LIMIT_RESPONSES,
+    },
+    dependencies=[Depends(require_json_body)],
+)
+async def delete_own_account(
+    body: PasswordConfirmation,
+    user: CurrentUserDep,
+    session: SessionDep,
+    hasher: HasherDep,
+    limiter: RateLimiterDep,
+    client: ClientAddressDep,
+) -> None:
+    """Delete the caller's account, confirmed with its password (``400`` if wrong;
+    each attempt counts against the login rate limits, as a password guess).
+
+    The account, its link tokens and its emails not yet handed to the queue
+    are deleted; every access token of the account stops working; the
+    address can sign up again.
+    """
+    await limiter.check("login", client=client, email=user.email)
+    try:
+        await delete_account(session, hasher, user=user, password=body.password.get_secret_value())
+    except WrongPasswordError:
+        raise HTTPException(
+            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
+        ) from None

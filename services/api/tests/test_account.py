@@ -1,4 +1,4 @@
-"""Changing one's own password while logged in."""
+"""The caller's own account: changing its password, deleting it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a brand new passphrase"
 CHANGE_URL = "/api/v1/users/me/password"
 ME_URL = "/api/v1/users/me"
-WRONG_CURRENT = {"detail": "The current password is not right."}
+WRONG_CURRENT = {"detail": "The password is not right."}
 
 
 async def logged_in(client: httpx.AsyncClient, db: asyncpg.Connection) -> str:
@@ -145,7 +145,7 @@ async def test_no_password_reaches_a_log_line(
     for secret in (PASSWORD, NEW_PASSWORD, "a wrong current one", fresh, "$argon2"):
         assert secret not in text
     events = [entry["event"] for entry in logs]
-    assert "password.change_refused" in events
+    assert "password.confirmation_failed" in events
     assert "password.changed" in events
 
 
@@ -170,3 +170,85 @@ async def test_current_password_guesses_count_as_logins(
 
     assert [guess.status_code for guess in guesses] == [400, 400, 429]
     assert "Retry-After" in guesses[-1].headers
+
+
+# --- deleting one's account (confirmed with the password) -------------------------------------
+
+
+async def delete_me(client: httpx.AsyncClient, token: str, password: str) -> httpx.Response:
+    return await client.request(
+        "DELETE",
+        ME_URL,
+        json={"password": password},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def test_deleting_the_account_removes_it_and_its_sessions(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+    await client.post("/api/v1/auth/password/forgot", json={"email": EMAIL})
+
+    response = await delete_me(client, token, PASSWORD)
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    assert await db.fetchval("SELECT count(*) FROM email_tokens") == 0
+    assert await me(client, token) == 401
+    assert (await log_in(client, PASSWORD)).status_code == 401
+    # The address is free again.
+    body = {"email": EMAIL, "password": NEW_PASSWORD, "display_name": "Ada again"}
+    assert (await client.post("/api/v1/users", json=body)).status_code == 202
+    assert await db.fetchval("SELECT display_name FROM users") == "Ada again"
+
+
+async def test_deleting_drops_the_accounts_unsent_emails_only(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+    user_id = await db.fetchval("SELECT id FROM users")
+    # Emails staged but not pushed yet (Redis was down, say): one of this user's,
+    # one of someone else's, and one of this user's already pushed.
+    await db.execute(
+        "INSERT INTO outbox (message_id, task, queue, payload, relayed_at) VALUES "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $1::jsonb, NULL), "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $2::jsonb, NULL), "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $1::jsonb, now())",
+        f'{{"user_id": "{user_id}"}}',
+        '{"user_id": "00000000-0000-0000-0000-000000000001"}',
+    )
+    before = await db.fetchval("SELECT count(*) FROM outbox")
+
+    assert (await delete_me(client, token, PASSWORD)).status_code == 204
+
+    left = await db.fetch("SELECT payload->>'user_id' AS user_id, relayed_at FROM outbox")
+    assert len(left) == before - 1
+    assert [row["relayed_at"] for row in left if row["user_id"] == str(user_id)].count(None) == 0
+
+
+async def test_a_wrong_password_deletes_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+
+    response = await delete_me(client, token, "not the password")
+
+    assert response.status_code == 400
+    assert response.json() == WRONG_CURRENT
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert await me(client, token) == 200
+
+
+async def test_deleting_needs_a_valid_token_and_a_password(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+
+    without_token = await delete_me(client, "not-a-token", PASSWORD)
+    without_body = await client.delete(ME_URL, headers={"Authorization": f"Bearer {token}"})
+
+    assert without_token.status_code == 401
+    assert without_body.status_code == 422
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
