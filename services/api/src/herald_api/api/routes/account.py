@@ -115,9 +115,8 @@ async def delete_own_account(
     """Delete the caller's account, confirmed with its password (``400`` if wrong;
     each attempt counts against the login rate limits, as a password guess).
 
-    The account, its link tokens and its emails not yet handed to the queue
-    are deleted; every access token of the account stops working; the
-    address can sign up again.
+    The account, its link tokens and its outbox messages are deleted; every
+    access token of the account stops working; the address can sign up again.
     """
     await limiter.check("login", client=client, email=user.email)
     try:
