@@ -22,9 +22,11 @@ documented schema fails the run. It exits with schemathesis's status.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,8 +41,9 @@ import httpx
 import redis
 from sqlalchemy.engine import make_url
 
-from herald_testing.maildev import run_maildev_process
+from herald_testing.maildev import MailDevClient, run_maildev_process
 from herald_testing.ports import free_port
+from herald_testing.signups import PASSWORD, sign_up
 
 ROOT = Path(__file__).resolve().parents[3]
 E2E_TESTS = ROOT / "tests-e2e" / "tests"
@@ -228,8 +231,6 @@ class LocalRun:
 @contextlib.contextmanager
 def isolated_local_stack(run_id: str, kind: str) -> Iterator[LocalRun]:
     """Start the local processes against ``herald_<kind>_<run_id>``; drop it all afterwards."""
-    import asyncio  # noqa: PLC0415
-
     base_url = make_url(os.environ.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL))
     database = f"herald_{kind}_{run_id}"
     database_url = base_url.set(database=database).render_as_string(hide_password=False)
@@ -294,6 +295,41 @@ FUZZ_MAX_EXAMPLES = 200
 """Generated cases per operation and phase: the run stays well under 3 minutes on 2 cores."""
 
 
+FUZZ_CONFIG = """\
+[[operations]]
+include-path-regex = "^/internal/"
+headers = { Authorization = "Bearer ${HERALD_INTERNAL_TOKEN}" }
+
+[[operations]]
+include-path-regex = "^/api/v1/users/me"
+headers = { Authorization = "Bearer ${HERALD_FUZZ_ACCESS_TOKEN}" }
+"""
+"""schemathesis.toml of a fuzz run: the internal token for /internal/v1, and a real
+account's access token for the caller's own account (whose password the fuzzer
+never guesses: the account outlives the run)."""
+
+
+async def verified_account_token(stack: LocalRun) -> str:
+    """Sign a fresh account up on ``stack``, verify it by its emailed link, log in:
+    the access token."""
+    inbox = MailDevClient(stack.maildev_url)
+    try:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as api:
+            address = await sign_up(api)
+            welcome = await inbox.wait_for_email(address, within=15.0)
+            token = re.search(r"#token=([A-Za-z0-9_-]{43})", str(welcome["text"]))
+            assert token is not None, "the welcome email has no verification link"
+            verified = await api.post("/api/v1/auth/verify", json={"token": token[1]})
+            assert verified.status_code == 200, verified.text
+            login = await api.post(
+                "/api/v1/auth/token", data={"username": address, "password": PASSWORD}
+            )
+            assert login.status_code == 200, login.text
+            return str(login.json()["access_token"])
+    finally:
+        await inbox.aclose()
+
+
 def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
     """Schemathesis against the local API's own OpenAPI schema, internal routes included."""
     started = time.monotonic()
@@ -308,9 +344,6 @@ def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
             ",".join(FUZZ_CHECKS),
             "--max-examples",
             str(FUZZ_MAX_EXAMPLES),
-            # Only /internal/v1 reads it; every other route ignores the header.
-            "--header",
-            f"Authorization: Bearer {stack.env['HERALD_INTERNAL_TOKEN']}",
             "--generation-database",
             "none",
             "--report",
@@ -325,8 +358,14 @@ def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
             f"and phase, checks {', '.join(FUZZ_CHECKS)}",
             flush=True,
         )
-        # cwd: schemathesis keeps its crash cache in ./.schemathesis; keep it with the logs.
-        status = subprocess.call(command, env=stack.env, cwd=stack.log_dir)
+        # Each credential goes only to the operations that read it (by path), as
+        # ${VARIABLES}, so no secret is written to a file.
+        (stack.log_dir / "schemathesis.toml").write_text(FUZZ_CONFIG)
+        access_token = asyncio.run(verified_account_token(stack))
+        env = stack.env | {"HERALD_FUZZ_ACCESS_TOKEN": access_token}
+        # cwd: schemathesis reads ./schemathesis.toml, and keeps its crash cache in
+        # ./.schemathesis; both stay with the logs.
+        status = subprocess.call(command, env=env, cwd=stack.log_dir)
     verdict = "passed" if status == 0 else f"FAILED (schemathesis exit status {status})"
     print(f"[stack] fuzz {verdict} in {time.monotonic() - started:.0f} s", flush=True)
     return status
