@@ -20,6 +20,7 @@ from herald_shared.tasks import (
 )
 from herald_shared.tokens import derive
 from herald_testing.clients import OpenClient
+from herald_testing.ports import free_port
 
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery staple"
@@ -305,17 +306,29 @@ async def test_reset_emails_are_rate_limited_per_address(
     assert len(await queued(notifier_queue, SEND_PASSWORD_RESET_EMAIL.name)) == 3
 
 
-async def test_the_reset_page_reads_the_token_from_the_fragment_only(
-    client: httpx.AsyncClient,
+@pytest.mark.parametrize(
+    ("path", "failed"),
+    [
+        ("/api/v1/auth/verify/resend", "verification.resend_failed"),
+        (FORGOT_URL, "password_reset.request_failed"),
+    ],
+)
+async def test_work_after_the_response_fails_into_the_log_only(
+    settings: Settings, open_client: OpenClient, path: str, failed: str
 ) -> None:
-    response = await client.get("/reset-password")
+    """The answer goes out before the account is looked up: a database that cannot
+    be reached changes nothing in it, and the failure is logged."""
+    unreachable = settings.model_copy(
+        update={
+            "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/herald",
+            "database_connect_timeout_seconds": 0.5,
+        }
+    )
+    async with open_client(unreachable) as http:
+        with capture_logs() as logs:
+            response = await http.post(path, json={"email": EMAIL})
 
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    policy = response.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in policy
-    assert "script-src 'sha256-" in policy
-    assert response.headers["Referrer-Policy"] == "no-referrer"
-    assert 'autocomplete="new-password"' in response.text
-    assert "location.hash" in response.text
-    assert RESET_URL in response.text
+    assert response.status_code == 202
+    [entry] = [entry for entry in logs if entry["event"] == failed]
+    assert entry["log_level"] == "error"
+    assert "exc_info" in entry

@@ -200,18 +200,3 @@ async def test_no_token_reaches_a_log_line(
     assert tokens[0] not in text
     assert PASSWORD not in text
     assert "user.verified" in [entry["event"] for entry in logs]
-
-
-async def test_the_verify_page_reads_the_token_from_the_fragment_only(
-    client: httpx.AsyncClient,
-) -> None:
-    response = await client.get("/verify-email")
-
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    policy = response.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in policy
-    assert "script-src 'sha256-" in policy
-    assert response.headers["Referrer-Policy"] == "no-referrer"
-    assert "location.hash" in response.text
-    assert "/api/v1/auth/verify" in response.text

@@ -35,7 +35,7 @@ from herald_notifier.mailer import Mailer
 from herald_notifier.render import Renderer, RenderError
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
-from herald_shared.messages import AccountEmail, EmailLink, PasswordResetEmail
+from herald_shared.messages import AccountEmail, PasswordResetEmail
 from herald_shared.tasks import (
     SEND_ACCOUNT_EXISTS_EMAIL,
     SEND_PASSWORD_CHANGED_EMAIL,
@@ -51,6 +51,7 @@ from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import (
     account_exists_email,
+    emailed_token,
     link_token,
     password_changed_email,
     password_reset_email,
@@ -120,17 +121,45 @@ def links(body: str) -> list[str]:
 def expected_link(message: AccountEmail) -> str | None:
     """The link ``message``'s email carries from a worker whose pages are
     ``VERIFY_URL`` and ``RESET_URL``, if any."""
-    if isinstance(message, PasswordResetEmail):
-        return f"{RESET_URL}#token={link_token(message.reset, purpose='reset_password')}"
-    link: EmailLink | None = getattr(message, "verification", None)
-    return None if link is None else f"{VERIFY_URL}#token={link_token(link)}"
+    token = emailed_token(message)
+    if token is None:
+        return None
+    page = RESET_URL if isinstance(message, PasswordResetEmail) else VERIFY_URL
+    return f"{page}#token={token}"
 
 
 def token_of(message: AccountEmail) -> str:
     """The token of ``message``'s link."""
-    link = expected_link(message)
-    assert link is not None
-    return link.partition("#token=")[2]
+    token = emailed_token(message)
+    assert token is not None
+    return token
+
+
+Send = Callable[[AccountEmail], Awaitable[tuple[dict[str, Any], Job]]]
+
+
+@pytest.fixture
+def send(
+    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
+) -> Send:
+    """Send a message through a real worker (relay MailDev, pages ``VERIFY_URL`` and
+    ``RESET_URL``): the email as MailDev received it, and the finished job."""
+    settings = settings_for(
+        smtp_host=maildev.smtp_host,
+        smtp_port=maildev.smtp_port,
+        verify_url=VERIFY_URL,
+        reset_url=RESET_URL,
+    )
+
+    async def send(message: AccountEmail) -> tuple[dict[str, Any], Job]:
+        async with running_worker(build_settings(settings)):
+            job = await enqueue(notifier_queue, message)
+            assert job is not None
+            received = await mailbox.wait_for_email(message.email)
+            done = await wait_for_job(notifier_queue, job.key, finished)
+        return received, done
+
+    return send
 
 
 async def everything_stored(redis: aioredis.Redis, namespace: str) -> str:
@@ -164,37 +193,56 @@ async def source_of(mailbox: MailDevClient, received: dict[str, Any]) -> EmailMe
     return parsed
 
 
-async def test_welcome_link_opens_the_configured_page_with_the_token_in_its_fragment(
-    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
+@pytest.mark.parametrize(
+    ("make", "subject", "page"),
+    [
+        (welcome_email, "Welcome to Herald", "/verify-email"),
+        (password_reset_email, "Reset your Herald password", "/reset-password"),
+    ],
+    ids=["welcome", "password-reset"],
+)
+async def test_a_link_opens_its_configured_page_with_the_token_in_its_fragment(
+    send: Send,
+    mailbox: MailDevClient,
+    make: Callable[..., AccountEmail],
+    subject: str,
+    page: str,
 ) -> None:
-    message = welcome_email(email="ada@example.com", display_name="Ada Lovelace")
-    assert message.verification is not None
-    token = link_token(message.verification)
-    settings = settings_for(
-        smtp_host=maildev.smtp_host, smtp_port=maildev.smtp_port, verify_url=VERIFY_URL
+    message = make(email="ada@example.com", display_name="Ada Lovelace")
+    link = expected_link(message)
+    assert link is not None
+
+    received, done = await send(message)
+
+    assert (done.function, done.status, done.result) == (
+        task_for(message).name,
+        Status.COMPLETE,
+        "sent",
     )
-
-    async with running_worker(build_settings(settings)):
-        job = await enqueue(notifier_queue, message)
-        assert job is not None
-        received = await mailbox.wait_for_email("ada@example.com")
-        done = await wait_for_job(notifier_queue, job.key, finished)
-
-    assert (done.status, done.result) == (Status.COMPLETE, "sent")
-    assert received["subject"] == "Welcome to Herald"
+    assert received["subject"] == subject
     parts = bodies(await source_of(mailbox, received))
-    assert links(parts["text/plain"]) == [f"{VERIFY_URL}#token={token}"]
-    assert links(parts["text/html"]) == [f"{VERIFY_URL}#token={token}"] * 2
-    url = urlsplit(links(parts["text/plain"])[0])
+    assert links(parts["text/plain"]) == [link]
+    assert links(parts["text/html"]) == [link] * 2
+    url = urlsplit(link)
     # Everything a browser sends to a server (and a proxy logs) is token-free.
     assert (url.scheme, url.netloc, url.path, url.query) == (
         "https",
         "accounts.herald.example.org",
-        "/verify-email",
+        page,
         "",
     )
-    assert url.fragment == f"token={token}"
+    assert url.fragment == f"token={token_of(message)}"
     assert "This link works until " in parts["text/plain"]
+
+
+async def test_verification_and_reset_tokens_differ_for_one_token_id() -> None:
+    """The purpose is part of the token: a reset link's token is never one the
+    verify-email endpoint would take, nor the reverse."""
+    message = password_reset_email()
+
+    assert link_token(message.reset, purpose="reset_password") != link_token(
+        message.reset, purpose="verify_email"
+    )
 
 
 async def test_a_version_1_welcome_still_goes_out_without_a_link(
@@ -225,46 +273,6 @@ async def test_a_version_1_welcome_still_goes_out_without_a_link(
     for body in (received["text"], received["html"]):
         assert "#token=" not in body
         assert "verify-email" not in body
-
-
-async def test_password_reset_link_opens_the_configured_page_with_a_reset_token(
-    settings_for: SettingsFor, maildev: MailDev, mailbox: MailDevClient, notifier_queue: Queue
-) -> None:
-    message = password_reset_email(email="ada@example.com", display_name="Ada Lovelace")
-    token = link_token(message.reset, purpose="reset_password")
-    settings = settings_for(
-        smtp_host=maildev.smtp_host,
-        smtp_port=maildev.smtp_port,
-        verify_url=VERIFY_URL,
-        reset_url=RESET_URL,
-    )
-
-    async with running_worker(build_settings(settings)):
-        job = await enqueue(notifier_queue, message)
-        assert job is not None
-        received = await mailbox.wait_for_email("ada@example.com")
-        done = await wait_for_job(notifier_queue, job.key, finished)
-
-    assert (done.function, done.status, done.result) == (
-        SEND_PASSWORD_RESET_EMAIL.name,
-        Status.COMPLETE,
-        "sent",
-    )
-    assert received["subject"] == "Reset your Herald password"
-    parts = bodies(await source_of(mailbox, received))
-    assert links(parts["text/plain"]) == [f"{RESET_URL}#token={token}"]
-    assert links(parts["text/html"]) == [f"{RESET_URL}#token={token}"] * 2
-    url = urlsplit(links(parts["text/plain"])[0])
-    assert (url.scheme, url.netloc, url.path, url.query) == (
-        "https",
-        "accounts.herald.example.org",
-        "/reset-password",
-        "",
-    )
-    assert url.fragment == f"token={token}"
-    # A reset token, never one the verify-email endpoint would take.
-    assert token != link_token(message.reset, purpose="verify_email")
-    assert "This link works until " in parts["text/plain"]
 
 
 @pytest.mark.parametrize(
@@ -305,27 +313,15 @@ async def test_password_reset_link_opens_the_configured_page_with_a_reset_token(
     ],
 )
 async def test_each_account_email_goes_to_its_recipient_with_its_subject(
-    settings_for: SettingsFor,
-    maildev: MailDev,
+    send: Send,
     mailbox: MailDevClient,
-    notifier_queue: Queue,
     make: Callable[[], AccountEmail],
     subject: str,
     says: str,
 ) -> None:
     message = make().model_copy(update={"email": "alan@example.com", "display_name": "Alan T."})
-    settings = settings_for(
-        smtp_host=maildev.smtp_host,
-        smtp_port=maildev.smtp_port,
-        verify_url=VERIFY_URL,
-        reset_url=RESET_URL,
-    )
 
-    async with running_worker(build_settings(settings)):
-        job = await enqueue(notifier_queue, message)
-        assert job is not None
-        received = await mailbox.wait_for_email("alan@example.com")
-        done = await wait_for_job(notifier_queue, job.key, finished)
+    received, done = await send(message)
 
     assert (done.function, done.status, done.result) == (
         task_for(message).name,

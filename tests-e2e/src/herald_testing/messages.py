@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from herald_shared.messages import (
+    AccountEmail,
     AccountExistsEmail,
     EmailLink,
     PasswordChangedEmail,
@@ -32,6 +33,15 @@ def link_token(
 ) -> str:
     """The token an email carries for ``link``, as the notifier derives it."""
     return derive(secret, token_id=link.token_id, purpose=purpose)
+
+
+def emailed_token(message: AccountEmail) -> str | None:
+    """The token of the link ``message``'s email carries (derived for the link's
+    purpose, with ``LINK_SECRET``), or None for an email without a link."""
+    if isinstance(message, PasswordResetEmail):
+        return link_token(message.reset, purpose="reset_password")
+    link: EmailLink | None = getattr(message, "verification", None)
+    return None if link is None else link_token(link)
 
 
 def _account_fields() -> dict[str, Any]:

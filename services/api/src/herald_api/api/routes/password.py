@@ -8,6 +8,7 @@ import structlog
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
 
 from herald_api import password_reset
+from herald_api.api.background import after_response
 from herald_api.api.deps import (
     ClientAddressDep,
     DispatcherDep,
@@ -20,7 +21,6 @@ from herald_api.api.deps import (
 from herald_api.api.errors import BODY_RESPONSES, require_json_body
 from herald_api.models import Accepted, EmailRequest, NewPassword, UserPublic
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
-from herald_api.resources import Resources
 
 router = APIRouter(prefix="/auth/password", tags=["auth"])
 
@@ -56,23 +56,20 @@ async def forgot_password(
     whether the address has an account.
     """
     await limiter.check("password_reset", client=client, email=body.email)
-    background.add_task(_request_reset, resources, email=body.email, request_id=request_id)
-    return Accepted(email=body.email, detail=RESET_REQUESTED)
-
-
-async def _request_reset(resources: Resources, *, email: str, request_id: str | None) -> None:
-    # After the response: a failure can only be logged (the user may ask again).
-    try:
-        await password_reset.request_reset(
+    settings = resources.settings
+    after_response(
+        background,
+        lambda: password_reset.request_reset(
             sessions=resources.sessions,
             dispatcher=resources.dispatcher,
-            email=email,
-            secret=resources.settings.link_secret,
-            valid_for=timedelta(minutes=resources.settings.password_reset_link_minutes),
+            email=body.email,
+            secret=settings.link_secret,
+            valid_for=timedelta(minutes=settings.password_reset_link_minutes),
             request_id=request_id,
-        )
-    except Exception:
-        log.exception("password_reset.request_failed")
+        ),
+        failed="password_reset.request_failed",
+    )
+    return Accepted(email=body.email, detail=RESET_REQUESTED)
 
 
 @router.post(

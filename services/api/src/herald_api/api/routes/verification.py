@@ -8,6 +8,7 @@ import structlog
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
 
 from herald_api import verification
+from herald_api.api.background import after_response
 from herald_api.api.deps import (
     ClientAddressDep,
     RateLimiterDep,
@@ -18,7 +19,6 @@ from herald_api.api.deps import (
 from herald_api.api.errors import BODY_RESPONSES, require_json_body
 from herald_api.models import Accepted, EmailRequest, UserPublic, VerifyEmail
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
-from herald_api.resources import Resources
 
 router = APIRouter(prefix="/auth/verify", tags=["auth"])
 
@@ -72,20 +72,17 @@ async def resend_verification(
     whether the address has an unverified account.
     """
     await limiter.check("resend", client=client, email=body.email)
-    background.add_task(_resend, resources, email=body.email, request_id=request_id)
-    return Accepted(email=body.email, detail=RESEND_ACCEPTED)
-
-
-async def _resend(resources: Resources, *, email: str, request_id: str | None) -> None:
-    # After the response: a failure can only be logged (the user may ask again).
-    try:
-        await verification.resend(
+    settings = resources.settings
+    after_response(
+        background,
+        lambda: verification.resend(
             sessions=resources.sessions,
             dispatcher=resources.dispatcher,
-            email=email,
-            secret=resources.settings.link_secret,
-            valid_for=timedelta(hours=resources.settings.verification_link_hours),
+            email=body.email,
+            secret=settings.link_secret,
+            valid_for=timedelta(hours=settings.verification_link_hours),
             request_id=request_id,
-        )
-    except Exception:
-        log.exception("verification.resend_failed")
+        ),
+        failed="verification.resend_failed",
+    )
+    return Accepted(email=body.email, detail=RESEND_ACCEPTED)
