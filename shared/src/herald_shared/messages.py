@@ -167,3 +167,21 @@ class PasswordChangedEmail(AccountEmail):
     so a change they did not make does not go unnoticed."""
 
     schema_version: Literal[1] = 1
+
+
+class EmailChangeEmail(AccountEmail):
+    """Ask the account holder to confirm a new address for their account.
+
+    Sent to the new address (``email``); the account keeps its old one until
+    the link is opened.
+    """
+
+    schema_version: Literal[1] = 1
+    confirmation: EmailLink
+
+
+class EmailChangedEmail(AccountEmail):
+    """Tell the account's previous address (``email``) that the account moved to
+    another one, so a change its owner did not make does not go unnoticed."""
+
+    schema_version: Literal[1] = 1

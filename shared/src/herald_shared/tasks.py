@@ -29,6 +29,8 @@ from saq.utils import now
 from herald_shared import queues
 from herald_shared.messages import (
     AccountExistsEmail,
+    EmailChangedEmail,
+    EmailChangeEmail,
     Message,
     MessageError,
     PasswordChangedEmail,
@@ -126,6 +128,8 @@ SEND_VERIFICATION_EMAIL = _email_task("send_verification_email", VerificationEma
 SEND_ACCOUNT_EXISTS_EMAIL = _email_task("send_account_exists_email", AccountExistsEmail)
 SEND_PASSWORD_RESET_EMAIL = _email_task("send_password_reset_email", PasswordResetEmail)
 SEND_PASSWORD_CHANGED_EMAIL = _email_task("send_password_changed_email", PasswordChangedEmail)
+SEND_EMAIL_CHANGE_EMAIL = _email_task("send_email_change_email", EmailChangeEmail)
+SEND_EMAIL_CHANGED_EMAIL = _email_task("send_email_changed_email", EmailChangedEmail)
 
 TASKS: dict[str, Task[Any]] = {
     task.name: task
@@ -135,6 +139,8 @@ TASKS: dict[str, Task[Any]] = {
         SEND_ACCOUNT_EXISTS_EMAIL,
         SEND_PASSWORD_RESET_EMAIL,
         SEND_PASSWORD_CHANGED_EMAIL,
+        SEND_EMAIL_CHANGE_EMAIL,
+        SEND_EMAIL_CHANGED_EMAIL,
     )
 }
 

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import SecretStr, StringConstraints
 
-Purpose = Literal["verify_email", "reset_password"]
+Purpose = Literal["verify_email", "reset_password", "change_email"]
 """What a link token may be spent on."""
 
 TOKEN_ID_BYTES = 16

@@ -11,6 +11,8 @@ from pydantic import SecretStr
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
+    EmailChangedEmail,
+    EmailChangeEmail,
     EmailLink,
     PasswordChangedEmail,
     PasswordResetEmail,
@@ -40,6 +42,8 @@ def emailed_token(message: AccountEmail) -> str | None:
     purpose, with ``LINK_SECRET``), or None for an email without a link."""
     if isinstance(message, PasswordResetEmail):
         return link_token(message.reset, purpose="reset_password")
+    if isinstance(message, EmailChangeEmail):
+        return link_token(message.confirmation, purpose="change_email")
     link: EmailLink | None = getattr(message, "verification", None)
     return None if link is None else link_token(link)
 
@@ -79,3 +83,17 @@ def password_reset_email(**fields: Any) -> PasswordResetEmail:
 def password_changed_email(**fields: Any) -> PasswordChangedEmail:
     """A ``PasswordChangedEmail``; ``fields`` override the defaults."""
     return PasswordChangedEmail(**(_account_fields() | fields))
+
+
+def email_change_email(**fields: Any) -> EmailChangeEmail:
+    """An ``EmailChangeEmail`` to the new address, its link valid for 48 h."""
+    defaults = _account_fields() | {
+        "email": "ada.new@example.com",
+        "confirmation": verification_link(),
+    }
+    return EmailChangeEmail(**(defaults | fields))
+
+
+def email_changed_email(**fields: Any) -> EmailChangedEmail:
+    """An ``EmailChangedEmail`` to the previous address; ``fields`` override."""
+    return EmailChangedEmail(**(_account_fields() | fields))
