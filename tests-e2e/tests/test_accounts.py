@@ -157,6 +157,36 @@ async def test_changing_the_password_then_deleting_the_account(
     assert (await log_in(api, address, new_password)).status_code == 401
 
 
+async def test_moving_the_account_to_another_address(
+    api: httpx.AsyncClient, inbox: MailDevClient
+) -> None:
+    address = await sign_up(api)
+    _, verify_token = link_in(await inbox.wait_for_email(address, within=10.0))
+    assert (await api.post("/api/v1/auth/verify", json={"token": verify_token})).status_code == 200
+    token = (await log_in(api, address, PASSWORD)).json()["access_token"]
+    new_address = fresh_address()
+
+    asked = await api.post(
+        "/api/v1/users/me/email",
+        json={"password": PASSWORD, "new_email": new_address},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert asked.status_code == 202
+    confirmation = await inbox.wait_for_email(new_address, within=10.0)
+    assert confirmation["subject"] == "Confirm your new email address for Herald"
+    page, change_token = link_in(confirmation)
+    assert httpx.URL(page).path == "/verify-email"
+    moved = await api.post("/api/v1/auth/verify", json={"token": change_token})
+
+    assert moved.status_code == 200
+    assert moved.json()["email"] == new_address
+    assert (await log_in(api, new_address, PASSWORD)).status_code == 200
+    assert (await log_in(api, address, PASSWORD)).status_code == 401
+    await inbox.wait_for_all([address], within=10.0, count=2)
+    subjects = [message["subject"] for message in await inbox.emails_to(address)]
+    assert "Your Herald email address was changed" in subjects
+
+
 async def test_login_failures_tell_nothing_about_the_account(
     api: httpx.AsyncClient, inbox: MailDevClient
 ) -> None:

@@ -12,8 +12,13 @@ from saq import Queue
 from structlog.testing import capture_logs
 
 from herald_api.settings import Settings
-from herald_shared.messages import PasswordChangedEmail
-from herald_shared.tasks import SEND_PASSWORD_CHANGED_EMAIL
+from herald_shared.messages import EmailChangedEmail, EmailChangeEmail, PasswordChangedEmail
+from herald_shared.tasks import (
+    SEND_EMAIL_CHANGE_EMAIL,
+    SEND_EMAIL_CHANGED_EMAIL,
+    SEND_PASSWORD_CHANGED_EMAIL,
+)
+from herald_shared.tokens import derive
 from herald_testing.clients import OpenClient
 
 EMAIL = "ada@example.com"
@@ -250,3 +255,142 @@ async def test_deleting_needs_a_valid_token_and_a_password(
     assert without_token.status_code == 401
     assert without_body.status_code == 422
     assert await db.fetchval("SELECT count(*) FROM users") == 1
+
+
+# --- moving one's account to another address -----------------------------------------------
+
+NEW_EMAIL = "ada.lovelace@example.org"
+CHANGE_REQUESTED = {
+    "email": NEW_EMAIL,
+    "detail": "If no account has this address yet, a link to confirm it is on its way. Your "
+    "account keeps its current address until the link is opened.",
+}
+
+
+async def ask_to_move(
+    client: httpx.AsyncClient, token: str, password: str = PASSWORD, new_email: str = NEW_EMAIL
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/users/me/email",
+        json={"password": password, "new_email": new_email},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def change_links(queue: Queue, settings: Settings) -> list[tuple[str, str]]:
+    """(recipient, token) of each queued email change confirmation, oldest first."""
+    info = await queue.info(jobs=True)
+    jobs = sorted(info["jobs"], key=lambda job: job["queued"])
+    messages = [
+        EmailChangeEmail.decode(job["kwargs"]["payload"])
+        for job in jobs
+        if job["function"] == SEND_EMAIL_CHANGE_EMAIL.name
+    ]
+    return [
+        (
+            message.email,
+            derive(
+                settings.link_secret,
+                token_id=message.confirmation.token_id,
+                purpose="change_email",
+            ),
+        )
+        for message in messages
+    ]
+
+
+async def verify(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post("/api/v1/auth/verify", json={"token": token})
+
+
+async def test_the_link_sent_to_the_new_address_moves_the_account(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    token = await logged_in(client, db)
+
+    asked = await ask_to_move(client, token, new_email="  Ada.Lovelace@EXAMPLE.org")
+    [(recipient, link)] = await change_links(notifier_queue, settings)
+    unchanged = await db.fetchval("SELECT email FROM users")
+    moved = await verify(client, link)
+
+    assert asked.status_code == 202
+    assert asked.json() == CHANGE_REQUESTED
+    assert recipient == NEW_EMAIL
+    assert unchanged == EMAIL
+    assert moved.status_code == 200
+    assert (moved.json()["email"], moved.json()["email_verified"]) == (NEW_EMAIL, True)
+    login = await client.post(
+        "/api/v1/auth/token", data={"username": NEW_EMAIL, "password": PASSWORD}
+    )
+    assert login.status_code == 200
+    assert (await log_in(client, PASSWORD)).status_code == 401  # the old address
+    info = await notifier_queue.info(jobs=True)
+    [notice] = [
+        EmailChangedEmail.decode(job["kwargs"]["payload"])
+        for job in info["jobs"]
+        if job["function"] == SEND_EMAIL_CHANGED_EMAIL.name
+    ]
+    assert notice.email == EMAIL
+    assert (await verify(client, link)).status_code == 400  # once only
+
+
+async def test_a_wrong_password_moves_nothing_and_sends_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    token = await logged_in(client, db)
+
+    response = await ask_to_move(client, token, password="not the password")
+
+    assert response.status_code == 400
+    assert response.json() == WRONG_CURRENT
+    assert await change_links(notifier_queue, settings) == []
+
+
+async def test_an_address_with_an_account_gets_the_same_answer_and_no_email(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    token = await logged_in(client, db)
+    other = {"email": NEW_EMAIL, "password": NEW_PASSWORD, "display_name": "Other"}
+    assert (await client.post("/api/v1/users", json=other)).status_code == 202
+
+    taken = await ask_to_move(client, token)
+    own = await ask_to_move(client, token, new_email=EMAIL)
+
+    assert (taken.status_code, own.status_code) == (202, 202)
+    assert taken.json() == CHANGE_REQUESTED
+    assert await change_links(notifier_queue, settings) == []
+
+
+async def test_an_address_taken_before_the_link_is_opened_is_a_conflict(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    token = await logged_in(client, db)
+    await ask_to_move(client, token)
+    [(_, link)] = await change_links(notifier_queue, settings)
+    other = {"email": NEW_EMAIL, "password": NEW_PASSWORD, "display_name": "Other"}
+    assert (await client.post("/api/v1/users", json=other)).status_code == 202
+
+    response = await verify(client, link)
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": "Another account has this address now; ask to change to another one."
+    }
+    assert await db.fetchval("SELECT email FROM users WHERE display_name = 'Ada'") == EMAIL
+
+
+async def test_only_the_newest_change_link_works_and_only_for_a_change(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    token = await logged_in(client, db)
+    await ask_to_move(client, token, new_email="first@example.org")
+    await ask_to_move(client, token, new_email="second@example.org")
+    (_, old), (_, new) = await change_links(notifier_queue, settings)
+
+    reset = await client.post(
+        "/api/v1/auth/password/reset", json={"token": new, "password": NEW_PASSWORD}
+    )
+
+    assert reset.status_code == 400
+    assert (await verify(client, old)).status_code == 400
+    assert (await verify(client, new)).json()["email"] == "second@example.org"

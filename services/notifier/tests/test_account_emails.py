@@ -1,4 +1,4 @@
-"""The account emails (email verification, password reset), sent by a real
+"""The account emails (email verification, password reset, email change...), sent by a real
 worker: the link each carries, which never leaves the email, and no header or
 recipient but the intended one whatever a job's payload holds."""
 
@@ -28,6 +28,7 @@ from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.handlers import (
     RESOURCES,
     Resources,
+    send_email_change_email,
     send_password_reset_email,
     send_verification_email,
 )
@@ -38,6 +39,8 @@ from herald_notifier.worker import build_settings
 from herald_shared.messages import AccountEmail, PasswordResetEmail
 from herald_shared.tasks import (
     SEND_ACCOUNT_EXISTS_EMAIL,
+    SEND_EMAIL_CHANGE_EMAIL,
+    SEND_EMAIL_CHANGED_EMAIL,
     SEND_PASSWORD_CHANGED_EMAIL,
     SEND_PASSWORD_RESET_EMAIL,
     SEND_VERIFICATION_EMAIL,
@@ -51,6 +54,8 @@ from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import (
     account_exists_email,
+    email_change_email,
+    email_changed_email,
     emailed_token,
     link_token,
     password_changed_email,
@@ -120,7 +125,8 @@ def links(body: str) -> list[str]:
 
 def expected_link(message: AccountEmail) -> str | None:
     """The link ``message``'s email carries from a worker whose pages are
-    ``VERIFY_URL`` and ``RESET_URL``, if any."""
+    ``VERIFY_URL`` and ``RESET_URL``, if any: a password reset link opens
+    ``RESET_URL``; a verification or email change confirmation link, ``VERIFY_URL``."""
     token = emailed_token(message)
     if token is None:
         return None
@@ -198,8 +204,9 @@ async def source_of(mailbox: MailDevClient, received: dict[str, Any]) -> EmailMe
     [
         (welcome_email, "Welcome to Herald", "/verify-email"),
         (password_reset_email, "Reset your Herald password", "/reset-password"),
+        (email_change_email, "Confirm your new email address for Herald", "/verify-email"),
     ],
-    ids=["welcome", "password-reset"],
+    ids=["welcome", "password-reset", "email-change"],
 )
 async def test_a_link_opens_its_configured_page_with_the_token_in_its_fragment(
     send: Send,
@@ -303,6 +310,16 @@ async def test_a_version_1_welcome_still_goes_out_without_a_link(
             "Your Herald password was changed",
             "Every session signed in before the change was signed out.",
         ),
+        (
+            email_change_email,
+            "Confirm your new email address for Herald",
+            "You asked to use this address for your Herald account.",
+        ),
+        (
+            email_changed_email,
+            "Your Herald email address was changed",
+            "emails about your account now go to the new address.",
+        ),
     ],
     ids=[
         "verification-requested",
@@ -310,6 +327,8 @@ async def test_a_version_1_welcome_still_goes_out_without_a_link(
         "account-exists",
         "password-reset",
         "password-changed",
+        "email-change",
+        "email-changed",
     ],
 )
 async def test_each_account_email_goes_to_its_recipient_with_its_subject(
@@ -358,15 +377,18 @@ async def test_no_token_in_logs_job_records_or_dead_letters(
     sent = [
         verification_email(email="ada@example.com"),
         password_reset_email(email="bo@example.com"),
+        email_change_email(email="cy@example.com"),
     ]
     refused = [
         verification_email(email="nobody@example.com", reason="reminder"),
         password_reset_email(email="nobody@example.com"),
+        email_change_email(email="nobody@example.com"),
     ]
     # Valid for the contract, but a non-ASCII local part cannot be sent: render fails.
     unrenderable = [
         welcome_email(email="zoë@example.com"),
         password_reset_email(email="zoë@example.com"),
+        email_change_email(email="zoë@example.com"),
     ]
     messages = [*unrenderable, *refused, *sent]
     tokens = [token_of(message) for message in messages]
@@ -393,7 +415,8 @@ async def test_no_token_in_logs_job_records_or_dead_letters(
                 jobs.append(await wait_for_job(notifier_queue, job.key, finished))
 
     outcomes = [(job.status, job.result) for job in jobs]
-    assert outcomes == [(Status.FAILED, None)] * 4 + [(Status.COMPLETE, "sent")] * 2
+    failed = len(unrenderable) + len(refused)
+    assert outcomes == [(Status.FAILED, None)] * failed + [(Status.COMPLETE, "sent")] * len(sent)
     delivered = {envelope.rcpt_tos[0]: envelope for envelope in relay.received}
     assert set(delivered) == {message.email for message in sent}
     for message in sent:
@@ -402,9 +425,11 @@ async def test_no_token_in_logs_job_records_or_dead_letters(
         assert token_of(message) in plain.get_content()
     assert [failed["error"] for failed in events(logs, "email.render_failed")] == [
         "email: a non-ASCII local part needs SMTPUTF8, which is not used"
-    ] * 2
+    ] * len(unrenderable)
     letters = await dead_letters.entries()
-    assert sorted(letter.kind for letter in letters) == ["rejected"] * 2 + ["unrenderable"] * 2
+    assert sorted(letter.kind for letter in letters) == ["rejected"] * len(refused) + [
+        "unrenderable"
+    ] * len(unrenderable)
     # aiosmtpd (the test's relay, logger "mail.log") logs each DATA line it reads.
     notifier_side = [record for record in caplog.records if not record.name.startswith("mail.")]
     assert any(record.name.startswith("saq") for record in notifier_side)
@@ -452,6 +477,8 @@ refused as malformed before anything is rendered."""
         (SEND_ACCOUNT_EXISTS_EMAIL, account_exists_email),
         (SEND_PASSWORD_RESET_EMAIL, password_reset_email),
         (SEND_PASSWORD_CHANGED_EMAIL, password_changed_email),
+        (SEND_EMAIL_CHANGE_EMAIL, email_change_email),
+        (SEND_EMAIL_CHANGED_EMAIL, email_changed_email),
     ],
     ids=lambda value: value.name if isinstance(value, Task) else "",
 )
@@ -555,8 +582,9 @@ class BuggyRenderer(Renderer):
     [
         (send_verification_email, verification_email),
         (send_password_reset_email, password_reset_email),
+        (send_email_change_email, email_change_email),
     ],
-    ids=["verification", "password_reset"],
+    ids=["verification", "password_reset", "email_change"],
 )
 async def test_an_error_quoting_the_link_is_reported_by_class_and_place_only(
     settings_for: SettingsFor,

@@ -26,6 +26,8 @@ from herald_shared.tasks import enqueue, task_for
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.messages import (
     account_exists_email,
+    email_change_email,
+    email_changed_email,
     emailed_token,
     password_changed_email,
     password_reset_email,
@@ -53,8 +55,15 @@ def skipped() -> float:
 
 def with_link(make: Callable[..., AccountEmail], valid_for: timedelta, **fields: Any) -> Any:
     """A message of ``make``'s kind whose link expires ``valid_for`` from now."""
-    field = "reset" if make is password_reset_email else "verification"
+    field = LINK_FIELDS.get(make, "verification")
     return make(**{field: verification_link(valid_for=valid_for)}, **fields)
+
+
+LINK_FIELDS: dict[Callable[..., AccountEmail], str] = {
+    password_reset_email: "reset",
+    email_change_email: "confirmation",
+}
+"""The link field of each kind with a link but ``verification``."""
 
 
 def delivered_to(relay: ScriptedRelay) -> list[str]:
@@ -69,8 +78,8 @@ async def run_to_the_end(queue: Queue, message: AccountEmail) -> Job:
 
 LINKED = pytest.mark.parametrize(
     "make",
-    [welcome_email, verification_email, password_reset_email],
-    ids=["welcome-v2", "verification", "password-reset"],
+    [welcome_email, verification_email, password_reset_email, email_change_email],
+    ids=["welcome-v2", "verification", "password-reset", "email-change"],
 )
 
 
@@ -157,8 +166,8 @@ async def test_a_dead_letter_replayed_after_its_link_expired_is_not_sent(
 
 @pytest.mark.parametrize(
     "make",
-    [welcome_email_v1, account_exists_email, password_changed_email],
-    ids=["welcome-v1", "account-exists", "password-changed"],
+    [welcome_email_v1, account_exists_email, password_changed_email, email_changed_email],
+    ids=["welcome-v1", "account-exists", "password-changed", "email-changed"],
 )
 async def test_an_email_without_a_link_is_sent_however_old(
     settings_for: SettingsFor, notifier_queue: Queue, make: Callable[..., AccountEmail]

@@ -35,6 +35,8 @@ from herald_shared.tokens import Purpose
 from herald_testing.messages import (
     LINK_SECRET,
     account_exists_email,
+    email_change_email,
+    email_changed_email,
     link_token,
     password_changed_email,
     password_reset_email,
@@ -47,7 +49,11 @@ from herald_testing.messages import (
 SENDER = Address(display_name="Herald", addr_spec="no-reply@herald.example.org")
 VERIFY_URL = "https://herald.example.org/verify-email"
 RESET_URL = "https://herald.example.org/reset-password"
-PAGES: dict[Purpose, str] = {"verify_email": VERIFY_URL, "reset_password": RESET_URL}
+PAGES: dict[Purpose, str] = {
+    "verify_email": VERIFY_URL,
+    "reset_password": RESET_URL,
+    "change_email": VERIFY_URL,
+}
 
 MAKERS: dict[str, Callable[..., AccountEmail]] = {
     "welcome": welcome_email,
@@ -55,6 +61,8 @@ MAKERS: dict[str, Callable[..., AccountEmail]] = {
     "account_exists": account_exists_email,
     "password_reset": password_reset_email,
     "password_changed": password_changed_email,
+    "email_change": email_change_email,
+    "email_changed": email_changed_email,
 }
 """A valid message of each kind of email, by the name of its template."""
 
@@ -177,7 +185,7 @@ def test_welcome_links_to_the_verify_page_with_the_derived_token_in_the_fragment
     assert message.verification.token_id not in parsed.as_string()
 
 
-@pytest.mark.parametrize("purpose", ["verify_email", "reset_password"])
+@pytest.mark.parametrize("purpose", ["verify_email", "reset_password", "change_email"])
 def test_the_token_is_derived_with_the_configured_secret_for_the_links_purpose(
     purpose: Purpose,
 ) -> None:
@@ -219,6 +227,7 @@ def test_a_version_1_welcome_has_no_link(renderer: Renderer) -> None:
     [
         ("verify_email", lambda link: welcome_email(verification=link)),
         ("reset_password", lambda link: password_reset_email(reset=link)),
+        ("change_email", lambda link: email_change_email(confirmation=link)),
     ],
 )
 def test_the_link_is_html_escaped_in_the_html_part(
@@ -340,6 +349,66 @@ def test_password_changed_email_says_when_and_what_to_do_and_has_no_link(
         assert "http" not in body.replace("<!doctype html>", "")
 
 
+def test_email_change_email_links_to_the_verify_page_with_a_change_email_token(
+    renderer: Renderer,
+) -> None:
+    message = email_change_email(email="zoe.new@example.com", display_name="Zoë")
+    token = link_token(message.confirmation, purpose="change_email")
+    expected = f"{VERIFY_URL}#token={token}"
+
+    _, parsed = on_the_wire(renderer.email_change(message))
+
+    assert parsed["Subject"] == "Confirm your new email address for Herald"
+    # Sent to the new address, the one to confirm.
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe.new@example.com"),)
+    assert parsed["Message-ID"] == f"<{message.message_id}@herald.example.org>"
+    assert links_in(parsed) == {"text/plain": [expected], "text/html": [expected, expected]}
+    assert f'<a href="{expected}">Confirm this address</a>' in bodies(parsed)["text/html"]
+    # Bound to its purpose: neither a verification nor a reset token of the same id.
+    for other in ("verify_email", "reset_password"):
+        assert token != link_token(message.confirmation, purpose=other)
+    assert links_in(parsed, RESET_URL) == {"text/plain": [], "text/html": []}
+    assert message.confirmation.token_id not in parsed.as_string()
+    expires = format_time(message.confirmation.expires_at)
+    for body in bodies(parsed).values():
+        assert "Hello Zoë," in body
+        assert (
+            " ".join(body.split()).count(
+                "You asked to use this address for your Herald account. "
+                "Open this link to confirm it:"
+            )
+            == 1
+        )
+        assert f"This link works until {expires}." in body
+        assert "Until you do, your account keeps its current address." in " ".join(body.split())
+        assert "If you did not ask for this, ignore this email." in " ".join(body.split())
+
+
+def test_email_changed_email_says_when_and_what_to_do_and_has_no_link(
+    renderer: Renderer,
+) -> None:
+    changed = datetime(2026, 11, 28, 11, 40, 15, tzinfo=timezone(timedelta(hours=1)))
+    message = email_changed_email(
+        email="zoe.old@example.com", display_name="Zoë", requested_at=changed
+    )
+
+    _, parsed = on_the_wire(renderer.email_changed(message))
+
+    assert parsed["Subject"] == "Your Herald email address was changed"
+    # Sent to the previous address.
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe.old@example.com"),)
+    for body in bodies(parsed).values():
+        said = " ".join(body.split())
+        assert "Hello Zoë," in said
+        assert (
+            "The email address of your Herald account was changed on 28 Nov 2026 10:40 UTC; "
+            "emails about your account now go to the new address."
+        ) in said
+        assert "If this was not you, contact Herald support right away." in said
+        assert "#token=" not in body
+        assert "http" not in body.replace("<!doctype html>", "")
+
+
 @pytest.mark.parametrize(
     "display_name",
     [
@@ -389,6 +458,8 @@ def forged_messages(
         (account_exists_email().model_copy(update=fields), renderer.account_exists),
         (password_reset_email().model_copy(update=fields), renderer.password_reset),
         (password_changed_email().model_copy(update=fields), renderer.password_changed),
+        (email_change_email().model_copy(update=fields), renderer.email_change),
+        (email_changed_email().model_copy(update=fields), renderer.email_changed),
     ]
 
 
@@ -397,8 +468,9 @@ def forged_messages(
     [
         (welcome_email, lambda message: message.verification, "verify_email"),
         (password_reset_email, lambda message: message.reset, "reset_password"),
+        (email_change_email, lambda message: message.confirmation, "change_email"),
     ],
-    ids=["welcome", "password_reset"],
+    ids=["welcome", "password_reset", "email_change"],
 )
 def test_a_forged_message_never_leaks_its_link_into_the_error(
     renderer: Renderer,
@@ -680,6 +752,8 @@ def test_render_makes_each_kind_of_email(renderer: Renderer) -> None:
         "Someone tried to sign up for Herald with your address",
         "Reset your Herald password",
         "Your Herald password was changed",
+        "Confirm your new email address for Herald",
+        "Your Herald email address was changed",
     }
     assert subjects == set(SUBJECTS.values())
 

@@ -9,6 +9,7 @@ the id in its queue message.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
@@ -29,13 +30,15 @@ async def issue(
     secret: SecretStr,
     valid_for: timedelta,
     first: bool = False,
+    new_email: str | None = None,
 ) -> EmailLink:
     """Replace ``user_id``'s unspent ``purpose`` tokens with a new one (no commit).
 
     ``first``: the user was created in this transaction and has none to
-    replace (one statement less on the signup path). Returns the link to
-    email: its token id and expiry. The token itself is derived,
-    fingerprinted and forgotten here.
+    replace (one statement less on the signup path). ``new_email``: the
+    address a ``change_email`` token confirms. Returns the link to email: its
+    token id and expiry. The token itself is derived, fingerprinted and
+    forgotten here.
     """
     if not first:
         await void(session, user_id=user_id, purpose=purpose)
@@ -48,6 +51,7 @@ async def issue(
             purpose=purpose,
             fingerprint=fingerprint(derive(secret, token_id=token_id, purpose=purpose)),
             expires_at=expires_at,
+            new_email=new_email,
         )
     )
     return EmailLink(token_id=token_id, expires_at=expires_at)
@@ -64,8 +68,19 @@ async def void(session: AsyncSession, *, user_id: uuid.UUID, purpose: Purpose) -
     )
 
 
-async def spend(session: AsyncSession, *, token: str, purpose: Purpose) -> uuid.UUID | None:
-    """Spend ``token`` (no commit): the id of the user it was issued to.
+@dataclass(frozen=True)
+class SpentToken:
+    """What a spent token was for."""
+
+    user_id: uuid.UUID
+    purpose: Purpose
+    new_email: str | None
+
+
+async def spend(
+    session: AsyncSession, *, token: str, purposes: tuple[Purpose, ...]
+) -> SpentToken | None:
+    """Spend ``token`` if it was made for one of ``purposes`` (no commit).
 
     ``None`` when the token is unknown, spent, expired or made for another
     purpose: one answer for all, so the caller cannot tell which. Two
@@ -75,11 +90,15 @@ async def spend(session: AsyncSession, *, token: str, purpose: Purpose) -> uuid.
         update(EmailToken)
         .where(
             col(EmailToken.fingerprint) == fingerprint(token),
-            col(EmailToken.purpose) == purpose,
+            col(EmailToken.purpose).in_(purposes),
             col(EmailToken.used_at).is_(None),
             col(EmailToken.expires_at) > func.now(),
         )
         .values(used_at=func.now())
-        .returning(col(EmailToken.user_id))
+        .returning(col(EmailToken.user_id), col(EmailToken.purpose), col(EmailToken.new_email))
     )
-    return spent.scalar_one_or_none()
+    row = spent.first()
+    if row is None:
+        return None
+    user_id, purpose, new_email = row
+    return SpentToken(user_id=user_id, purpose=purpose, new_email=new_email)

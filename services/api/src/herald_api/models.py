@@ -115,6 +115,8 @@ class EmailToken(SQLModel, table=True):
     used_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    new_email: str | None = Field(default=None, sa_column=Column(String(254), nullable=True))
+    """For purpose ``change_email``: the address the link confirms."""
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -199,6 +201,16 @@ class PasswordChange(BaseModel):
 
     current_password: Annotated[SecretStr, StringConstraints(min_length=1, max_length=128)]
     new_password: Password
+
+
+class EmailChange(BaseModel):
+    """Move the caller's account to another address, confirmed with its password."""
+
+    # The password must not show in the text of a validation error, wherever it is logged.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    password: Annotated[SecretStr, StringConstraints(min_length=1, max_length=128)]
+    new_email: Email
 
 
 class PasswordConfirmation(BaseModel):

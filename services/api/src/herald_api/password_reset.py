@@ -86,9 +86,10 @@ async def reset_password(
     its commit, or ``None`` when the token is unknown, spent, expired or made
     for another purpose (one answer for all).
     """
-    user_id = await link_tokens.spend(session, token=token, purpose=PURPOSE)
-    if user_id is None:
+    spent = await link_tokens.spend(session, token=token, purposes=(PURPOSE,))
+    if spent is None:
         return None
+    user_id = spent.user_id
     await verification.mark_verified(session, user_id=user_id)
     await link_tokens.void(session, user_id=user_id, purpose=PURPOSE)
     return await replace_password(

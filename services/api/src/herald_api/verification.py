@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api import link_tokens
+from herald_api import email_change, link_tokens
 from herald_api.dispatch import Dispatcher
 from herald_api.models import User
-from herald_shared.messages import EmailLink, VerificationEmail
+from herald_shared.messages import EmailChangedEmail, EmailLink, VerificationEmail
 from herald_shared.tokens import Purpose
 
 log = structlog.get_logger(__name__)
@@ -43,17 +43,34 @@ async def issue(
     )
 
 
-async def spend(session: AsyncSession, *, token: str) -> User | None:
-    """Spend a verification ``token`` and mark its user verified (no commit).
+async def spend(
+    session: AsyncSession, dispatcher: Dispatcher, *, token: str, request_id: str | None
+) -> tuple[User, EmailChangedEmail | None] | None:
+    """Spend an address ``token`` (no commit): a verification link's marks its user
+    verified; an email change link's moves the account to the address it
+    confirms (``email_change.apply_change``, which may raise
+    ``AddressTakenError``) and stages the notice to the previous address.
 
-    Returns the user, or ``None`` when the token is unknown, spent, expired or
-    made for another purpose (``link_tokens.spend``).
+    Returns the user and that notice (to publish after the commit), or
+    ``None`` when the token is unknown, spent, expired or made for another
+    purpose (one answer for all).
     """
-    user_id = await link_tokens.spend(session, token=token, purpose=PURPOSE)
-    if user_id is None:
+    spent = await link_tokens.spend(session, token=token, purposes=(PURPOSE, email_change.PURPOSE))
+    if spent is None:
         return None
-    await mark_verified(session, user_id=user_id)
-    return await session.get(User, user_id, populate_existing=True)
+    if spent.purpose == email_change.PURPOSE:
+        assert spent.new_email is not None  # issued with one
+        return await email_change.apply_change(
+            session,
+            dispatcher,
+            user_id=spent.user_id,
+            new_email=spent.new_email,
+            request_id=request_id,
+        )
+    await mark_verified(session, user_id=spent.user_id)
+    user = await session.get(User, spent.user_id, populate_existing=True)
+    assert user is not None  # its token row, which references it, was just spent
+    return user, None
 
 
 async def mark_verified(session: AsyncSession, *, user_id: uuid.UUID) -> None:

@@ -1,6 +1,6 @@
 """The notifier's task handlers, one per email task of the contract (welcome,
-verification, account exists, password reset, password changed), and the
-resources they find in SAQ's ctx.
+verification, account exists, password reset, password changed, email change,
+email changed), and the resources they find in SAQ's ctx.
 
 Each returns what became of its message, which SAQ keeps as the job's result:
 
@@ -11,7 +11,7 @@ Each returns what became of its message, which SAQ keeps as the job's result:
   the attempt started, so nothing was sent: a dead link helps no one, and
   retrying cannot revive it. The job completes (no retry, no dead letter), a
   replayed dead letter whose link has expired since ends the same way, and
-  the recipient can ask for a new verification or reset link.
+  the recipient can ask for a new verification, reset or email change link.
 
 A failure raises instead (see ``send_welcome_email``).
 """
@@ -47,6 +47,8 @@ from herald_notifier.render import RenderedEmail, Renderer, RenderError, link_of
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
+    EmailChangedEmail,
+    EmailChangeEmail,
     EmailLink,
     Message,
     PasswordChangedEmail,
@@ -118,6 +120,20 @@ async def send_password_changed_email(ctx: dict[str, Any], message: PasswordChan
     """Tell ``message``'s account holder that their password was changed, at most
     once (no link: never ``link_expired``; failures and result as
     ``send_welcome_email``)."""
+    return await render_and_deliver(ctx, message)
+
+
+async def send_email_change_email(ctx: dict[str, Any], message: EmailChangeEmail) -> str:
+    """Render and send ``message``'s link confirming a new address, to that
+    address, at most once, unless the link has expired (failures and result as
+    ``send_welcome_email``)."""
+    return await render_and_deliver(ctx, message)
+
+
+async def send_email_changed_email(ctx: dict[str, Any], message: EmailChangedEmail) -> str:
+    """Tell ``message``'s previous address that the account's address was
+    changed, at most once (no link: never ``link_expired``; failures and
+    result as ``send_welcome_email``)."""
     return await render_and_deliver(ctx, message)
 
 

@@ -30,17 +30,19 @@ parses and writes back unchanged) at a fifth of the cost:
 
 The emails: a welcome (with a verification link from schema version 2), a
 fresh verification link (asked for, or a reminder), "someone tried to sign
-up with your address", a password reset link, and "your password was
-changed" (no link).
+up with your address", a password reset link, "your password was changed"
+(no link), a link confirming a new email address (sent to that address), and
+"your email address was changed" (to the previous address; no link).
 
 Which message carries which link is known in one place, ``link_of``: the
 renderer puts that link in the email, and the notifier's handlers skip an
 email whose link has expired by the time an attempt starts.
 
 A link is ``{page}#token={token}``: the page is ``verify_url`` for an email
-verification link and ``reset_url`` for a password reset link, and the token
-is derived from the message's token id for that purpose with the link secret
-(``herald_shared.tokens``), so it cannot be spent on the other. It exists only
+verification link and for an email change confirmation link (the page posts
+either token to the same API endpoint), ``reset_url`` for a password reset
+link; the token is derived from the message's token id for that purpose with
+the link secret (``herald_shared.tokens``), so it cannot be spent on another. It exists only
 inside the rendered email: no exception raised here, and so no log line or
 dead letter made of one, can contain it (the recipient is checked before the
 link is made, and ``RenderError`` messages are fixed text).
@@ -70,6 +72,8 @@ from pydantic import SecretStr
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
+    EmailChangedEmail,
+    EmailChangeEmail,
     EmailLink,
     Message,
     PasswordChangedEmail,
@@ -79,7 +83,15 @@ from herald_shared.messages import (
 )
 from herald_shared.tokens import Purpose, derive
 
-TEMPLATES = ("welcome", "verification", "account_exists", "password_reset", "password_changed")
+TEMPLATES = (
+    "welcome",
+    "verification",
+    "account_exists",
+    "password_reset",
+    "password_changed",
+    "email_change",
+    "email_changed",
+)
 """The emails' templates, each a ``{name}.txt.j2`` and a ``{name}.html.j2``."""
 
 SUBJECTS = {
@@ -89,6 +101,8 @@ SUBJECTS = {
     "account_exists": "Someone tried to sign up for Herald with your address",
     "password_reset": "Reset your Herald password",
     "password_changed": "Your Herald password was changed",
+    "email_change": "Confirm your new email address for Herald",
+    "email_changed": "Your Herald email address was changed",
 }
 """Every subject, by name: its template's, or a variant's (a verification reminder)."""
 
@@ -177,7 +191,12 @@ class Renderer:
             name: _header_line("Subject", subject) for name, subject in SUBJECTS.items()
         }
         self._link_secret = link_secret
-        self._pages: dict[Purpose, str] = {"verify_email": verify_url, "reset_password": reset_url}
+        self._pages: dict[Purpose, str] = {
+            "verify_email": verify_url,
+            "reset_password": reset_url,
+            # The verify page posts either token to the API's verify endpoint.
+            "change_email": verify_url,
+        }
         env = Environment(
             loader=PackageLoader("herald_notifier", "templates"),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -201,8 +220,8 @@ class Renderer:
 
     def render(self, message: AccountEmail, *, now: datetime | None = None) -> RenderedEmail:
         """The email of ``message`` (a ``WelcomeEmail``, ``VerificationEmail``,
-        ``AccountExistsEmail``, ``PasswordResetEmail`` or ``PasswordChangedEmail``),
-        ready for the relay.
+        ``AccountExistsEmail``, ``PasswordResetEmail``, ``PasswordChangedEmail``,
+        ``EmailChangeEmail`` or ``EmailChangedEmail``), ready for the relay.
 
         Raises ``RenderError`` if the recipient cannot form a safe header (e.g.
         a line break in the display name of an unvalidated message).
@@ -245,9 +264,24 @@ class Renderer:
         (no link), as ``welcome``."""
         return self.render(message, now=now).message()
 
+    def email_change(
+        self, message: EmailChangeEmail, *, now: datetime | None = None
+    ) -> EmailMessage:
+        """The email asking to confirm a new address (sent to it) with a link,
+        as ``welcome``."""
+        return self.render(message, now=now).message()
+
+    def email_changed(
+        self, message: EmailChangedEmail, *, now: datetime | None = None
+    ) -> EmailMessage:
+        """The email telling the previous address that the account's address
+        was changed (no link), as ``welcome``."""
+        return self.render(message, now=now).message()
+
     def link_url(self, link: EmailLink, purpose: Purpose) -> str:
-        """The URL ``link`` opens: the page of ``purpose`` (``verify_url`` or
-        ``reset_url``) with the token derived for ``purpose`` in its fragment."""
+        """The URL ``link`` opens: the page of ``purpose`` (``reset_url`` for
+        ``reset_password``, else ``verify_url``) with the token derived for
+        ``purpose`` in its fragment."""
         token = derive(self._link_secret, token_id=link.token_id, purpose=purpose)
         return f"{self._pages[purpose]}#token={token}"
 
@@ -256,7 +290,7 @@ class Renderer:
         so a mail client can collapse a duplicate delivery."""
         return f"<{message.message_id}@{self._message_id_domain}>"
 
-    def _content(self, message: AccountEmail) -> _Content:
+    def _content(self, message: AccountEmail) -> _Content:  # noqa: PLR0911  (one per kind)
         """What ``message``'s email says. It makes the link (``link_of``): call
         it once the recipient is checked."""
         link = link_of(message)
@@ -276,6 +310,12 @@ class Renderer:
         if isinstance(message, PasswordChangedEmail):
             context = {"changed_at": format_time(message.requested_at)}
             return _Content("password_changed", "password_changed", context)
+        if isinstance(message, EmailChangeEmail):
+            context = self._link_context(link, "change_email")
+            return _Content("email_change", "email_change", context)
+        if isinstance(message, EmailChangedEmail):
+            context = {"changed_at": format_time(message.requested_at)}
+            return _Content("email_changed", "email_changed", context)
         raise TypeError(f"no email for {type(message).__name__}")
 
     def _link_context(self, link: EmailLink | None, purpose: Purpose) -> dict[str, Any]:
@@ -332,11 +372,14 @@ class Renderer:
 def link_of(message: AccountEmail) -> EmailLink | None:
     """The link ``message``'s email carries, if any: the verification link of a
     ``WelcomeEmail`` (from schema version 2) or a ``VerificationEmail``, the
-    reset link of a ``PasswordResetEmail``; ``None`` for the others."""
+    reset link of a ``PasswordResetEmail``, the confirmation link of an
+    ``EmailChangeEmail``; ``None`` for the others."""
     if isinstance(message, WelcomeEmail | VerificationEmail):
         return message.verification
     if isinstance(message, PasswordResetEmail):
         return message.reset
+    if isinstance(message, EmailChangeEmail):
+        return message.confirmation
     return None
 
 

@@ -84,11 +84,11 @@ class Settings(BaseSettings):
     )
     verify_url: HttpUrl = Field(
         default=HttpUrl("http://localhost:8000/verify-email"),
-        description="The page an email verification link opens; it reads the token and posts "
-        "it to the API. The link is {verify_url}#token={token}: the token travels in the URL "
-        "fragment, which a browser never sends to a server, so it stays out of request lines, "
-        "access logs and proxy logs. An http(s) URL without a fragment or credentials "
-        "(https in production).",
+        description="The page an email verification link (and an email change confirmation "
+        "link) opens; it reads the token and posts it to the API. The link is "
+        "{verify_url}#token={token}: the token travels in the URL fragment, which a browser "
+        "never sends to a server, so it stays out of request lines, access logs and proxy logs. "
+        "An http(s) URL without a fragment or credentials (https in production).",
     )
     reset_url: HttpUrl = Field(
         default=HttpUrl("http://localhost:8000/reset-password"),

@@ -43,6 +43,8 @@ from herald_notifier.handlers import (
     RESOURCES,
     Resources,
     send_account_exists_email,
+    send_email_change_email,
+    send_email_changed_email,
     send_password_changed_email,
     send_password_reset_email,
     send_verification_email,
@@ -57,6 +59,8 @@ from herald_shared import queues
 from herald_shared.metrics import serve_metrics
 from herald_shared.tasks import (
     SEND_ACCOUNT_EXISTS_EMAIL,
+    SEND_EMAIL_CHANGE_EMAIL,
+    SEND_EMAIL_CHANGED_EMAIL,
     SEND_PASSWORD_CHANGED_EMAIL,
     SEND_PASSWORD_RESET_EMAIL,
     SEND_VERIFICATION_EMAIL,
@@ -129,6 +133,8 @@ def build_settings(settings: Settings) -> dict[str, Any]:
             consumer(SEND_ACCOUNT_EXISTS_EMAIL, send_account_exists_email),
             consumer(SEND_PASSWORD_RESET_EMAIL, send_password_reset_email),
             consumer(SEND_PASSWORD_CHANGED_EMAIL, send_password_changed_email),
+            consumer(SEND_EMAIL_CHANGE_EMAIL, send_email_change_email),
+            consumer(SEND_EMAIL_CHANGED_EMAIL, send_email_changed_email),
         ],
         "concurrency": settings.notifier_concurrency,
         "startup": startup,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Response, status
 
+from herald_api import email_change
 from herald_api.access_tokens import AccessClaims, access_token_response
 from herald_api.account_deletion import delete_account
+from herald_api.api.background import after_response
 from herald_api.api.deps import (
     ClientAddressDep,
     CurrentUserDep,
@@ -19,13 +22,24 @@ from herald_api.api.deps import (
     SessionDep,
 )
 from herald_api.api.errors import BODY_RESPONSES, DATABASE_UNAVAILABLE, require_json_body
-from herald_api.models import AccessToken, PasswordChange, PasswordConfirmation, UserPublic
-from herald_api.password_change import WrongPasswordError, change_password
+from herald_api.models import (
+    Accepted,
+    AccessToken,
+    EmailChange,
+    PasswordChange,
+    PasswordConfirmation,
+    UserPublic,
+)
+from herald_api.password_change import WrongPasswordError, change_password, confirm_password
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 WRONG_PASSWORD = "The password is not right."  # noqa: S105  # a message, no password
+EMAIL_CHANGE_REQUESTED = (
+    "If no account has this address yet, a link to confirm it is on its way. Your account "
+    "keeps its current address until the link is opened."
+)
 
 UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
     status.HTTP_401_UNAUTHORIZED: {
@@ -125,3 +139,62 @@ async def delete_own_account(
         raise HTTPException(
             status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
         ) from None
+
+
+@router.post(
+    "/me/email",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
+        **UNAUTHENTICATED,
+        **BODY_RESPONSES,
+        **RATE_LIMIT_RESPONSES,
+    },
+    dependencies=[Depends(require_json_body)],
+)
+async def change_own_email(
+    body: EmailChange,
+    user: CurrentUserDep,
+    background: BackgroundTasks,
+    session: SessionDep,
+    hasher: HasherDep,
+    limiter: RateLimiterDep,
+    client: ClientAddressDep,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
+) -> Accepted:
+    """Ask to move the caller's account to ``new_email``, confirmed with its password
+    (``400`` if wrong; counted as a login attempt).
+
+    Always the same ``202`` after the right password: the new address is
+    looked up after the response, and only a free one is sent a link (only
+    the newest works; each counts against the resend limits of that
+    address). The account keeps its address until the link is opened
+    (``POST /api/v1/auth/verify``); then the new one counts as verified and
+    the previous one is told.
+    """
+    await limiter.check("login", client=client, email=user.email)
+    await limiter.check("resend", client=client, email=body.new_email)
+    try:
+        user_id, _ = await confirm_password(
+            session, hasher, user=user, password=body.password.get_secret_value()
+        )
+    except WrongPasswordError:
+        raise HTTPException(
+            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
+        ) from None
+    settings = resources.settings
+    after_response(
+        background,
+        lambda: email_change.request_change(
+            sessions=resources.sessions,
+            dispatcher=resources.dispatcher,
+            user_id=user_id,
+            new_email=body.new_email,
+            secret=settings.link_secret,
+            valid_for=timedelta(hours=settings.verification_link_hours),
+            request_id=request_id,
+        ),
+        failed="email_change.request_failed",
+    )
+    return Accepted(email=body.new_email, detail=EMAIL_CHANGE_REQUESTED)

@@ -11,12 +11,14 @@ from herald_api import verification
 from herald_api.api.background import after_response
 from herald_api.api.deps import (
     ClientAddressDep,
+    DispatcherDep,
     RateLimiterDep,
     RequestIdDep,
     ResourcesDep,
     SessionDep,
 )
 from herald_api.api.errors import BODY_RESPONSES, require_json_body
+from herald_api.email_change import AddressTakenError
 from herald_api.models import Accepted, EmailRequest, UserPublic, VerifyEmail
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
 
@@ -25,6 +27,7 @@ router = APIRouter(prefix="/auth/verify", tags=["auth"])
 log = structlog.get_logger(__name__)
 
 LINK_INVALID = "This verification link is invalid, expired or already used. Ask for a new one."
+ADDRESS_TAKEN = "Another account has this address now; ask to change to another one."
 RESEND_ACCEPTED = (
     "If this address has an account that is not verified yet, a new verification link "
     "is on its way. Earlier links no longer work."
@@ -33,21 +36,41 @@ RESEND_ACCEPTED = (
 
 @router.post(
     "",
-    responses={status.HTTP_400_BAD_REQUEST: {"description": LINK_INVALID}, **BODY_RESPONSES},
+    responses={
+        status.HTTP_400_BAD_REQUEST: {"description": LINK_INVALID},
+        status.HTTP_409_CONFLICT: {"description": ADDRESS_TAKEN},
+        **BODY_RESPONSES,
+    },
     dependencies=[Depends(require_json_body)],
 )
-async def verify_email(body: VerifyEmail, session: SessionDep) -> UserPublic:
-    """Spend the token of a verification link: the account's address is verified.
+async def verify_email(
+    body: VerifyEmail, session: SessionDep, dispatcher: DispatcherDep, request_id: RequestIdDep
+) -> UserPublic:
+    """Spend the token of an address link: a verification link verifies the
+    account's address; an email change link moves the account to the address
+    it was sent to (verified), and the previous address is told.
 
-    A token works once, until it expires, and only for this; an unknown,
-    spent or expired one gets the same 400.
+    A token works once, until it expires, and only for what it was made for;
+    an unknown, spent or expired one gets the same 400. An email change whose
+    address another account took meanwhile gets 409.
     """
-    user = await verification.spend(session, token=body.token)
-    if user is None:
+    try:
+        spent = await verification.spend(
+            session, dispatcher, token=body.token, request_id=request_id
+        )
+    except AddressTakenError:
+        await session.rollback()
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=ADDRESS_TAKEN) from None
+    if spent is None:
         await session.rollback()
         raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=LINK_INVALID)
+    user, notice = spent
     await session.commit()
-    log.info("user.verified", user_id=str(user.id))
+    if notice is None:
+        log.info("user.verified", user_id=str(user.id))
+    else:
+        log.info("user.email_changed", user_id=str(user.id))
+        await dispatcher.publish_after_commit(session, notice, user_id=user.id)
     return UserPublic.of(user)
 
 
