@@ -394,3 +394,17 @@ async def test_only_the_newest_change_link_works_and_only_for_a_change(
     assert reset.status_code == 400
     assert (await verify(client, old)).status_code == 400
     assert (await verify(client, new)).json()["email"] == "second@example.org"
+
+
+async def test_a_password_change_voids_a_pending_move(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    """Whoever asked for the move knew the old password; the new one ends it."""
+    token = await logged_in(client, db)
+    await ask_to_move(client, token)
+    [(_, link)] = await change_links(notifier_queue, settings)
+
+    assert (await change(client, token, PASSWORD)).status_code == 200
+
+    assert (await verify(client, link)).status_code == 400
+    assert await db.fetchval("SELECT email FROM users") == EMAIL

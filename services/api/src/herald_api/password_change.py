@@ -2,9 +2,11 @@
 a reset link (``password_reset``).
 
 Either way the new hash is stored with the user's token version raised, so
-every access token issued before is refused from then on (ASVS 7.4.3), and a
-"your password was changed" email is staged in the same transaction (ASVS
-6.3.7): a change the owner did not make does not go unnoticed.
+every access token issued before is refused from then on (ASVS 7.4.3), any
+pending email change link stops working (it was asked for with the old
+password), and a "your password was changed" email is staged in the same
+transaction (ASVS 6.3.7): a change the owner did not make does not go
+unnoticed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from herald_api import link_tokens
 from herald_api.dispatch import Dispatcher
 from herald_api.models import User
 from herald_api.passwords import PasswordHasher
@@ -54,6 +57,9 @@ async def replace_password(
     )
     if changed.rowcount != 1:
         return None
+    # A pending move to another address was asked for with the old password:
+    # whoever knew it must not be able to finish it now.
+    await link_tokens.void(session, user_id=user_id, purpose="change_email")
     user = await session.get(User, user_id, populate_existing=True)
     assert user is not None  # just updated, in this transaction
     notice = PasswordChangedEmail(
