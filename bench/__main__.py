@@ -53,7 +53,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher, Type
@@ -85,6 +84,7 @@ from bench.profiling import RATE, keep_py_spy, start_recording, stop_recording
 from herald_api.settings import Settings as ApiSettings
 from herald_shared import queues
 from herald_shared.tasks import enqueue
+from herald_testing.backends import admin
 from herald_testing.messages import welcome_email
 from herald_testing.ports import free_port, wait_for_port
 
@@ -602,14 +602,6 @@ async def profile(b: Bench) -> list[Recording]:
 
 
 # --- the run -----------------------------------------------------------------------------
-
-
-async def admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(make_url(url).set(database="postgres").render_as_string(False))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def forget_namespace(redis_url: str, pattern: str) -> int:

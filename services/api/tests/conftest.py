@@ -29,6 +29,7 @@ from herald_api.migrate import migrate
 from herald_api.relay import Relay
 from herald_api.settings import Settings
 from herald_shared import queues
+from herald_testing.backends import admin
 from herald_testing.clients import OpenClient
 from herald_testing.messages import LINK_SECRET, welcome_email
 
@@ -38,15 +39,6 @@ JWT_SECRET = "jwt-secret-for-tests-only-0123456789abcdef"
 
 def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-async def _admin(postgres_url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(_with_database(postgres_url, "postgres"))
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -60,15 +52,15 @@ def template_database(postgres_url: str) -> Iterator[str]:
         )
     )
     yield name
-    asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
     name = f"herald_test_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await admin(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     yield _with_database(postgres_url, name)
-    await _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

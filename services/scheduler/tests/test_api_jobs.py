@@ -13,7 +13,6 @@ waits for a day to pass.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +24,6 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
-from saq import Worker
 from structlog.testing import capture_logs
 
 from herald_scheduler.internal_api import InternalApi
@@ -38,6 +36,7 @@ from herald_scheduler.jobs import (
 )
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings
+from herald_testing.jobs import running_worker
 from herald_testing.ports import free_port
 from herald_testing.waiting import eventually
 
@@ -244,20 +243,6 @@ def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> Non
     assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 5
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Worker[Any]]:
-    """A real scheduler worker built from ``settings``, as a task of the test's loop."""
-    worker: Worker[Any] = Worker(**build_settings(settings))
-    await worker.queue.connect()
-    task = asyncio.create_task(worker.start())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await task
-        await worker.queue.disconnect()
-
-
 def worker_settings(
     api: ApiStandIn, redis_url: str, queue_namespace: str, **overrides: Any
 ) -> Settings:
@@ -299,7 +284,7 @@ async def test_a_worker_sends_each_job_its_configured_age(
         token_retention_seconds=300,
     )
 
-    async with running(settings):
+    async with running_worker(build_settings(settings)):
         await eventually(
             lambda: len(api.received) == len(JOBS), "every endpoint called", within=15.0
         )
@@ -326,7 +311,7 @@ async def test_an_api_error_fails_the_cron_run_and_is_logged(
     )
 
     with caplog.at_level(logging.ERROR, logger="saq"):
-        async with running(settings):
+        async with running_worker(build_settings(settings)):
             await eventually(
                 lambda: runs(REMIND, "failed") > failed, "a failed run counted", within=15.0
             )

@@ -12,6 +12,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import asyncpg
+from sqlalchemy.engine import make_url
+
 from herald_testing.ports import port_open
 
 POSTGRES_ENV = "HERALD_TEST_POSTGRES_URL"
@@ -20,6 +23,17 @@ POSTGRES_IMAGE = os.environ.get("HERALD_TEST_POSTGRES_IMAGE", "postgres:17-alpin
 REDIS_IMAGE = os.environ.get("HERALD_TEST_REDIS_IMAGE", "redis:7-alpine")
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def admin(url: str, *statements: str) -> None:
+    """Run ``statements`` in the ``postgres`` database of ``url``'s server: CREATE
+    and DROP DATABASE must run outside the database they name."""
+    conn = await asyncpg.connect(make_url(url).set(database="postgres").render_as_string(False))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 class BackendUnavailableError(RuntimeError):

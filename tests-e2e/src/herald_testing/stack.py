@@ -36,11 +36,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import httpx
 import redis
 from sqlalchemy.engine import make_url
 
+from herald_testing.backends import admin
 from herald_testing.maildev import MailDevClient, run_maildev_process
 from herald_testing.ports import free_port
 from herald_testing.signups import PASSWORD, sign_up
@@ -201,14 +201,6 @@ def _dotenv_names(path: Path) -> set[str]:
     }
 
 
-async def _admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(make_url(url).set(database="postgres").render_as_string(False))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 def run_suite(pytest_args: list[str], env: Mapping[str, str]) -> int:
     return subprocess.call(
         # -s: the fault tests print the figures they measure.
@@ -261,7 +253,7 @@ def isolated_local_stack(run_id: str, kind: str) -> Iterator[LocalRun]:
                 log_dir=log_dir,
             )
     finally:
-        asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        asyncio.run(admin(database_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(match=f"*{namespace}*", count=1000))
         if keys:

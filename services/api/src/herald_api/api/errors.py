@@ -35,12 +35,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from herald_api import ratelimit
 from herald_api.db import CONNECTIVITY_ERRORS, is_unavailable
 from herald_api.errortext import describe
+from herald_api.password_change import WrongPasswordError
 from herald_api.ratelimit import RateLimitedError
 
 DATABASE_UNAVAILABLE = "The accounts database is unavailable; try again shortly."
 
 MAX_BODY_BYTES = 64 * 1024
 """The largest request body the API reads; every body it accepts is far smaller."""
+WRONG_PASSWORD = "The password is not right."  # noqa: S105  # a message, no password
+"""The answer (400) to a step confirmed with the account's password when it is another
+one (``WrongPasswordError``)."""
+
 BODY_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
 NOT_JSON = "The request body must be JSON, sent with Content-Type: application/json."
 BODY_UNREADABLE = "The request body could not be decoded as JSON."
@@ -147,9 +152,14 @@ async def rate_limited(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def wrong_password(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=status.HTTP_400_BAD_REQUEST, content={"detail": WRONG_PASSWORD})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(RateLimitedError, rate_limited)
+    app.add_exception_handler(WrongPasswordError, wrong_password)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for error in CONNECTIVITY_ERRORS:
         app.add_exception_handler(error, database_unavailable)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Response, status
 
 from herald_api import email_change
 from herald_api.access_tokens import AccessClaims, access_token_response
@@ -21,7 +21,12 @@ from herald_api.api.deps import (
     ResourcesDep,
     SessionDep,
 )
-from herald_api.api.errors import BODY_RESPONSES, DATABASE_UNAVAILABLE, require_json_body
+from herald_api.api.errors import (
+    BODY_RESPONSES,
+    DATABASE_UNAVAILABLE,
+    WRONG_PASSWORD,
+    require_json_body,
+)
 from herald_api.models import (
     Accepted,
     AccessToken,
@@ -30,12 +35,11 @@ from herald_api.models import (
     PasswordConfirmation,
     UserPublic,
 )
-from herald_api.password_change import WrongPasswordError, change_password, confirm_password
+from herald_api.password_change import change_password, confirm_password
 from herald_api.ratelimit import RATE_LIMIT_RESPONSES
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-WRONG_PASSWORD = "The password is not right."  # noqa: S105  # a message, no password
 EMAIL_CHANGE_REQUESTED = (
     "If no account has this address yet, a link to confirm it is on its way. Your account "
     "keeps its current address until the link is opened."
@@ -50,6 +54,15 @@ UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
     status.HTTP_503_SERVICE_UNAVAILABLE: {"description": DATABASE_UNAVAILABLE},
 }
 
+CONFIRMED_BY_PASSWORD: dict[int | str, dict[str, Any]] = {
+    status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
+    **UNAUTHENTICATED,
+    **BODY_RESPONSES,
+    **RATE_LIMIT_RESPONSES,
+}
+"""The answers of a step confirmed with the caller's password (``WrongPasswordError``
+becomes the 400)."""
+
 
 @router.get("/me", responses=UNAUTHENTICATED)
 async def read_current_user(user: CurrentUserDep) -> UserPublic:
@@ -59,12 +72,7 @@ async def read_current_user(user: CurrentUserDep) -> UserPublic:
 
 @router.post(
     "/me/password",
-    responses={
-        status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
-        **UNAUTHENTICATED,
-        **BODY_RESPONSES,
-        **RATE_LIMIT_RESPONSES,
-    },
+    responses=CONFIRMED_BY_PASSWORD,
     dependencies=[Depends(require_json_body)],
 )
 async def change_own_password(
@@ -89,20 +97,15 @@ async def change_own_password(
     password changed.
     """
     await limiter.check("login", client=client, email=user.email)
-    try:
-        changed = await change_password(
-            session,
-            hasher,
-            dispatcher,
-            user=user,
-            current_password=body.current_password.get_secret_value(),
-            new_password=body.new_password.get_secret_value(),
-            request_id=request_id,
-        )
-    except WrongPasswordError:
-        raise HTTPException(
-            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
-        ) from None
+    changed = await change_password(
+        session,
+        hasher,
+        dispatcher,
+        user=user,
+        current_password=body.current_password.get_secret_value(),
+        new_password=body.new_password.get_secret_value(),
+        request_id=request_id,
+    )
     claims = AccessClaims(user_id=changed.id, version=changed.token_version)
     return access_token_response(response, claims=claims, settings=resources.settings)
 
@@ -110,12 +113,7 @@ async def change_own_password(
 @router.delete(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={
-        status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
-        **UNAUTHENTICATED,
-        **BODY_RESPONSES,
-        **RATE_LIMIT_RESPONSES,
-    },
+    responses=CONFIRMED_BY_PASSWORD,
     dependencies=[Depends(require_json_body)],
 )
 async def delete_own_account(
@@ -133,23 +131,13 @@ async def delete_own_account(
     access token of the account stops working; the address can sign up again.
     """
     await limiter.check("login", client=client, email=user.email)
-    try:
-        await delete_account(session, hasher, user=user, password=body.password.get_secret_value())
-    except WrongPasswordError:
-        raise HTTPException(
-            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
-        ) from None
+    await delete_account(session, hasher, user=user, password=body.password.get_secret_value())
 
 
 @router.post(
     "/me/email",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={
-        status.HTTP_400_BAD_REQUEST: {"description": WRONG_PASSWORD},
-        **UNAUTHENTICATED,
-        **BODY_RESPONSES,
-        **RATE_LIMIT_RESPONSES,
-    },
+    responses=CONFIRMED_BY_PASSWORD,
     dependencies=[Depends(require_json_body)],
 )
 async def change_own_email(
@@ -175,14 +163,9 @@ async def change_own_email(
     """
     await limiter.check("login", client=client, email=user.email)
     await limiter.check("resend", client=client, email=body.new_email)
-    try:
-        user_id, _ = await confirm_password(
-            session, hasher, user=user, password=body.password.get_secret_value()
-        )
-    except WrongPasswordError:
-        raise HTTPException(
-            status_code=status.HTTP_400_BAD_REQUEST, detail=WRONG_PASSWORD
-        ) from None
+    user_id, _ = await confirm_password(
+        session, hasher, user=user, password=body.password.get_secret_value()
+    )
     settings = resources.settings
     after_response(
         background,
