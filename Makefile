@@ -2,11 +2,22 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-UV ?= uv
+# uv: the one on PATH, else the pinned one installed into .tools/ on first use.
+UV_VERSION := 0.13.9
+TOOLS := $(CURDIR)/.tools
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
+PREFLIGHT := scripts/preflight
 COMPOSE ?= docker compose
+# `make install` reinstalls only when a lock file changed since the last install.
+SYNCED := .venv/.herald-synced
+NPM_INSTALLED := tests-e2e/node_modules/.herald-installed
+PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml) tests-e2e/pyproject.toml
+# make test BACKENDS=containers: PostgreSQL, Redis and MailDev from testcontainers even
+# where local servers answer (the path of a machine that has only Docker).
+BACKENDS ?= auto
 # make e2e: the compose stack where Docker answers, else local processes.
 STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo compose || echo local)
-TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests
+TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests tests-e2e/tests-tooling
 LINT_PATHS := shared services tests-e2e bench
 
 .PHONY: help install dev migrate test lint format e2e fuzz bench chaos dead-letters replay up down logs ps clean
@@ -14,24 +25,33 @@ LINT_PATHS := shared services tests-e2e bench
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-install: ## Install Python deps (uv, locked) and MailDev (npm)
-	$(UV) sync --locked
-	npm ci --prefix tests-e2e --no-audit --no-fund --loglevel=error
+install: $(SYNCED) $(NPM_INSTALLED) ## Install uv if missing, Python deps (locked) and MailDev (npm); only what changed
+
+$(TOOLS)/bin/uv:
+	@$(PREFLIGHT) uv $(UV_VERSION) $(TOOLS)
+
+$(SYNCED): uv.lock $(PYPROJECTS) | $(UV)
+	@UV_PYTHON="$$($(PREFLIGHT) python)" && export UV_PYTHON && $(UV) sync --locked
+	@touch $@
+
+$(NPM_INSTALLED): tests-e2e/package-lock.json tests-e2e/package.json
+	@$(PREFLIGHT) npm-ci tests-e2e $@
 
 dev: install ## Run migrations, then api, notifier, scheduler and MailDev locally (Ctrl-C stops)
 	$(UV) run --no-sync python -m herald_testing.stack dev
 
-migrate: ## Create the database if missing and apply Alembic migrations
-	$(UV) run herald-api migrate
+migrate: install ## Create the database if missing and apply Alembic migrations
+	$(UV) run --no-sync herald-api migrate
 
 test: install ## Unit and integration tests of shared and every service (real PostgreSQL, Redis, SMTP)
-	$(UV) run --no-sync pytest $(TEST_PATHS)
+	@HERALD_TEST_BACKENDS=$(BACKENDS) $(UV) run --no-sync python -m herald_testing.preflight test
+	HERALD_TEST_BACKENDS=$(BACKENDS) $(UV) run --no-sync pytest $(TEST_PATHS) $(ARGS)
 
-lint: ## ruff (lint + format), mypy --strict, hadolint, compose config
-	$(UV) run ruff check $(LINT_PATHS)
-	$(UV) run ruff format --check $(LINT_PATHS)
-	$(UV) run mypy $(LINT_PATHS)
-	$(UV) run hadolint services/*/Dockerfile tests-e2e/faults/Dockerfile
+lint: install ## ruff (lint + format), mypy --strict, hadolint, compose config
+	$(UV) run --no-sync ruff check $(LINT_PATHS)
+	$(UV) run --no-sync ruff format --check $(LINT_PATHS)
+	$(UV) run --no-sync mypy $(LINT_PATHS)
+	$(UV) run --no-sync hadolint services/*/Dockerfile tests-e2e/faults/Dockerfile
 	@# `compose config --quiet` prints problems but may still exit 0: any output fails.
 	@if $(COMPOSE) version >/dev/null 2>&1; then \
 		out=$$($(COMPOSE) -f compose.yaml config --quiet 2>&1); \
@@ -45,9 +65,9 @@ lint: ## ruff (lint + format), mypy --strict, hadolint, compose config
 		echo "compose.production.yaml: refuses unset secrets"; \
 	else echo "docker compose not installed: compose files not validated" >&2; fi
 
-format: ## Apply ruff's fixes and formatting
-	$(UV) run ruff check --fix $(LINT_PATHS)
-	$(UV) run ruff format $(LINT_PATHS)
+format: install ## Apply ruff's fixes and formatting
+	$(UV) run --no-sync ruff check --fix $(LINT_PATHS)
+	$(UV) run --no-sync ruff format $(LINT_PATHS)
 
 e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes)
 	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK)
@@ -56,7 +76,7 @@ fuzz: install ## Schemathesis on a fresh local stack: fails on any 5xx or respon
 	$(UV) run --no-sync python -m herald_testing.stack fuzz
 
 bench: install ## Benchmarks on the local PostgreSQL, Redis and an SMTP sink: one table (docs/benchmarks.md)
-	$(UV) run --group bench python -m bench
+	$(UV) run --locked --group bench python -m bench
 
 chaos: install ## 1,000 signups while Redis stops, the notifier is SIGKILLed and SMTP refuses 20%
 	$(UV) run --no-sync python -m herald_testing.chaos
@@ -73,6 +93,7 @@ replay: ## Re-enqueue dead letters: make replay ID=<message_id> (or ID=--all)
 	$(NOTIFIER_CLI) dead-letters replay $(ID)
 
 up: ## Build and start the whole stack in containers; wait until healthy
+	@$(PREFLIGHT) docker-up
 	$(COMPOSE) up --build --wait
 
 down: ## Stop the container stack (volumes kept; `make down ARGS=-v` drops them)
@@ -84,5 +105,5 @@ logs: ## Follow the container stack's logs
 ps: ## The container stack's services and their health
 	$(COMPOSE) ps
 
-clean: ## Remove caches, virtualenv, node_modules and e2e logs
-	rm -rf .venv tests-e2e/node_modules .e2e .mypy_cache .ruff_cache .pytest_cache
+clean: ## Remove caches, virtualenv, node_modules, e2e logs and the bootstrapped uv (.tools)
+	rm -rf .venv tests-e2e/node_modules .e2e .mypy_cache .ruff_cache .pytest_cache .tools

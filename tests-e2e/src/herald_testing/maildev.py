@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from herald_testing.backends import BackendUnavailableError, docker_available
+from herald_testing.backends import BackendUnavailableError, containers_only, docker_available
 from herald_testing.ports import free_port, wait_for_port
 
 MAILDEV_VERSION = "2.2.1"
@@ -27,6 +27,11 @@ MAILDEV_IMAGE = f"maildev/maildev:{MAILDEV_VERSION}"
 MAILDEV_ENV = "HERALD_TEST_MAILDEV"
 """``smtp_host:smtp_port,http://api`` of a MailDev to use instead of starting one."""
 
+MAILDEV_MISSING = (
+    "No MailDev for the tests. Fix, any one of: install Node.js 20 + npm and run "
+    "`make install` (installs MailDev from npm); start Docker (the tests then run "
+    f"{MAILDEV_IMAGE}); or set {MAILDEV_ENV}=smtp_host:smtp_port,http://host:web_port."
+)
 LOCAL_BIN = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "maildev"
 
 
@@ -73,17 +78,29 @@ def run_maildev_process(
             proc.kill()
 
 
+def maildev_source() -> str | None:
+    """Where the tests' MailDev comes from: ``env``, ``npm``, ``container`` or ``None``
+    (only a container under ``HERALD_TEST_BACKENDS=containers``)."""
+    if not containers_only():
+        if os.environ.get(MAILDEV_ENV):
+            return "env"
+        if maildev_binary() is not None:
+            return "npm"
+    return "container" if docker_available() else None
+
+
 @contextlib.contextmanager
 def maildev() -> Iterator[MailDev]:
     """A MailDev from the environment, from npm, or from Docker, in that order."""
-    if spec := os.environ.get(MAILDEV_ENV):
-        smtp, api_url = spec.split(",", 1)
+    source = maildev_source()
+    if source == "env":
+        smtp, api_url = os.environ[MAILDEV_ENV].split(",", 1)
         host, port = smtp.rsplit(":", 1)
         yield MailDev(host, int(port), api_url.rstrip("/"))
-    elif maildev_binary() is not None:
+    elif source == "npm":
         with run_maildev_process() as server:
             yield server
-    elif docker_available():
+    elif source == "container":
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415
 
         with DockerContainer(MAILDEV_IMAGE).with_exposed_ports(1025, 1080) as container:
@@ -92,10 +109,7 @@ def maildev() -> Iterator[MailDev]:
             wait_for_port(host, smtp_port, what="MailDev SMTP")
             yield MailDev(host, smtp_port, f"http://{host}:{container.get_exposed_port(1080)}")
     else:
-        raise BackendUnavailableError(
-            "No MailDev for the tests: run `make install` (installs it from npm), "
-            f"start a Docker engine, or set {MAILDEV_ENV}."
-        )
+        raise BackendUnavailableError(MAILDEV_MISSING)
 
 
 class MailDevClient:

@@ -40,6 +40,7 @@ import httpx
 import redis
 from sqlalchemy.engine import make_url
 
+from herald_testing import preflight
 from herald_testing.backends import admin
 from herald_testing.maildev import MailDevClient, run_maildev_process
 from herald_testing.ports import free_port
@@ -163,13 +164,26 @@ def dev() -> int:
     env.setdefault("HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS", "2")
     # .env is read by each service itself; only a secret set in neither place gets
     # the development value here.
-    dotenv = _dotenv_names(ROOT / ".env")
+    dotenv = _dotenv(ROOT / ".env")
     for variable, value in DEV_SECRETS.items():
         if variable not in dotenv:
             env.setdefault(variable, value)
     api_port = int(env.get("HERALD_API_PORT", "8000"))
     smtp_port = int(env.get("HERALD_SMTP_PORT", "1025"))
     web_port = int(env.get("HERALD_MAILDEV_WEB_PORT", "1080"))
+    ports = {
+        "HERALD_API_PORT": api_port,
+        "HERALD_SMTP_PORT": smtp_port,
+        "HERALD_MAILDEV_WEB_PORT": web_port,
+    }
+    problems = preflight.dev_stack(
+        database_url=env.get("HERALD_DATABASE_URL")
+        or dotenv.get("HERALD_DATABASE_URL", DEFAULT_DATABASE_URL),
+        redis_url=env.get("HERALD_REDIS_URL") or dotenv.get("HERALD_REDIS_URL", DEFAULT_REDIS_URL),
+        ports=ports,
+    )
+    if problems:
+        return preflight.report(problems)
     with local_stack(
         env, api_port=api_port, smtp_port=smtp_port, web_port=web_port, log_dir=None
     ) as stack:
@@ -190,14 +204,16 @@ def dev() -> int:
         return 1
 
 
-def _dotenv_names(path: Path) -> set[str]:
+def _dotenv(path: Path) -> dict[str, str]:
+    """The variables a .env file sets (the services read it themselves)."""
     if not path.exists():
-        return set()
+        return {}
     lines = path.read_text(encoding="utf-8").splitlines()
+    pairs = (
+        line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#")
+    )
     return {
-        line.split("=", 1)[0].removeprefix("export ").strip()
-        for line in lines
-        if "=" in line and not line.lstrip().startswith("#")
+        name.removeprefix("export ").strip(): value.strip().strip("\"'") for name, value in pairs
     }
 
 
