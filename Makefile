@@ -7,6 +7,8 @@ UV_VERSION := 0.13.9
 TOOLS := $(CURDIR)/.tools
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
 PREFLIGHT := scripts/preflight
+# uv trusts the system's CA store, as pip, npm and curl do (a company's or a proxy's CA too).
+export UV_SYSTEM_CERTS ?= 1
 COMPOSE ?= docker compose
 # `make install` reinstalls only when a lock file changed since the last install.
 SYNCED := .venv/.herald-synced
