@@ -31,9 +31,6 @@ TOKEN_ID_BYTES = 16
 TokenId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{22,64}$")]
 """A token id as it travels in a queue message (URL-safe base64, >= 128 bits)."""
 
-Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]
-"""A link token as a client sends it back (43 URL-safe base64 characters: 256 bits)."""
-
 
 def new_token_id() -> str:
     """A fresh token id from the OS's CSPRNG."""
