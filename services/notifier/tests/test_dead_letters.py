@@ -174,7 +174,7 @@ async def test_malformed_payloads_are_dead_lettered_and_later_mail_still_flows(
 async def test_a_job_swept_with_no_attempt_left_is_dead_lettered_as_stuck(
     redis_url: str, notifier_queue: Queue, dead_letters: DeadLetters
 ) -> None:
-    queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name, sweep_abort_wait=0.2)
+    queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name)
     await queue.connect()
     message = welcome_email(email="ken@example.com")
     job = SEND_WELCOME_EMAIL.job(message)

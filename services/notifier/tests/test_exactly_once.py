@@ -201,9 +201,9 @@ async def test_two_workers_racing_on_one_message_send_it_once(
 async def test_a_sigkilled_worker_mid_data_is_recovered_by_another_within_the_bound(
     redis_url: str, queue_namespace: str, settings_for: SettingsFor, notifier_queue: Queue
 ) -> None:
-    heartbeat, sweep, abort_wait, backoff, schedule = 2, 1, 1.0, 1.0, 1.0
-    # herald_notifier.worker: heartbeat + sweep + abort wait + backoff(1) + schedule.
-    bound = heartbeat + sweep + abort_wait + backoff + schedule
+    heartbeat, sweep, backoff, schedule = 2, 1, 1.0, 1.0
+    # herald_notifier.worker: heartbeat + sweep + backoff(1) + schedule.
+    bound = heartbeat + sweep + backoff + schedule
     relay = HoldingRelay("data")
     message = welcome_email(email="linus@example.com")
     job = SEND_WELCOME_EMAIL.job(message)
@@ -219,11 +219,7 @@ async def test_a_sigkilled_worker_mid_data_is_recovered_by_another_within_the_bo
             await doomed.wait()
             killed = time.monotonic()
 
-        settings = settings_for(
-            smtp_port=port,
-            notifier_sweep_seconds=sweep,
-            notifier_sweep_abort_wait_seconds=abort_wait,
-        )
+        settings = settings_for(smtp_port=port, notifier_sweep_seconds=sweep)
         with captured() as logs:
             async with running_worker(build_settings(settings)):
                 # Send time and the second worker's start-up are the slack.

@@ -1,11 +1,12 @@
-"""The notifier's queue where it departs from SAQ's: the sweep, and shutdown retries."""
+"""The notifier's queue where it departs from SAQ's: the sweep, late finishes of an
+attempt taken for dead, and shutdown retries."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from saq import Job, Queue, Status
 from saq.utils import now
 
@@ -17,7 +18,7 @@ from herald_testing.messages import welcome_email
 @pytest.fixture
 async def queue(redis_url: str, notifier_queue: Queue) -> AsyncIterator[NotifierQueue]:
     """The notifier's queue on this test's namespace, as a sweeping worker has it."""
-    queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name, sweep_abort_wait=2.0)
+    queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name)
     await queue.connect()
     yield queue
     await queue.disconnect()
@@ -27,6 +28,10 @@ async def sweep(queue: NotifierQueue) -> list[str]:
     """One sweep now, as if the last one's lock had just run out."""
     await queue.redis.delete(f"saq:{queue.name}:sweep")
     return await queue.sweep(lock=1)
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def welcome_job() -> Job:
@@ -83,26 +88,70 @@ async def test_a_job_marked_active_meanwhile_is_never_swept(queue: NotifierQueue
     assert stored.status == Status.ACTIVE
 
 
-async def test_a_stuck_job_that_completes_while_being_swept_is_not_run_again(
+async def test_a_stuck_job_that_changed_after_the_sweep_read_it_is_left_alone(
     queue: NotifierQueue,
 ) -> None:
     running = await taken_by_a_dead_worker(queue)
-    sweeping = asyncio.create_task(sweep(queue))
-    async with asyncio.timeout(5):
-        while True:
-            stored = await queue.job(running.key)
-            if stored is not None and stored.status == Status.ABORTING:
-                break
-            await asyncio.sleep(0.01)
-
-    # Its worker was alive after all, and finishes while the sweeper waits.
+    [(_, read)] = await queue.store.snapshot_active(lock=1) or []
+    assert read is not None
+    # Its worker was alive after all, and finishes before the sweeper acts.
     await queue.finish(running, Status.COMPLETE, result="sent")
-    assert await sweeping == [running.id]
 
+    stuck = queue.deserialize(read)
+    assert stuck is not None
+    assert not await queue.store.requeue(stuck, expected=read, error="swept")
     done = await queue.job(running.key)
     assert done is not None
     assert (done.status, done.result) == (Status.COMPLETE, "sent")
-    assert await queue.count("queued") == 0
+    assert (await queue.count("queued"), await queue.count("incomplete")) == (0, 0)
+
+
+async def test_a_late_finish_of_a_swept_attempt_cannot_undo_the_requeue(
+    queue: NotifierQueue,
+) -> None:
+    stale = await taken_by_a_dead_worker(queue)
+    refused = value("herald_notifier_stale_attempt_writes_total", op="finish")
+    assert await sweep(queue) == [stale.id]
+
+    # The worker taken for dead wakes up and ends its attempt every way it can.
+    await queue.finish(queue.copy(stale), Status.COMPLETE, result="sent")
+    await queue.finish(queue.copy(stale), Status.FAILED, error="SMTP 550")
+    await queue.retry(queue.copy(stale), "SMTPServerDisconnected")
+
+    requeued = await queue.job(stale.key)
+    assert requeued is not None
+    assert (requeued.status, requeued.attempts, requeued.error) == (Status.QUEUED, 1, "swept")
+    assert await queue.count("incomplete") == 1
+    assert await queue.dead_letters.entries() == []
+    assert value("herald_notifier_stale_attempt_writes_total", op="finish") == refused + 2
+
+
+async def test_a_late_finish_cannot_end_the_attempt_that_took_the_job_over(
+    queue: NotifierQueue,
+) -> None:
+    stale = await taken_by_a_dead_worker(queue)
+    await sweep(queue)
+    await queue.redis.zadd(f"saq:{queue.name}:incomplete", {stale.id: 0})
+    await queue.redis.rpush(f"saq:{queue.name}:queued", stale.id)  # due now
+    taken_over = await queue.dequeue()
+    assert taken_over is not None
+    taken_over.attempts, taken_over.started, taken_over.worker_id = 2, now(), "live-worker"
+    await taken_over.update(status=Status.ACTIVE)
+
+    await queue.finish(queue.copy(stale), Status.COMPLETE, result="sent")
+    running = await queue.job(stale.key)
+    await queue.finish(taken_over, Status.COMPLETE, result="duplicate_suppressed")
+    done = await queue.job(stale.key)
+
+    assert running is not None
+    assert (running.status, running.worker_id) == (Status.ACTIVE, "live-worker")
+    assert done is not None
+    assert (done.status, done.result, done.attempts) == (
+        Status.COMPLETE,
+        "duplicate_suppressed",
+        2,
+    )
+    assert (await queue.count("active"), await queue.count("incomplete")) == (0, 0)
 
 
 async def test_every_stuck_job_of_a_dead_worker_is_requeued_by_one_sweep(
@@ -130,18 +179,19 @@ async def test_the_sweep_lock_lets_one_worker_sweep_per_interval(queue: Notifier
 
 
 async def test_a_shutdown_requeues_without_spending_an_attempt(queue: NotifierQueue) -> None:
-    job = welcome_job()
-    await queue.enqueue(job)
-    running = await queue.dequeue()
-    assert running is not None
-    running.attempts = 3
-    await running.update(status=Status.ACTIVE)
+    async def running_on_its_third_attempt() -> Job:
+        await queue.enqueue(welcome_job())
+        running = await queue.dequeue()
+        assert running is not None
+        running.attempts, running.worker_id = 3, "this-worker"
+        await running.update(status=Status.ACTIVE)
+        return running
 
-    await queue.retry(running, "cancelled")
-    after_shutdown = await queue.job(job.key)
-    running.attempts = 3
-    await queue.retry(running, "SMTPServerDisconnected")
-    after_failure = await queue.job(job.key)
+    shut_down, failed = await running_on_its_third_attempt(), await running_on_its_third_attempt()
+    await queue.retry(shut_down, "cancelled")
+    await queue.retry(failed, "SMTPServerDisconnected")
+    after_shutdown = await queue.job(shut_down.key)
+    after_failure = await queue.job(failed.key)
 
     assert after_shutdown is not None
     assert after_failure is not None

@@ -33,6 +33,7 @@ from saq import Job, Worker
 
 from herald_notifier.delivery import Claim, DeliveryRecords, Outcome
 from herald_notifier.failures import classify
+from herald_notifier.faults import NO_FAULTS, Faults
 from herald_notifier.mailer import Mailer
 from herald_notifier.metrics import (
     CLAIM_CONFLICTS,
@@ -79,6 +80,7 @@ class Resources:
     renderer: Renderer
     mailer: Mailer
     deliveries: DeliveryRecords
+    faults: Faults = NO_FAULTS
 
 
 class ClaimHeldError(Exception):
@@ -215,6 +217,7 @@ async def deliver(
     claim = await _claim(ctx, deliveries, message, recipient_domain=recipient_domain)
     if claim.outcome == Outcome.SENT:
         return "duplicate_suppressed"
+    resources.faults.reach("after_claim", message_id=str(message.message_id))
     if lease is not None:
         lease.keep(lambda: deliveries.renew(claim))
     await _send(ctx, resources, claim, email, recipient_domain=recipient_domain)
@@ -274,17 +277,19 @@ async def _send(
             with measure_send():
                 await session.send(email)
         except (SMTPException, OSError) as exc:
-            await _end_claim(deliveries, claim, data_started=session.data_started)
+            await _end_claim(deliveries, claim, reply_lost=session.reply_lost(exc))
             _note_send_failure(ctx.get("job"), exc, recipient_domain=recipient_domain)
             raise
-        except BaseException:
+        except BaseException as exc:
             # Cancelled mid-send (a shutdown, SAQ's timeout, a lost lease) or a
             # bug: no QUIT, just let go of the claim.
             polite = False
-            await _end_claim(deliveries, claim, data_started=session.data_started)
+            await _end_claim(deliveries, claim, reply_lost=session.reply_lost(exc))
             raise
         # The relay said 250: record it before anything else, QUIT included.
+        resources.faults.reach("after_smtp_accept")
         await _mark_sent(deliveries, claim)
+        resources.faults.reach("after_mark")
     finally:
         await session.close(polite=polite)
 
@@ -345,12 +350,13 @@ async def _write_mark(deliveries: DeliveryRecords, claim: Claim) -> None:
         return
 
 
-async def _end_claim(deliveries: DeliveryRecords, claim: Claim, *, data_started: bool) -> None:
+async def _end_claim(deliveries: DeliveryRecords, claim: Claim, *, reply_lost: bool) -> None:
     """Give the claim up after a failed or cancelled send: released if the
-    relay cannot have the message, else left ``unconfirmed``. Never raises
-    (an unreleased claim lapses with its lease)."""
+    relay cannot have the message (nothing reached DATA, or the relay answered
+    it with a 4xx/5xx refusal), else left ``unconfirmed`` (DATA went out, no
+    reply came). Never raises (an unreleased claim lapses with its lease)."""
     try:
-        if data_started:
+        if reply_lost:
             await deliveries.leave_unconfirmed(claim)
             log.warning("email.outcome_unknown", reason="DATA sent, no reply")
         else:

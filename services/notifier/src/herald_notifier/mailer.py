@@ -26,7 +26,7 @@ import time
 from typing import Literal
 
 import aiosmtplib
-from aiosmtplib import SMTPException, SMTPResponse
+from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException
 from aiosmtplib.typing import Default
 
 from herald_notifier.render import RenderedEmail
@@ -168,9 +168,17 @@ class Session:
 
     @property
     def data_started(self) -> bool:
-        """Whether DATA was sent: from then on a failure leaves it unknown whether
-        the relay has the message (RFC 1047)."""
+        """Whether DATA was sent: from then on a failure without a reply leaves it
+        unknown whether the relay has the message (RFC 1047, ``reply_lost``)."""
         return self._connection is not None and self._connection.smtp.data_started
+
+    def reply_lost(self, failure: BaseException) -> bool:
+        """Whether the relay may have the message after ``failure`` ended the
+        send: DATA went out and no reply to it came (a timeout, a dropped
+        connection, a cancellation), the gap RFC 1047 cannot close. A reply,
+        4xx or 5xx, to DATA or to the final "." is the relay's word that it
+        did not take the message: not delivered, nothing to doubt."""
+        return self.data_started and not isinstance(failure, SMTPResponseException)
 
     async def send(self, email: RenderedEmail) -> None:
         """Deliver ``email`` on a kept connection, else on a new one (connected

@@ -73,8 +73,9 @@ DUPLICATES_SUPPRESSED = Counter(
 POSSIBLE_DUPLICATES = Counter(
     "herald_notifier_possible_duplicates_total",
     "Sends of a message a previous attempt may already have delivered, by cause: crash "
-    "(its worker died holding the delivery claim) or unconfirmed (DATA went out, the "
-    "reply never came).",
+    "(its worker died holding the delivery claim) or unconfirmed (DATA went out and no "
+    "reply came: a timeout, a dropped connection, a cancellation; a 4xx or 5xx reply is "
+    "a refusal, not counted).",
     ["cause"],
 )
 CLAIM_CONFLICTS = Counter(
@@ -106,6 +107,19 @@ DEAD_LETTER_REASONS = (
     "stuck",
     "failed",
 )
+JOBS_SWEPT = Counter(
+    "herald_notifier_jobs_swept_total",
+    "Stuck jobs (their worker crashed or stalled) the sweeper handed on, by outcome: "
+    "requeued (a retry) or dead_lettered (no attempt left).",
+    ["outcome"],
+)
+STALE_ATTEMPT_WRITES = Counter(
+    "herald_notifier_stale_attempt_writes_total",
+    "Finishes or retries refused because the attempt's job had moved on (the sweeper "
+    "re-queued it, another attempt runs it), by op: finish or retry. The job keeps its "
+    "state; the delivery record keeps the email from going out twice.",
+    ["op"],
+)
 QUEUE_JOBS = Gauge(
     "herald_notifier_queue_jobs",
     "Jobs on the notifier queue by state: queued (waiting for a worker), active "
@@ -124,6 +138,10 @@ for _outcome in ("sent", "error"):
     EMAIL_SEND_SECONDS.labels(_outcome)
 for _cause in ("crash", "unconfirmed"):
     POSSIBLE_DUPLICATES.labels(_cause)
+for _swept in ("requeued", "dead_lettered"):
+    JOBS_SWEPT.labels(_swept)
+for _op in ("finish", "retry"):
+    STALE_ATTEMPT_WRITES.labels(_op)
 for _reason in SKIP_REASONS:
     EMAILS_SKIPPED.labels(_reason)
 

@@ -1,42 +1,46 @@
-"""The notifier's view of its SAQ queue: SAQ's Redis queue plus what the
+"""The notifier's view of its SAQ queue: SAQ's Redis queue, with every change
+of a job's state made in one step (``herald_notifier.saq_redis``) and what the
 notifier's "never lost" needs at the points where SAQ decides a job's fate.
 
 - ``finish``: a job failing for good (``failed``, or ``aborted`` by the
-  sweeper with no attempt left) is written to the dead-letter store first.
-  Done here rather than in the consumer wrapper or an ``after_process`` hook
-  because only here are *all* ends seen (SAQ fails a timed-out job after the
-  wrapper is gone; a sweep runs in another worker's upkeep, with neither
-  wrapper nor hook) and because the letter is written *before* the job's
-  terminal state: a crash in between leaves the job to be swept, not lost.
-  The reason comes from the consumer's note on ``job.meta``.
+  sweeper with no attempt left) is failed and dead-lettered in one step, so
+  no crash leaves it failed without a letter, nor lettered while it still
+  runs. Done here rather than in the consumer wrapper or an ``after_process``
+  hook because only here are *all* ends seen (SAQ fails a timed-out job after
+  the wrapper is gone; a sweep runs in another worker's upkeep, with neither
+  wrapper nor hook). The reason comes from the consumer's note on ``job.meta``.
+- ``finish`` and ``retry`` change the job only while the stored job is still
+  the ending attempt's (same attempt count and worker, ``active`` or
+  ``aborting``). A worker the sweeper took for dead that finishes late is
+  refused and counted (``herald_notifier_stale_attempt_writes_total``): the
+  job was re-queued, or runs elsewhere, and keeps that state. Its email is
+  safe either way: the delivery record stops a second send.
 - ``retry``: an attempt cancelled by a shutdown (SAQ retries it with error
   ``"cancelled"``, whatever its retries) is re-queued without spending an
   attempt: a deploy must not use up a message's retries.
-- ``sweep``: SAQ's sweep (saq 0.26.4 ``RedisQueue.sweep``, mirrored) with
-  three changes:
+- ``sweep``: SAQ's sweep (saq 0.26.4 ``RedisQueue.sweep``) with these changes:
 
-  1. A job in the active list whose stored status is not yet ``active`` is
+  1. A stuck job is re-queued (or, with no attempt left, dead-lettered) in one
+     step, and only if it is still exactly as the sweeper read it; SAQ first
+     aborts it (taking it off every list), waits up to 5 s for its worker,
+     then retries it: a crash in that wait lost the job. There is no wait
+     now: a worker that is alive after all loses its lease on its next beat
+     (the stored job is no longer its attempt) and stops; until then the
+     delivery claim it holds keeps the new attempt from sending.
+  2. A job in the active list whose stored status is not yet ``active`` is
      swept only if it still is at the next sweep. A worker moves a job to
      the active list (BLMOVE) and marks it active a moment later; SAQ sweeps
      it in between, and since its 1 s schedule poll and the sweep fire in
-     the same tick, a retry moved to the queue is often dequeued right then:
-     measured, about half of the crash recoveries in the tests had their
-     re-run aborted mid-flight and re-queued again.
-  2. A job that completed or failed on its own while the sweeper waited for
-     the abort is left alone. SAQ re-queues it if it has attempts left, so a
-     finished job runs again (the delivery record stops a second email, at
-     the cost of an attempt).
-  3. The stuck jobs are aborted concurrently, each waiting
-     ``sweep_abort_wait`` s (SAQ: 5 s, one job after the other) for its
-     worker to confirm. A live worker confirms within SAQ's 1 s abort check;
-     a dead one never does, so SAQ's order made a crashed worker's N jobs
-     wait N x 5 s; here they all wait once.
+     the same tick, a retry moved to the queue is often dequeued right then.
+  3. A job that completed or failed on its own meanwhile is left alone (it
+     is no longer the bytes the sweeper read).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -44,25 +48,15 @@ from saq import Job, Status
 from saq.queue.base import logger
 from saq.queue.redis import RedisQueue
 
-from herald_notifier.dead_letters import DeadLetters, letter_for
-from herald_notifier.metrics import DEAD_LETTERS
+from herald_notifier.dead_letters import DeadLetter, DeadLetters, letter_for
+from herald_notifier.faults import NO_FAULTS, Faults
+from herald_notifier.metrics import DEAD_LETTERS, JOBS_SWEPT, STALE_ATTEMPT_WRITES
+from herald_notifier.saq_redis import Attempt, Expected, JobStore, LetterWrite
 from herald_shared.metrics import OTHER_FUNCTION
 from herald_shared.tasks import TASKS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-_SWEEP_SNAPSHOT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-redis.call('SETEX', KEYS[1], ARGV[1], 1)
-local id_jobs = {}
-for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    id_jobs[i] = {v, redis.call('GET', v)}
-end
-return id_jobs
-"""
-"""saq 0.26.4's sweep script, but telling "another worker holds the sweep lock"
-(nil) from "nothing active" (empty): each id of the active list with its job."""
 
 _RUNNING = (Status.ACTIVE, Status.ABORTING)
 
@@ -73,41 +67,49 @@ log = structlog.get_logger(__name__)
 
 
 class NotifierQueue(RedisQueue):
-    """SAQ's Redis queue, dead-lettering what fails for good (see module docs)."""
+    """SAQ's Redis queue, changing jobs in one step and dead-lettering what
+    fails for good (see module docs)."""
 
-    def __init__(self, redis: Redis, *, name: str, sweep_abort_wait: float = 1.0) -> None:
+    def __init__(self, redis: Redis, *, name: str, faults: Faults = NO_FAULTS) -> None:
         super().__init__(redis, name=name)
-        self.sweep_abort_wait = sweep_abort_wait
-        self._suspects: set[str] = set()
-        self._snapshot = redis.register_script(_SWEEP_SNAPSHOT)
+        self.faults = faults
+        self.store = JobStore(self)
         self.dead_letters = DeadLetters(redis, queue_name=name)
+        self._suspects: set[str] = set()
 
     @classmethod
-    def connect_url(cls, url: str, *, name: str, sweep_abort_wait: float = 1.0) -> NotifierQueue:
+    def connect_url(cls, url: str, *, name: str, faults: Faults = NO_FAULTS) -> NotifierQueue:
         """A queue on the Redis at ``url`` (not yet connected)."""
         from redis import asyncio as aioredis  # noqa: PLC0415  (as SAQ's from_url)
 
-        return cls(aioredis.from_url(url), name=name, sweep_abort_wait=sweep_abort_wait)
+        return cls(aioredis.from_url(url), name=name, faults=faults)
+
+    async def dequeue(
+        self,
+        timeout: float = 0.0,  # noqa: ASYNC109  (SAQ's signature)
+        poll_interval: float = 0.0,
+    ) -> Job | None:
+        """SAQ's dequeue (BLMOVE to the active list); the worker marks the job
+        active after it returns."""
+        job = await super().dequeue(timeout, poll_interval)
+        if job is not None:
+            self.faults.reach("after_dequeue", job_key=job.key)
+        return job
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        """Abort and retry (or finish) the stuck jobs of the active list, if no
+        """Re-queue (or dead-letter) the stuck jobs of the active list, if no
         other worker swept within ``lock`` s (see the module docs)."""
-        id_jobs = await self._snapshot(keys=[self._sweep, self._active], args=[lock])
+        id_jobs = await self.store.snapshot_active(lock=lock)
         if id_jobs is None:
             return []  # another worker swept within `lock` s
-        wait = min(abort, self.sweep_abort_wait)
         swept: list[str] = []
-        stuck: list[Job] = []
+        stuck: list[tuple[Job, bytes]] = []
         suspects: set[str] = set()
-        for raw_id, job_bytes in id_jobs:
-            job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        for job_id, job_bytes in id_jobs:
             job = self.deserialize(job_bytes)
-            if job is None:
+            if job is None or job_bytes is None:
                 swept.append(job_id)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.lrem(self._active, 0, job_id)
-                    pipe.zrem(self._incomplete, job_id)
-                    await pipe.execute()
+                await self.store.drop_missing(job_id)
                 logger.info("Sweeping missing job %s", job_id)
             elif job.status == Status.ACTIVE and not job.stuck:
                 continue
@@ -115,33 +117,37 @@ class NotifierQueue(RedisQueue):
                 suspects.add(job_id)  # dequeued a moment ago: look again next sweep
             else:
                 swept.append(job_id)
-                stuck.append(job)
+                stuck.append((job, job_bytes))
         self._suspects = suspects
-        await asyncio.gather(*(self._sweep_stuck(job, wait) for job in stuck))
+        await asyncio.gather(*(self._sweep_stuck(job, snapshot) for job, snapshot in stuck))
         return swept
 
-    async def _sweep_stuck(self, job: Job, wait: float) -> None:
+    async def _sweep_stuck(self, job: Job, snapshot: bytes) -> None:
         logger.info("Sweeping job %s", job.info(logger.isEnabledFor(logging.DEBUG)))
-        await self.abort(job, error=self.swept_error_message)
-        try:
-            await job.refresh(wait)
-        except TimeoutError:
-            logger.info("Could not abort job %s", job.id)
-        except RuntimeError:
-            return  # gone meanwhile (its ttl ran out)
-        if job.status in (Status.COMPLETE, Status.FAILED):
-            log.info("job.sweep_skipped", job_key=job.key, status=job.status.value)
-            return
+        self.faults.reach("sweep_before_requeue", job_key=job.key)
+        error = self.swept_error_message
+        outcome = "requeued" if job.retryable else "dead_lettered"
         if job.retryable:
-            await self.retry(job, error=self.swept_error_message)
+            done = await self._requeue(job, expected=snapshot, error=error)
+            if done:
+                self.faults.reach("sweep_after_requeue", job_key=job.key)
         else:
-            await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+            done = await self._end(job, Status.ABORTED, expected=snapshot, error=error)
+        if done:
+            JOBS_SWEPT.labels(outcome).inc()
+        else:
+            log.info("job.sweep_skipped", job_key=job.key, reason="changed since the sweep read it")
 
     async def retry(self, job: Job, error: str | None) -> None:
+        """Re-queue ``job`` after its attempt failed or was cancelled (one step;
+        refused if the job has moved on, see the module docs)."""
+        attempt = Attempt.of(job)
+        self.faults.reach("before_retry", job_key=job.key)
         if error == SHUTDOWN_ERROR and job.attempts > 0:
             job.attempts -= 1
             log.info("job.requeued_after_shutdown", job_key=job.key, attempts=job.attempts)
-        await super().retry(job, error)
+        if not await self._requeue(job, expected=attempt, error=error):
+            _refused("retry", job, attempt)
 
     async def finish(
         self,
@@ -152,10 +158,52 @@ class NotifierQueue(RedisQueue):
         error: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """End ``job``'s attempt with ``status``, dead-lettering it if it failed
+        for good (one step; refused if the job has moved on)."""
+        attempt = Attempt.of(job)
+        if not await self._end(job, status, expected=attempt, result=result, error=error):
+            _refused("finish", job, attempt)
+
+    async def _requeue(self, job: Job, *, expected: Expected, error: str | None) -> bool:
+        if not await self.store.requeue(job, expected=expected, error=error):
+            return False
+        self.retried += 1
+        logger.info("Retrying %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+        return True
+
+    async def _end(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        expected: Expected,
+        result: Any = None,
+        error: str | None = None,
+    ) -> bool:
         swept = status == Status.ABORTED and error == self.swept_error_message
+        letter = None
         if status == Status.FAILED or (swept and not job.retryable):
             letter = letter_for(job, error, swept=swept)
-            if await self.dead_letters.add(letter):
+            self.faults.reach("before_dead_letter", job_key=job.key)
+        outcome = await self.store.finish(
+            job,
+            status,
+            expected=expected,
+            result=result,
+            error=error,
+            letter=self._letter_write(letter) if letter is not None else None,
+        )
+        if not outcome.done:
+            return False
+        logger.info("Finished %s", job.info(logger.isEnabledFor(logging.DEBUG)))
+        if status == Status.COMPLETE:
+            self.complete += 1
+        elif status == Status.FAILED:
+            self.failed += 1
+        elif status == Status.ABORTED:
+            self.aborted += 1
+        if letter is not None:
+            if outcome.letter_added:
                 task = letter.task if letter.task in TASKS else OTHER_FUNCTION
                 DEAD_LETTERS.labels(task, letter.kind).inc()
             log.error(
@@ -167,4 +215,26 @@ class NotifierQueue(RedisQueue):
                 reason=letter.reason,
                 attempts=letter.attempts,
             )
-        await super().finish(job, status, result=result, error=error, **kwargs)
+            self.faults.reach("after_dead_letter", job_key=job.key)
+        return True
+
+    def _letter_write(self, letter: DeadLetter) -> LetterWrite:
+        return LetterWrite(
+            letters_key=self.dead_letters.letters_key,
+            index_key=self.dead_letters.index_key,
+            message_id=letter.message_id,
+            letter_json=letter.to_json(),
+            failed_at=datetime.fromisoformat(letter.failed_at).timestamp(),
+        )
+
+
+def _refused(op: str, job: Job, attempt: Attempt) -> None:
+    """Count and log a finish or retry of an attempt whose job had moved on."""
+    STALE_ATTEMPT_WRITES.labels(op).inc()
+    log.warning(
+        "job.stale_attempt_write_refused",
+        op=op,
+        job_key=job.key,
+        attempt=attempt.attempts,
+        worker_id=attempt.worker_id,
+    )

@@ -8,6 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald_notifier.faults import CrashPoint
 from herald_shared.logs import LogFormat
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
@@ -117,13 +118,6 @@ class Settings(BaseSettings):
         description="How often SAQ's sweeper looks for stuck jobs (one worker per interval); "
         "part of how soon a crashed worker's jobs run again.",
     )
-    notifier_sweep_abort_wait_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        le=5,
-        description="Seconds the sweeper waits for a stuck job's worker to confirm the "
-        "abort before re-queueing the job (SAQ: 5); all stuck jobs wait at once.",
-    )
     notifier_delivery_record_days: int = Field(
         default=30,
         ge=1,
@@ -135,6 +129,12 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM, seconds in-flight sends get to finish before they are cancelled "
         "and re-queued.",
+    )
+    fault_crash_at: CrashPoint | None = Field(
+        default=None,
+        description="Crash tests only: end the process (exit status 70, no cleanup) the first "
+        "time it reaches this point of a message's life (herald_notifier.faults). Never set it "
+        "in production.",
     )
 
     @field_validator("log_level", mode="before")

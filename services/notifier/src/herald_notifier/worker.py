@@ -6,23 +6,22 @@
 **Crash recovery bound.** When a worker is SIGKILLed (or OOM-killed) with
 ``N`` jobs running, each of its jobs runs again on another worker within
 
-    heartbeat + sweep + sweep_abort_wait + backoff(k) + schedule + send
+    heartbeat + sweep + backoff(k) + schedule + send
 
 - ``heartbeat`` (10 s, the task's policy): the job was touched at most
   ``heartbeat / 3`` s before the kill and is stuck ``heartbeat`` s after its
   last touch; its delivery claim's lease lapses at the same time;
 - ``sweep`` (``HERALD_NOTIFIER_SWEEP_SECONDS``, 5 s): one live worker sweeps
-  per interval (SAQ's default is 60 s);
-- ``sweep_abort_wait`` (``HERALD_NOTIFIER_SWEEP_ABORT_WAIT_SECONDS``, 1 s):
-  the sweeper waits that long for the stuck jobs' worker to confirm the
-  abort, and a dead worker never does. SAQ waits 5 s per stuck job, one after
-  the other (``N x 5 s``); ``NotifierQueue.sweep`` waits for all at once, so
+  per interval (SAQ's default is 60 s), and re-queues every stuck job in one
+  step each, without waiting on the dead worker (``NotifierQueue.sweep``;
+  SAQ waited up to 5 s per stuck job, one after the other: ``N x 5 s``), so
   ``N`` drops out;
 - ``backoff(k)``: the retry delay after attempt ``k``, up to
   ``2 ** (k - 1)`` s (1 s after a first attempt);
 - ``schedule``: the next 1 s poll that moves a due retry to the queue.
 
-With the defaults that is 18 s + send, for any concurrency. Measured (local
+With the defaults that is 17 s + send, for any concurrency. Measured before
+the sweep stopped waiting (it then also waited 1 s for the abort; local
 Redis, a fresh notifier process started at the kill, 5 runs): one job
 13.0-13.3 s; ten jobs (concurrency 10, every slot busy) 12.9-13.3 s for all
 ten (SAQ's sequential sweep took 22.7 s for the last of the ten).
@@ -39,6 +38,7 @@ from datetime import timedelta
 from typing import Any
 
 from herald_notifier.delivery import DeliveryRecords
+from herald_notifier.faults import Faults
 from herald_notifier.handlers import (
     RESOURCES,
     Resources,
@@ -77,7 +77,7 @@ def connect_queue(settings: Settings) -> NotifierQueue:
     return NotifierQueue.connect_url(
         settings.redis_url,
         name=queues.queue_name(queues.NOTIFIER, namespace=settings.queue_namespace),
-        sweep_abort_wait=settings.notifier_sweep_abort_wait_seconds,
+        faults=Faults(settings.fault_crash_at),
     )
 
 
@@ -110,6 +110,7 @@ def build_settings(settings: Settings) -> dict[str, Any]:
             ),
             mailer=Mailer(settings),
             deliveries=delivery_records(queue, settings),
+            faults=queue.faults,
         )
         serve_metrics(settings.metrics_host, settings.metrics_port)
         ctx[QUEUE_DEPTH] = asyncio.create_task(track_queue_depth(queue))

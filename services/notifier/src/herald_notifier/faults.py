@@ -1,0 +1,73 @@
+"""Deliberate crashes at named points of a message's life, for crash tests only.
+
+``HERALD_FAULT_CRASH_AT=<point>`` makes the notifier process end at once, as
+a SIGKILL or an OOM kill would, the first time it reaches that point; unset
+(the default) no point does anything. The crash-point tests
+(``services/notifier/tests/test_crash_points.py``) run a real notifier with
+it, let it die there, and check that a second notifier keeps the promise of
+that point: delivered once, or delivered and counted as a possible duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Literal, NoReturn
+
+import structlog
+
+CrashPoint = Literal[
+    "after_dequeue",
+    "after_claim",
+    "after_smtp_accept",
+    "after_mark",
+    "before_retry",
+    "sweep_before_requeue",
+    "sweep_after_requeue",
+    "before_dead_letter",
+    "after_dead_letter",
+]
+"""Where the notifier can be made to crash:
+
+- ``after_dequeue``: the job moved to the active list, not yet marked active;
+- ``after_claim``: the delivery claim taken, nothing sent;
+- ``after_smtp_accept``: the relay said 250, the ``sent`` record not written;
+- ``after_mark``: the ``sent`` record written, the job not yet completed;
+- ``before_retry``: an attempt failed (a 4xx, say), its re-queue not yet written;
+- ``sweep_before_requeue`` / ``sweep_after_requeue``: the sweeper found a
+  stuck job, right before / right after its one-step re-queue;
+- ``before_dead_letter`` / ``after_dead_letter``: a job failing for good,
+  right before / right after its one-step "dead letter and fail".
+"""
+
+CRASH_STATUS = 70
+"""Exit status of a deliberate crash (EX_SOFTWARE, as the API's fault switch)."""
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The fault switch of one notifier process: the point it crashes at, if any."""
+
+    crash_at: CrashPoint | None = None
+
+    def reach(self, point: CrashPoint, **context: object) -> None:
+        """Crash here if this is the armed point; else do nothing."""
+        if point == self.crash_at:
+            crash(point, **context)
+
+
+NO_FAULTS = Faults()
+"""The switch of every process not under a crash test."""
+
+
+def crash(point: CrashPoint, **context: object) -> NoReturn:
+    """End the process at once: ``os._exit`` runs no ``finally``, no shutdown,
+    no Redis write. Only the log line is flushed first, so the test can tell
+    where the process died."""
+    log.critical("fault.crash", point=point, status=CRASH_STATUS, **context)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(CRASH_STATUS)

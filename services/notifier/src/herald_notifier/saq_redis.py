@@ -1,0 +1,248 @@
+"""One-step changes of a SAQ job's state in Redis: the only module that knows
+how saq 0.26's ``RedisQueue`` lays a job out.
+
+SAQ changes a job in several calls: its sweep aborts a stuck job
+(``RedisQueue.abort``: status ``aborting``, off ``incomplete`` and ``active``)
+and only then retries or finishes it, so a process dying in between left the
+job in no list, ``aborting``, forever (field notes: 1 of 1,000 lost in the
+chaos run). Here each change is one Lua script, so at every instant a job
+whose status is not terminal is in ``incomplete`` (and ``queued`` once due)
+or ``active``:
+
+- ``requeue``: a retry (the sweeper's, a failed attempt's, a shutdown's);
+- ``finish``: a terminal status, with the job's dead letter in the same step
+  when it fails for good;
+- both only if the stored job is still what the caller expects: exactly the
+  bytes the sweeper judged stuck, or the attempt (attempt count and worker)
+  that is ending, while it is ``active`` or ``aborting``. A worker that was
+  taken for dead and finishes late is refused: the job has moved on (re-queued,
+  or run by another attempt) and keeps its state.
+
+What this relies on, pinned by ``tests/test_saq_pin.py`` (an upgrade of SAQ
+that changes any of it fails there first):
+
+- keys: a job is the string ``saq:job:{queue}:{key}`` (``Job.id``); the lists
+  ``saq:{queue}:queued`` and ``saq:{queue}:active`` and the sorted set
+  ``saq:{queue}:incomplete`` hold job ids; ``incomplete`` has every unfinished
+  job, scored 0 once it is in ``queued``, else by the epoch second it is due
+  (``RedisQueue.schedule`` moves due ones to ``queued``); ``saq:{queue}:sweep``
+  is the sweep lock;
+- a job is stored as ``json.dumps(job.to_dict())``, fields at their default
+  left out; the scripts read only ``status`` (a ``Status`` value such as
+  ``"active"``), ``attempts`` (absent: 0) and ``worker_id`` (absent: none),
+  and write what Python serialized;
+- the fields ``Queue.retry`` and ``Queue.finish`` set, and where
+  ``RedisQueue._retry`` and ``_finish`` put the id; listeners hear of a
+  change by a publish of its status on the job id's channel;
+- a worker stops a running job only when its *stored status* is ``aborting``
+  or ``aborted`` (``Worker.abort``); the abort key ``saq:abort:{key}`` only
+  blocks enqueueing that key. A re-queue therefore raises no abort key: it
+  names the job, not the attempt, so a SAQ that honoured it would stop the
+  re-queued attempt too. The stale attempt is stopped by its own lease
+  instead (``herald_shared.tasks.Lease``: the stored job is no longer its).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from saq import Job, Status
+from saq.utils import now
+
+if TYPE_CHECKING:
+    from saq.queue.redis import RedisQueue
+
+SUPPORTED_SAQ = ((0, 26), (0, 27))
+"""saq versions whose Redis layout this module matches: at least the first, below the second."""
+
+_SNAPSHOT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+redis.call('SETEX', KEYS[1], ARGV[1], 1)
+local id_jobs = {}
+for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    id_jobs[i] = {v, redis.call('GET', v)}
+end
+return id_jobs
+"""
+"""saq 0.26.4's sweep script, but telling "another worker holds the sweep lock"
+(nil) from "nothing active" (empty): each id of the active list with its job."""
+
+_GUARD = """
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+if ARGV[1] == 'exact' then
+  if stored ~= ARGV[2] then return 0 end
+else
+  local job = cjson.decode(stored)
+  if job['status'] ~= 'active' and job['status'] ~= 'aborting' then return 0 end
+  if (tonumber(job['attempts']) or 0) ~= tonumber(ARGV[2]) then return 0 end
+  local worker = job['worker_id']
+  if type(worker) ~= 'string' then worker = '' end
+  if worker ~= ARGV[3] then return 0 end
+end
+"""
+"""Return 0 unless the stored job is the expected one (ARGV[1..3], see ``_guard``)."""
+
+_REQUEUE = (
+    _GUARD
+    + """
+redis.call('LREM', KEYS[2], 0, KEYS[1])
+redis.call('LREM', KEYS[3], 0, KEYS[1])
+redis.call('ZADD', KEYS[4], ARGV[5], KEYS[1])
+if ARGV[6] == '1' then redis.call('RPUSH', KEYS[3], KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[4])
+redis.call('PUBLISH', KEYS[1], 'queued')
+return 1
+"""
+)
+"""KEYS: job, active, queued, incomplete. ARGV: guard (3), the job as re-queued,
+its incomplete score, '1' to push it on the queue now (SAQ ``_retry``)."""
+
+_FINISH = (
+    _GUARD
+    + """
+redis.call('LREM', KEYS[2], 0, KEYS[1])
+redis.call('ZREM', KEYS[3], KEYS[1])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('SETEX', KEYS[1], ttl, ARGV[4])
+elseif ttl == 0 then
+  redis.call('SET', KEYS[1], ARGV[4])
+else
+  redis.call('DEL', KEYS[1])
+end
+local added = 0
+if #KEYS == 5 then
+  added = redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[7])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[6])
+return {1, added}
+"""
+)
+"""KEYS: job, active, incomplete[, letters hash, letters index]. ARGV: guard (3),
+the finished job, its ttl, its status[, letter id, letter JSON, failed_at] (SAQ
+``_finish``, plus ``DeadLetters.add``)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job: its attempt count and worker, as the worker marked it active."""
+
+    attempts: int
+    worker_id: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> Attempt:
+        return cls(job.attempts, job.worker_id)
+
+
+Expected = Attempt | bytes
+"""What a change requires of the stored job: this attempt, still running; or
+exactly these bytes (what the sweeper read)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LetterWrite:
+    """A dead letter stored in the step that fails its job (``DeadLetters``' layout)."""
+
+    letters_key: str
+    index_key: str
+    message_id: str
+    letter_json: str
+    failed_at: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What ``JobStore.finish`` did."""
+
+    done: bool
+    """The job was finished; ``False``: it was no longer as expected, nothing changed."""
+    letter_added: bool = False
+    """A dead letter of that id was not stored before."""
+
+
+class JobStore:
+    """The jobs of one ``RedisQueue``, changed one step at a time (module docs)."""
+
+    def __init__(self, queue: RedisQueue) -> None:
+        self.queue = queue
+        self.active = queue.namespace("active")
+        self.queued = queue.namespace("queued")
+        self.incomplete = queue.namespace("incomplete")
+        self.sweep_lock = queue.namespace("sweep")
+        self._snapshot = queue.redis.register_script(_SNAPSHOT)
+        self._requeue = queue.redis.register_script(_REQUEUE)
+        self._finish = queue.redis.register_script(_FINISH)
+
+    async def snapshot_active(self, *, lock: int) -> list[tuple[str, bytes | None]] | None:
+        """Each id of the active list with its stored job, taking the sweep lock
+        for ``lock`` s; ``None`` if another worker holds it."""
+        id_jobs = await self._snapshot(keys=[self.sweep_lock, self.active], args=[lock])
+        if id_jobs is None:
+            return None
+        return [(_text(job_id), job_bytes or None) for job_id, job_bytes in id_jobs]
+
+    async def drop_missing(self, job_id: str) -> None:
+        """Take the id of a job that no longer exists off the lists."""
+        async with self.queue.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(self.active, 0, job_id)
+            pipe.zrem(self.incomplete, job_id)
+            await pipe.execute()
+
+    async def requeue(self, job: Job, *, expected: Expected, error: str | None) -> bool:
+        """Re-queue ``job`` as a retry (``Queue.retry``'s fields, due after its
+        retry delay), if the stored job is ``expected``; ``True`` if done."""
+        delay = job.next_retry_delay()
+        job.status = Status.QUEUED
+        job.error = error
+        job.completed = job.started = 0
+        job.progress = 0
+        job.touched = now()
+        score, push = (time.time() + delay, "0") if delay else (job.scheduled, "1")
+        done = await self._requeue(
+            keys=[job.id, self.active, self.queued, self.incomplete],
+            args=[*_guard(expected), self.queue.serialize(job), score, push],
+        )
+        return bool(done)
+
+    async def finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        expected: Expected,
+        result: Any = None,
+        error: str | None = None,
+        letter: LetterWrite | None = None,
+    ) -> Finished:
+        """End ``job`` with ``status`` (``Queue.finish``'s fields), storing
+        ``letter`` in the same step, if the stored job is ``expected``."""
+        job.status = status
+        job.result = result
+        job.error = error
+        job.completed = now()
+        if status == Status.COMPLETE:
+            job.progress = 1.0
+        keys = [job.id, self.active, self.incomplete]
+        args: list[Any] = [*_guard(expected), self.queue.serialize(job), job.ttl, status.value]
+        if letter is not None:
+            keys += [letter.letters_key, letter.index_key]
+            args += [letter.message_id, letter.letter_json, letter.failed_at]
+        outcome = await self._finish(keys=keys, args=args)
+        if not outcome:
+            return Finished(done=False)
+        return Finished(done=True, letter_added=bool(outcome[1]))
+
+
+def _guard(expected: Expected) -> list[str | bytes]:
+    if isinstance(expected, bytes):
+        return ["exact", expected, ""]
+    return ["attempt", str(expected.attempts), expected.worker_id or ""]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
