@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from saq import Job, Queue
 
+from herald_shared.ledger import dead_letters_index_key, dead_letters_key
 from herald_shared.messages import MessageError
 from herald_shared.tasks import PAYLOAD, TASKS, enqueue, failure_of, one_line
 
@@ -138,8 +139,8 @@ class DeadLetters:
 
     def __init__(self, redis: Redis, *, queue_name: str) -> None:
         self.redis = redis
-        self.letters_key = f"herald:{queue_name}:dead_letters"
-        self.index_key = f"herald:{queue_name}:dead_letters:by_time"
+        self.letters_key = dead_letters_key(queue_name)
+        self.index_key = dead_letters_index_key(queue_name)
         self._remove_if_unchanged = redis.register_script(_REMOVE_IF_UNCHANGED)
 
     async def add(self, letter: DeadLetter) -> bool:

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from herald_shared.ledger import delivery_record_prefix
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -136,7 +138,7 @@ class DeliveryRecords:
 
     def __init__(self, redis: Redis, *, queue_name: str, record_ttl: timedelta) -> None:
         self.redis = redis
-        self.prefix = f"herald:{queue_name}:delivery:"
+        self.prefix = delivery_record_prefix(queue_name)
         self.record_ttl_ms = int(record_ttl.total_seconds() * 1000)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
