@@ -364,3 +364,103 @@ async def test_an_attempt_whose_job_was_handed_on_stops_and_leaves_the_job_alone
     # The handed-on attempt sent; the lost one had sent DATA: a possible duplicate.
     assert [e["cause"] for e in events(logs, "job.cancelled")] == ["lost"]
     assert len(events(logs, "email.redelivered_unconfirmed")) == 1
+
+
+class DataReplies:
+    """An aiosmtpd handler answering the first DATA (after the whole message is
+    in) from ``first``: an SMTP reply, or ``"drop"`` to close the connection
+    without one; every later DATA is accepted. ``got`` has every message the
+    relay received in full, ``accepted`` those it answered 250."""
+
+    def __init__(self, first: str) -> None:
+        self.first: str | None = first
+        self.got: list[bytes] = []
+        self.accepted: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.got.append(envelope.content)
+        reply, self.first = self.first, None
+        if reply == "drop":
+            server.transport.close()
+            return "250 2.0.0 never heard"
+        if reply is not None:
+            return reply
+        self.accepted.append(envelope.content)
+        return "250 2.0.0 queued"
+
+
+def possible_duplicates() -> float:
+    return sum(
+        value("herald_notifier_possible_duplicates_total", cause=cause)
+        for cause in ("crash", "unconfirmed")
+    )
+
+
+async def test_a_4xx_reply_to_data_is_a_refusal_retried_without_a_possible_duplicate(
+    settings_for: SettingsFor, notifier_queue: Queue, deliveries: DeliveryRecords
+) -> None:
+    relay = DataReplies("451 4.3.0 queue full, try again later")
+    message = welcome_email(email="hedy@example.com")
+    job = SEND_WELCOME_EMAIL.job(message)
+    job.retry_delay = 0.1
+    doubts = possible_duplicates()
+
+    with serve_smtp(relay) as port, captured() as logs:
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
+            await notifier_queue.enqueue(job)
+            done = await wait_for_job(notifier_queue, job.key, finished)
+
+    assert (done.status, done.attempts, done.result) == (Status.COMPLETE, 2, "sent")
+    assert len(relay.accepted) == 1
+    assert possible_duplicates() == doubts
+    assert events(logs, "email.outcome_unknown") == []
+    assert events(logs, "email.redelivered_unconfirmed") == []
+    [deferred] = events(logs, "email.deferred")
+    assert deferred["smtp_code"] == 451
+    record = await deliveries.record(message.message_id)
+    assert record is not None
+    assert record.startswith("sent:")
+
+
+async def test_a_5xx_reply_to_data_releases_the_message_for_a_replay(
+    settings_for: SettingsFor, notifier_queue: Queue, deliveries: DeliveryRecords
+) -> None:
+    relay = DataReplies("554 5.6.0 message refused")
+    message = welcome_email(email="katherine@example.com")
+    doubts = possible_duplicates()
+
+    with serve_smtp(relay) as port:
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
+            job = await enqueue(notifier_queue, message)
+            assert job is not None
+            done = await wait_for_job(notifier_queue, job.key, finished)
+
+    assert (done.status, done.attempts) == (Status.FAILED, 1)
+    assert relay.accepted == []
+    assert possible_duplicates() == doubts
+    # Released, not unconfirmed: a replay sends at once and counts no duplicate.
+    assert await deliveries.record(message.message_id) is None
+
+
+async def test_a_connection_dropped_after_the_data_makes_the_resend_a_possible_duplicate(
+    settings_for: SettingsFor, notifier_queue: Queue
+) -> None:
+    relay = DataReplies("drop")
+    message = welcome_email(email="margaret@example.com")
+    job = SEND_WELCOME_EMAIL.job(message)
+    job.retry_delay = 0.1
+    unconfirmed = value("herald_notifier_possible_duplicates_total", cause="unconfirmed")
+
+    with serve_smtp(relay) as port, captured() as logs:
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
+            await notifier_queue.enqueue(job)
+            done = await wait_for_job(notifier_queue, job.key, finished)
+
+    assert (done.status, done.attempts, done.result) == (Status.COMPLETE, 2, "sent")
+    # The relay had the whole message both times: it may deliver both.
+    assert len(relay.got) == 2
+    assert value("herald_notifier_possible_duplicates_total", cause="unconfirmed") == (
+        unconfirmed + 1
+    )
+    assert len(events(logs, "email.outcome_unknown")) == 1
+    assert len(events(logs, "email.redelivered_unconfirmed")) == 1

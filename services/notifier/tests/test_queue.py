@@ -132,7 +132,7 @@ async def test_a_late_finish_cannot_end_the_attempt_that_took_the_job_over(
     stale = await taken_by_a_dead_worker(queue)
     await sweep(queue)
     await queue.redis.zadd(f"saq:{queue.name}:incomplete", {stale.id: 0})
-    await queue.redis.rpush(f"saq:{queue.name}:queued", stale.id)  # due now
+    await queue.redis.rpush(f"saq:{queue.name}:queued", stale.id)  # type: ignore[misc]  # due now
     taken_over = await queue.dequeue()
     assert taken_over is not None
     taken_over.attempts, taken_over.started, taken_over.worker_id = 2, now(), "live-worker"
