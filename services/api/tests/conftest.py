@@ -78,6 +78,21 @@ def settings(database_url: str, redis_url: str, queue_namespace: str) -> Setting
     )
 
 
+@pytest.fixture
+def api_env(settings: Settings) -> dict[str, str]:
+    """The environment of a real ``herald-api serve`` process on the test's database and
+    Redis (``herald_testing.processes.serve_api``)."""
+    return {
+        "HERALD_DATABASE_URL": str(settings.database_url),
+        "HERALD_REDIS_URL": settings.redis_url,
+        "HERALD_QUEUE_NAMESPACE": settings.queue_namespace,
+        "HERALD_HASH_WORKERS": "1",
+        "HERALD_LINK_SECRET": settings.link_secret.get_secret_value(),
+        "HERALD_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "HERALD_RATE_LIMITS_ENABLED": "false",
+    }
+
+
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app built from ``settings``, its lifespan running."""
@@ -149,24 +164,25 @@ async def make_relay(
 
 @pytest.fixture
 def insert_pending(db: asyncpg.Connection) -> Callable[..., Awaitable[list[uuid.UUID]]]:
-    """Insert ``count`` due outbox rows of valid WelcomeEmails (no users); their ids."""
+    """Insert ``count`` due outbox rows of valid WelcomeEmails (no users); their ids.
 
-    async def insert(count: int, **columns: Any) -> list[uuid.UUID]:
+    Keyword arguments set other columns to SQL expressions, in the same INSERT (a
+    relay running meanwhile never sees the row as it was before them).
+    """
+
+    async def insert(count: int, **columns: str) -> list[uuid.UUID]:
         messages = [
             welcome_email(user_id=uuid.uuid4(), email=f"user{i}@example.com", display_name="U")
             for i in range(count)
         ]
+        values = {"available_at": "now()"} | columns
+        names = ", ".join(values)
+        expressions = ", ".join(values.values())
         await db.executemany(
-            "INSERT INTO outbox (message_id, task, queue, payload, available_at) "
-            "VALUES ($1, 'send_welcome_email', 'notifier', $2::jsonb, now())",
+            f"INSERT INTO outbox (message_id, task, queue, payload, {names}) "
+            f"VALUES ($1, 'send_welcome_email', 'notifier', $2::jsonb, {expressions})",
             [(m.message_id, json.dumps(m.encode())) for m in messages],
         )
-        if columns:
-            assignments = ", ".join(f"{name} = {value}" for name, value in columns.items())
-            await db.execute(
-                f"UPDATE outbox SET {assignments} WHERE message_id = ANY($1::uuid[])",
-                [m.message_id for m in messages],
-            )
         return [m.message_id for m in messages]
 
     return insert

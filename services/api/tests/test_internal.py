@@ -22,6 +22,16 @@ HOUR = {"older_than_seconds": 3600}
 InsertPending = Callable[..., Awaitable[list[uuid.UUID]]]
 
 
+def settled(ago: str, *, as_: str = "delivered") -> dict[str, str]:
+    """Columns of a row relayed and then settled ``ago`` (an SQL interval)."""
+    return {
+        "relayed_at": f"now() - interval '{ago}' - interval '5 minutes'",
+        "checked_at": f"now() - interval '{ago}'",
+        "settled_at": f"now() - interval '{ago}'",
+        "settled_as": f"'{as_}'",
+    }
+
+
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"internal_token": SecretStr(TOKEN)})
@@ -57,7 +67,7 @@ async def test_purge_without_the_right_token_is_401_and_deletes_nothing(
     insert_pending: InsertPending,
     headers: dict[str, str],
 ) -> None:
-    await insert_pending(2, relayed_at="now() - interval '2 days'")
+    await insert_pending(2, **settled("2 days"))
 
     response = await client.post(PURGE, json=HOUR, headers=headers)
 
@@ -84,11 +94,17 @@ async def test_without_a_configured_token_the_internal_routes_do_not_exist(
     assert PURGE not in schema["paths"]
 
 
-async def test_purge_deletes_only_rows_relayed_before_the_threshold(
+async def test_purge_deletes_only_rows_settled_before_the_threshold(
     client: httpx.AsyncClient, db: asyncpg.Connection, insert_pending: InsertPending
 ) -> None:
-    old = await insert_pending(3, relayed_at="now() - interval '2 hours'")
-    recent = await insert_pending(2, relayed_at="now() - interval '10 minutes'")
+    old = await insert_pending(1, **settled("2 hours"))
+    old += await insert_pending(1, **settled("2 hours", as_="dead"))
+    old += await insert_pending(1, **settled("2 hours", as_="skipped"))
+    recent = await insert_pending(2, **settled("10 minutes"))
+    # Relayed long ago but never confirmed delivered: its message may need a push yet.
+    unsettled = await insert_pending(
+        2, relayed_at="now() - interval '3 days'", checked_at="now() - interval '3 days'"
+    )
     # Created long ago but never relayed: a purge must never lose a message.
     stuck = await insert_pending(
         2, created_at="now() - interval '3 days'", available_at="'infinity'"
@@ -100,7 +116,7 @@ async def test_purge_deletes_only_rows_relayed_before_the_threshold(
     assert response.status_code == 200
     assert response.json() == {"deleted": 3}
     left = {r["message_id"] for r in await db.fetch("SELECT message_id FROM outbox")}
-    assert left == set(recent + stuck + due)
+    assert left == set(recent + unsettled + stuck + due)
     assert not left & set(old)
 
     again = await client.post(PURGE, json=HOUR, headers=bearer(TOKEN))
@@ -114,7 +130,7 @@ async def test_a_long_backlog_is_purged_in_several_transactions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(outbox, "PURGE_BATCH_SIZE", 3)
-    await insert_pending(7, relayed_at="now() - interval '2 hours'")
+    await insert_pending(7, **settled("2 hours"))
 
     response = await client.post(PURGE, json=HOUR, headers=bearer(TOKEN))
 

@@ -99,7 +99,7 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
         marks=RelayedMarks(sessions),
         timeout_seconds=2.0,
         grace_seconds=0,
-        exit_after_commit=True,
+        faults=faults.Faults("after_commit"),
     )
     try:
         async with sessions() as session:
@@ -115,7 +115,7 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
                 )
     finally:
         hasher.close()
-    assert crashed.value.args == (faults.EXIT_AFTER_COMMIT_STATUS,)
+    assert crashed.value.args == (faults.CRASH_STATUS,)
 
     # Committed together (one transaction id), nothing pushed, nothing marked.
     user = await db.fetchrow("SELECT id, xmin::text AS xid FROM users")

@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import shutil
-import sys
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -19,91 +11,12 @@ import httpx
 import pytest
 from saq import Queue
 
-from herald_api.faults import EXIT_AFTER_COMMIT_STATUS
+from herald_api.faults import CRASH_STATUS
 from herald_api.relay import Relay
-from herald_api.settings import Settings
 from herald_shared.messages import WelcomeEmail
-from herald_testing.ports import free_port
+from herald_testing.processes import serve_api
 
 BODY = {"email": "crash@example.com", "password": "correct horse battery", "display_name": "C"}
-
-
-def herald_api_command() -> str:
-    beside_python = Path(sys.executable).with_name("herald-api")
-    found = str(beside_python) if beside_python.exists() else shutil.which("herald-api")
-    if found is None:
-        pytest.fail("the herald-api console script is not installed")
-    return found
-
-
-async def wait_until_live(base_url: str, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(base_url=base_url, timeout=1) as http:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                pytest.fail(f"herald-api exited early with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get("/health/live")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    pytest.fail("herald-api did not start serving within 30 s")
-
-
-@dataclass
-class Served:
-    port: int
-    process: asyncio.subprocess.Process
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def events(self) -> list[str]:
-        lines = self.log_path.read_text().splitlines()
-        return [json.loads(line)["event"] for line in lines if line]
-
-
-@asynccontextmanager
-async def serve(
-    settings: Settings, tmp_path: Path, env: Mapping[str, str] = {}
-) -> AsyncIterator[Served]:
-    """``herald-api serve`` on a free port with the test's database and Redis, plus ``env``."""
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")} | {
-        "HERALD_DATABASE_URL": str(settings.database_url),
-        "HERALD_REDIS_URL": settings.redis_url,
-        "HERALD_QUEUE_NAMESPACE": settings.queue_namespace,
-        "HERALD_HASH_WORKERS": "1",
-        "HERALD_LOG_FORMAT": "json",
-        "HERALD_LINK_SECRET": settings.link_secret.get_secret_value(),
-        "HERALD_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "HERALD_METRICS_PORT": "0",
-        **env,
-    }
-    log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log_file:
-        # cwd: a directory without a .env that could change the settings.
-        process = await asyncio.create_subprocess_exec(
-            herald_api_command(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            env=full_env,
-            cwd=tmp_path,
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            served = Served(port, process, log_path)
-            await wait_until_live(served.base_url, process)
-            yield served
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
 
 
 async def get_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> bytes:
@@ -121,12 +34,12 @@ async def get_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pat
 
 
 async def test_an_idle_connection_outlives_the_clients_keep_alive(
-    settings: Settings, tmp_path: Path
+    api_env: dict[str, str], tmp_path: Path
 ) -> None:
     """httpx (and many clients) reuse an idle connection for up to 5 s; uvicorn's own
     default also closes it after 5 s, so a request sent just then met a closed socket
     ("Server disconnected without sending a response"). The server must wait longer."""
-    async with serve(settings, tmp_path) as served:
+    async with serve_api(api_env, log_path=tmp_path / "api.log") as served:
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         try:
             assert await get_on(reader, writer, "/health/live") == b"HTTP/1.1 200 OK"
@@ -137,7 +50,7 @@ async def test_an_idle_connection_outlives_the_clients_keep_alive(
 
 
 async def test_exit_after_commit_leaves_the_user_and_a_pending_row_that_is_then_delivered(
-    settings: Settings,
+    api_env: dict[str, str],
     db: asyncpg.Connection,
     notifier_queue: Queue,
     make_relay: Callable[..., Relay],
@@ -151,16 +64,16 @@ async def test_exit_after_commit_leaves_the_user_and_a_pending_row_that_is_then_
         # No grace: only the crash keeps the row from being pushed at once.
         "HERALD_OUTBOX_FAST_PATH_GRACE_SECONDS": "0",
     }
-    async with serve(settings, tmp_path, env) as served:
+    async with serve_api(api_env | env, log_path=tmp_path / "api.log") as served:
         async with httpx.AsyncClient(base_url=served.base_url, timeout=10) as http:
             with pytest.raises(httpx.TransportError):
                 await http.post("/api/v1/users", json=BODY)
-        status = await asyncio.wait_for(served.process.wait(), timeout=10)
+        status = await served.exit_status()
 
     events = served.events()
-    assert status == EXIT_AFTER_COMMIT_STATUS
+    assert status == CRASH_STATUS
     assert "fault.enabled" in events
-    assert events.index("user.created") < events.index("fault.exit_after_commit")
+    assert events.index("user.created") < events.index("fault.crash")
     assert "message.enqueued" not in events
 
     user = await db.fetchrow("SELECT id FROM users WHERE email = $1", BODY["email"])

@@ -1,6 +1,7 @@
 """The jobs that call the API: the scheduler decides when, the API does the work.
 
-- ``purge_outbox``: relayed outbox rows past their retention;
+- ``reconcile_outbox``: unsettled outbox rows checked against Redis;
+- ``purge_outbox``: settled outbox rows past their retention;
 - ``remind_unverified_users``: one reminder per user unverified for a while;
 - ``purge_unverified_users``: accounts never verified;
 - ``purge_tokens``: spent verification tokens.
@@ -32,6 +33,7 @@ from herald_scheduler.jobs import (
     purge_outbox,
     purge_tokens,
     purge_unverified_users,
+    reconcile_outbox,
     remind_unverified_users,
 )
 from herald_scheduler.settings import Settings
@@ -93,6 +95,17 @@ PURGE_TOKENS = ApiJob(
     purge_tokens, "/internal/v1/tokens/purge", "token_retention_seconds", "tokens.purged", "deleted"
 )
 JOBS = [OUTBOX, REMIND, PURGE_USERS, PURGE_TOKENS]
+"""The jobs whose endpoint answers one count."""
+RECONCILE_PATH = "/internal/v1/outbox/reconcile"
+RECONCILED = {
+    "delivered": 7,
+    "skipped": 1,
+    "dead": 1,
+    "waiting": 2,
+    "repushed": 3,
+    "oldest_unsettled_seconds": 312.5,
+}
+"""The stand-in's answer to a reconciliation."""
 each_job = pytest.mark.parametrize("job", JOBS, ids=[job.name for job in JOBS])
 
 
@@ -126,6 +139,8 @@ class ApiStandIn:
         if (status := self.failures.get(request.path)) is not None:
             return web.json_response({"detail": "stand-in failure"}, status=status)
         self.received.setdefault(request.path, []).append(body)
+        if request.path == RECONCILE_PATH:
+            return web.json_response(RECONCILED)
         [job] = [job for job in JOBS if job.path == request.path]
         return web.json_response({job.count: self.counts.get(request.path, 3)})
 
@@ -134,8 +149,8 @@ class ApiStandIn:
 async def api() -> AsyncIterator[ApiStandIn]:
     stand_in = ApiStandIn()
     app = web.Application()
-    for job in JOBS:
-        app.router.add_post(job.path, stand_in.handle)
+    for path in [job.path for job in JOBS] + [RECONCILE_PATH]:
+        app.router.add_post(path, stand_in.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -184,6 +199,45 @@ async def test_a_job_asks_its_endpoint_with_its_age_and_logs_the_count(
     assert api_work(job) == before + 5
 
 
+async def test_the_reconciliation_sends_its_age_and_logs_what_the_api_did(
+    api: ApiStandIn,
+) -> None:
+    labels = {"job": "reconcile_outbox"}
+    before = REGISTRY.get_sample_value("herald_scheduler_api_work_total", labels) or 0.0
+    internal_api = api.client()
+    ctx = cast(
+        SchedulerContext, {"internal_api": internal_api, "outbox_reconcile_after_seconds": 300}
+    )
+    try:
+        with capture_logs() as logs:
+            result = await reconcile_outbox(ctx)
+    finally:
+        await internal_api.aclose()
+
+    assert result == RECONCILED
+    assert api.received == {RECONCILE_PATH: [{"older_than_seconds": 300}]}
+    assert logs == [
+        {"event": "outbox.reconciled", "log_level": "info", "older_than_seconds": 300} | RECONCILED
+    ]
+    # Every row it checked: settled (7 + 1 + 1), waited for (2) or pushed again (3).
+    assert REGISTRY.get_sample_value("herald_scheduler_api_work_total", labels) == before + 14
+
+
+async def test_a_failed_reconciliation_fails_the_run(api: ApiStandIn) -> None:
+    api.failures[RECONCILE_PATH] = 503
+    internal_api = api.client()
+    ctx = cast(
+        SchedulerContext, {"internal_api": internal_api, "outbox_reconcile_after_seconds": 300}
+    )
+    try:
+        with capture_logs() as logs, pytest.raises(httpx.HTTPStatusError, match="503"):
+            await reconcile_outbox(ctx)
+    finally:
+        await internal_api.aclose()
+
+    assert logs == []
+
+
 @each_job
 async def test_an_api_error_fails_the_run(api: ApiStandIn, job: ApiJob) -> None:
     api.failures[job.path] = 500
@@ -221,6 +275,7 @@ async def test_an_unreachable_api_fails_the_run() -> None:
 
 def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> None:
     crons: dict[str, Any] = {
+        "outbox_reconcile_cron": "*/2 * * * *",
         "outbox_purge_cron": "*/5 * * * *",
         "verification_reminder_cron": "* * * * * */3",
         "unverified_purge_cron": "7 * * * *",
@@ -233,14 +288,16 @@ def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> Non
     scheduled = {
         job.function: (job.cron, job.unique, job.retries) for job in with_token["cron_jobs"]
     }
-    assert {function: scheduled.get(function) for function in (job.function for job in JOBS)} == {
+    functions = [reconcile_outbox, *(job.function for job in JOBS)]
+    assert {function: scheduled.get(function) for function in functions} == {
+        reconcile_outbox: ("*/2 * * * *", True, 1),
         purge_outbox: ("*/5 * * * *", True, 1),
         remind_unverified_users: ("* * * * * */3", True, 1),
         purge_unverified_users: ("7 * * * *", True, 1),
         purge_tokens: ("9 3 * * *", True, 1),
     }
     # One slot per CronJob: a slow API call holds up no other job.
-    assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 5
+    assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 6
 
 
 def worker_settings(
@@ -249,6 +306,7 @@ def worker_settings(
     """Every job off unless ``overrides`` schedules it; metrics not served."""
     values: dict[str, Any] = {
         "queue_report_cron": NEVER,
+        "outbox_reconcile_cron": NEVER,
         "outbox_purge_cron": NEVER,
         "verification_reminder_cron": NEVER,
         "unverified_purge_cron": NEVER,
@@ -274,10 +332,12 @@ async def test_a_worker_sends_each_job_its_configured_age(
         api,
         redis_url,
         queue_namespace,
+        outbox_reconcile_cron=EVERY_SECOND,
         outbox_purge_cron=EVERY_SECOND,
         verification_reminder_cron=EVERY_SECOND,
         unverified_purge_cron=EVERY_SECOND,
         token_purge_cron=EVERY_SECOND,
+        outbox_reconcile_after_seconds=240,
         outbox_retention_seconds=600,
         verification_reminder_after_seconds=120,
         unverified_account_days=2,
@@ -286,7 +346,7 @@ async def test_a_worker_sends_each_job_its_configured_age(
 
     async with running_worker(build_settings(settings)):
         await eventually(
-            lambda: len(api.received) == len(JOBS), "every endpoint called", within=15.0
+            lambda: len(api.received) == len(JOBS) + 1, "every endpoint called", within=15.0
         )
 
     ages = {
@@ -294,6 +354,7 @@ async def test_a_worker_sends_each_job_its_configured_age(
         for path, bodies in api.received.items()
     }
     assert ages == {
+        RECONCILE_PATH: {240},
         OUTBOX.path: {600},
         REMIND.path: {120},
         PURGE_USERS.path: {2 * 24 * 3600},
@@ -352,4 +413,4 @@ async def test_without_a_token_startup_says_which_jobs_are_off(
 
     [warning] = [line for line in logs if line["event"] == "scheduler.api_jobs_disabled"]
     assert warning["log_level"] == "warning"
-    assert warning["jobs"] == [job.name for job in JOBS]
+    assert warning["jobs"] == ["reconcile_outbox", *(job.name for job in JOBS)]

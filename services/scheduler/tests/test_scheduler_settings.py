@@ -16,6 +16,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "HERALD_LOG_LEVEL",
         "HERALD_LOG_FORMAT",
         "HERALD_QUEUE_REPORT_CRON",
+        "HERALD_OUTBOX_RECONCILE_CRON",
+        "HERALD_OUTBOX_RECONCILE_AFTER_SECONDS",
         "HERALD_VERIFICATION_REMINDER_CRON",
         "HERALD_VERIFICATION_REMINDER_AFTER_SECONDS",
         "HERALD_UNVERIFIED_PURGE_CRON",
@@ -53,6 +55,8 @@ def test_defaults() -> None:
     assert settings.unverified_account_seconds == 7 * 24 * 3600
     assert settings.token_purge_cron == "45 * * * *"
     assert settings.token_retention_seconds == 24 * 3600
+    assert settings.outbox_reconcile_cron == "* * * * *"
+    assert settings.outbox_reconcile_after_seconds == 300
 
 
 def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

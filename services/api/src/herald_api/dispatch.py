@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api import outbox
 from herald_api.db import DATABASE_ERRORS
 from herald_api.errortext import describe
+from herald_api.faults import NO_FAULTS, Faults
 from herald_api.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
 from herald_shared.messages import Message
 from herald_shared.tasks import enqueue, task_for
@@ -63,10 +64,15 @@ class RelayedMarks:
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, interval_seconds: float = 0.1
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        interval_seconds: float = 0.1,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self.sessions = sessions
         self.interval_seconds = interval_seconds
+        self.faults = faults
         self._pending: set[uuid.UUID] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -91,6 +97,7 @@ class RelayedMarks:
         if not self._pending:
             return 0
         batch = list(self._pending)
+        self.faults.reach("before_relayed_mark", messages=len(batch))
         self._pending.clear()
         try:
             async with self.sessions() as session:
@@ -121,15 +128,15 @@ class Dispatcher:
         marks: RelayedMarks,
         timeout_seconds: float,
         grace_seconds: float,
-        exit_after_commit: bool = False,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         """``queues``: each base queue name (``herald_shared.queues``) and its connected queue."""
         self.queues = queues
         self.marks = marks
         self.timeout_seconds = timeout_seconds
         self.grace_seconds = grace_seconds
-        self.exit_after_commit = exit_after_commit
-        """Fault tests only: the caller ends the process between its commit and the push."""
+        self.faults = faults
+        """Crash tests only: where this process dies (the callers reach ``after_commit``)."""
         self._paused_until = 0.0
         self._last_failure = ""
 
@@ -180,6 +187,7 @@ class Dispatcher:
             # None: a job with this key was already in flight (the relay was faster).
             already_queued=job is None,
         )
+        self.faults.reach("after_push", message_id=str(message.message_id))
         self.marks.add(message.message_id)
         return True
 

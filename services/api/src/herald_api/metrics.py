@@ -72,6 +72,23 @@ OUTBOX_RELAY_ERRORS = Counter(
     "aside; see outbox.message_rejected), other (a bug).",
     ["reason"],
 )
+RECONCILE_OUTCOMES = ("delivered", "skipped", "dead", "waiting", "repushed")
+OUTBOX_RECONCILED = Counter(
+    "herald_api_outbox_reconciled_total",
+    "Outbox rows the reconciliation checked in Redis, by outcome: delivered, skipped "
+    "(completed unsent, e.g. its link had expired) and dead (a dead letter; logged as "
+    "outbox.settled_dead) settle the row; waiting (its job will still run) checks it again "
+    "later; repushed (Redis had lost it, or its job was stranded; logged as outbox.repushed "
+    "with the message_id) pushed it again.",
+    ["outcome"],
+)
+OUTBOX_OLDEST_UNSETTLED = Gauge(
+    "herald_api_outbox_oldest_unsettled_seconds",
+    "Age of the oldest outbox row whose delivery is not confirmed yet (pending or relayed, "
+    "not settled), as the relay or the reconciliation last measured it; 0 when none. Rows "
+    "are settled by the reconciliation a few minutes after their push, so alert well above "
+    "that (e.g. > 1 h). Every replica reads the same table: aggregate with max.",
+)
 RATE_LIMITED = Counter(
     "herald_api_rate_limited_total",
     "Attempts refused with 429 by a rate limit (logged as rate_limit.exceeded), by action "
@@ -93,6 +110,8 @@ for _task in TASKS.values():
     OUTBOX_RELAYED.labels(_task.message.__name__)
 for _reason in RELAY_ERROR_REASONS:
     OUTBOX_RELAY_ERRORS.labels(_reason)
+for _outcome in RECONCILE_OUTCOMES:
+    OUTBOX_RECONCILED.labels(_outcome)
 
 
 class RequestMetrics:

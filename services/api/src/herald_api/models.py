@@ -8,7 +8,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, SecretStr, StringConstraints
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -125,12 +136,30 @@ class OutboxMessage(SQLModel, table=True):
     Written with the change that causes it, in one transaction; pushed to Redis
     by the fast path right after commit or, failing that, by the relay
     (``herald_api.relay``). ``relayed_at`` is set only after SAQ took the job.
+    The row is the ledger of its message: it is settled (``settled_at``,
+    ``settled_as``) only once the reconciliation (``herald_api.reconciliation``)
+    read its delivery, or its dead letter, in Redis; until then it is never purged.
     """
 
     __tablename__ = "outbox"
     __table_args__ = (
         # The relay's only question: which pending rows may be pushed now.
         Index("outbox_pending_idx", "available_at", postgresql_where=text("relayed_at IS NULL")),
+        # The reconciliation's: which unsettled rows were last known in flight long ago.
+        Index(
+            "outbox_unchecked_idx",
+            "checked_at",
+            postgresql_where=text("settled_at IS NULL AND checked_at IS NOT NULL"),
+        ),
+        # Its gauge's: how old the oldest unsettled row is.
+        Index("outbox_unsettled_idx", "created_at", postgresql_where=text("settled_at IS NULL")),
+        # The purge's: which rows were settled long ago.
+        Index("outbox_settled_idx", "settled_at", postgresql_where=text("settled_at IS NOT NULL")),
+        CheckConstraint(
+            "(settled_at IS NULL) = (settled_as IS NULL) "
+            "AND settled_as IN ('delivered', 'dead', 'skipped')",
+            name="outbox_settled_as_check",
+        ),
     )
 
     message_id: uuid.UUID = Field(primary_key=True)
@@ -152,6 +181,19 @@ class OutboxMessage(SQLModel, table=True):
     relayed_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    checked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    """When the message was last known in flight: its push, or the reconciliation's last look."""
+    settled_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    settled_as: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """``delivered``, ``dead`` (a dead letter) or ``skipped`` (completed unsent: link expired)."""
+    repushes: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    """How often the reconciliation pushed the message again (Redis had lost it)."""
 
 
 class UserCreate(BaseModel):

@@ -5,6 +5,10 @@ commit or neither does. Rows are marked relayed only after SAQ took the job:
 delivery to Redis is at least once (the job key, the message id, refuses a
 duplicate push while the first is in flight; the notifier dedupes the rest).
 
+A relayed row stays in the books until the reconciliation
+(``herald_api.reconciliation``) reads its message's fate in Redis and settles
+it (delivered, dead or skipped); only settled rows are ever purged.
+
 Every time here is PostgreSQL's clock, never the API's, so replicas with
 drifting clocks agree on when a row is due.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import ColumnElement, delete, func, insert, literal_column, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -72,7 +77,7 @@ async def mark_relayed(session: AsyncSession, message_ids: Sequence[uuid.UUID]) 
     result = await session.exec(
         update(OutboxMessage)
         .where(col(OutboxMessage.message_id).in_(_pending_and_unlocked(message_ids)))
-        .values(relayed_at=func.now())
+        .values(relayed_at=func.now(), checked_at=func.now())
     )
     return int(result.rowcount)
 
@@ -112,7 +117,7 @@ async def mark_all_relayed(session: AsyncSession, message_ids: Sequence[uuid.UUI
         await session.exec(
             update(OutboxMessage)
             .where(col(OutboxMessage.message_id).in_(message_ids))
-            .values(relayed_at=func.now())
+            .values(relayed_at=func.now(), checked_at=func.now())
         )
 
 
@@ -163,16 +168,88 @@ async def count_pending(session: AsyncSession) -> int:
     return int(result.one())
 
 
+async def oldest_unsettled_seconds(session: AsyncSession) -> float:
+    """Age of the oldest row not settled yet, pending or relayed (0 when none): one index probe."""
+    result = await session.exec(
+        select(func.extract("epoch", func.now() - func.min(col(OutboxMessage.created_at)))).where(
+            _unsettled()
+        )
+    )
+    age = result.one()
+    return float(age) if age is not None else 0.0
+
+
+SettledAs = Literal["delivered", "dead", "skipped"]
+"""How a row left the books: its message was sent, dead-lettered, or completed unsent."""
+
+
+async def claim_unsettled(
+    session: AsyncSession, *, unchecked_for: timedelta, limit: int
+) -> Sequence[OutboxMessage]:
+    """Lock up to ``limit`` relayed, unsettled rows whose message was last known in
+    flight more than ``unchecked_for`` ago, least recently checked first.
+
+    SKIP LOCKED: two reconciliations (or a relay) never hold one row at once.
+    """
+    result = await session.exec(
+        select(OutboxMessage)
+        .where(_unsettled(), col(OutboxMessage.checked_at) < func.now() - unchecked_for)
+        .order_by(col(OutboxMessage.checked_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return result.all()
+
+
+async def settle(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID], *, as_: SettledAs
+) -> None:
+    """Take claimed rows off the books: their message's fate is known."""
+    if message_ids:
+        await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.message_id).in_(message_ids))
+            .values(settled_at=func.now(), settled_as=as_)
+        )
+
+
+async def mark_checked(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
+    """Claimed rows whose message is still in flight: look again after the interval."""
+    if message_ids:
+        await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.message_id).in_(message_ids))
+            .values(checked_at=func.now())
+        )
+
+
+async def mark_repushed(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
+    """Claimed rows whose lost message SAQ took again: relayed (and checked) now."""
+    if message_ids:
+        await session.exec(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.message_id).in_(message_ids))
+            .values(
+                relayed_at=func.now(),
+                checked_at=func.now(),
+                repushes=col(OutboxMessage.repushes) + 1,
+            )
+        )
+
+
 PURGE_BATCH_SIZE = 10_000
 """Rows one purge transaction deletes: a long backlog is purged in short transactions."""
 
 
 async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_seconds: int) -> int:
-    """Delete every row relayed more than ``older_than_seconds`` ago; how many were deleted."""
-    relayed_before = func.now() - timedelta(seconds=older_than_seconds)
+    """Delete every row settled more than ``older_than_seconds`` ago; how many were deleted.
+
+    A row not settled is never deleted, however old: its message may still need a push.
+    """
+    settled_before = func.now() - timedelta(seconds=older_than_seconds)
     doomed = (
         select(col(OutboxMessage.message_id))
-        .where(col(OutboxMessage.relayed_at) < relayed_before)
+        .where(col(OutboxMessage.settled_at) < settled_before)
         .limit(PURGE_BATCH_SIZE)
     )
     return await delete_in_batches(
@@ -184,3 +261,7 @@ async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_second
 
 def _pending() -> ColumnElement[bool]:
     return col(OutboxMessage.relayed_at).is_(None)
+
+
+def _unsettled() -> ColumnElement[bool]:
+    return col(OutboxMessage.settled_at).is_(None)

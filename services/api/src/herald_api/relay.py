@@ -26,7 +26,13 @@ from herald_api import outbox
 from herald_api.db import DATABASE_ERRORS
 from herald_api.dispatch import PUSH_ERRORS
 from herald_api.errortext import describe
-from herald_api.metrics import OUTBOX_PENDING, OUTBOX_RELAY_ERRORS, OUTBOX_RELAYED
+from herald_api.faults import NO_FAULTS, Faults
+from herald_api.metrics import (
+    OUTBOX_OLDEST_UNSETTLED,
+    OUTBOX_PENDING,
+    OUTBOX_RELAY_ERRORS,
+    OUTBOX_RELAYED,
+)
 from herald_api.models import OutboxMessage
 from herald_shared.messages import Message
 from herald_shared.tasks import TASKS, enqueue
@@ -53,6 +59,8 @@ class PassResult:
     rejected: int = 0
     pending: int = 0
     """Rows still pending after the pass."""
+    oldest_unsettled_seconds: float = 0.0
+    """Age of the oldest row whose delivery is not confirmed yet."""
     push_error: str | None = None
 
 
@@ -66,8 +74,10 @@ class Relay:
         poll_seconds: float,
         max_backoff_seconds: float,
         push_timeout_seconds: float,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         """``queues``: each base queue name (``herald_shared.queues``) and its connected queue."""
+        self.faults = faults
         self.sessions = sessions
         self.queues = queues
         self.batch_size = batch_size
@@ -143,6 +153,7 @@ class Relay:
                     unpushed = [later.message_id for later in rows[index:]]
                     break
                 pushed.append(row.message_id)
+                self.faults.reach("relay_after_push", message_id=str(row.message_id))
                 result.relayed[type(message).__name__] += 1
                 result.already_queued += job is None
             await outbox.mark_all_relayed(session, pushed)
@@ -155,6 +166,7 @@ class Relay:
                 )
                 result.deferred = len(unpushed)
             result.pending = await outbox.count_pending(session)
+            result.oldest_unsettled_seconds = await outbox.oldest_unsettled_seconds(session)
             await session.commit()
         self._report(result, seconds=time.perf_counter() - started)
         return result
@@ -182,6 +194,7 @@ class Relay:
 
     def _report(self, result: PassResult, *, seconds: float) -> None:
         OUTBOX_PENDING.set(result.pending)
+        OUTBOX_OLDEST_UNSETTLED.set(result.oldest_unsettled_seconds)
         for message_type, count in result.relayed.items():
             OUTBOX_RELAYED.labels(message_type).inc(count)
         if result.push_error is not None:

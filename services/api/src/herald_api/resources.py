@@ -3,7 +3,7 @@ rate limiter."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -30,6 +30,8 @@ class Resources:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     notifier_queue: Queue
+    queues: Mapping[str, Queue]
+    """Each base queue name (``herald_shared.queues``) and its connected queue."""
     dispatcher: Dispatcher
     hasher: PasswordHasher
     relay: Relay
@@ -39,11 +41,13 @@ class Resources:
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open everything, start the outbox relay; stop the relay first when closing."""
-    if settings.fault_exit_after_commit:
+    faults = settings.faults
+    if faults.crash_at is not None:
         log.warning(
             "fault.enabled",
-            setting="HERALD_FAULT_EXIT_AFTER_COMMIT",
-            effect="every signup ends this process right after its commit (fault tests only)",
+            setting="HERALD_API_CRASH_AT",
+            point=faults.crash_at,
+            effect="this process ends the first time it reaches that point (crash tests only)",
         )
     engine = create_engine(settings)
     sessions = session_factory(engine)
@@ -65,6 +69,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         poll_seconds=settings.outbox_poll_seconds,
         max_backoff_seconds=settings.outbox_max_backoff_seconds,
         push_timeout_seconds=settings.enqueue_timeout_seconds,
+        faults=faults,
     )
     rate_limiter = RateLimiter.from_settings(settings)
     if not settings.rate_limits_enabled:
@@ -74,7 +79,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             effect="signups, logins, verification resends and password resets are not rate limited",
         )
     relay.start()
-    marks = RelayedMarks(sessions)
+    marks = RelayedMarks(sessions, faults=faults)
     marks.start()
     try:
         yield Resources(
@@ -82,12 +87,13 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             engine=engine,
             sessions=sessions,
             notifier_queue=queue,
+            queues=by_name,
             dispatcher=Dispatcher(
                 by_name,
                 marks=marks,
                 timeout_seconds=settings.enqueue_timeout_seconds,
                 grace_seconds=settings.outbox_fast_path_grace_seconds,
-                exit_after_commit=settings.fault_exit_after_commit,
+                faults=faults,
             ),
             hasher=hasher,
             relay=relay,

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, PostgresDsn, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald_api.faults import CrashPoint, Faults
 from herald_api.ratelimit import parse_limits
 
 
@@ -141,7 +142,10 @@ class Settings(BaseSettings):
         "let through unchecked (fail open; Redis is tried again a second later).",
     )
     outbox_batch_size: int = Field(
-        default=200, ge=1, description="Outbox rows the relay claims and pushes per pass."
+        default=200,
+        ge=1,
+        description="Outbox rows the relay claims and pushes per pass, and rows the "
+        "reconciliation checks per batch.",
     )
     outbox_poll_seconds: float = Field(
         default=0.5, gt=0, description="How long the relay sleeps when nothing is due."
@@ -186,7 +190,14 @@ class Settings(BaseSettings):
     fault_exit_after_commit: bool = Field(
         default=False,
         description="For fault tests only: a signup ends the process (exit status 70) right "
-        "after its commit, before pushing its welcome email, like a crash there.",
+        "after its commit, before pushing its welcome email, like a crash there (the same "
+        "as HERALD_API_CRASH_AT=after_commit).",
+    )
+    api_crash_at: CrashPoint | None = Field(
+        default=None,
+        description="For crash tests only: the API process ends at once (exit status 70, no "
+        "cleanup) the first time it reaches this point of a message's life (the list: "
+        "herald_api.faults). Unset: never.",
     )
 
     @field_validator("internal_token", mode="before")
@@ -224,6 +235,19 @@ class Settings(BaseSettings):
         if url.scheme in {"postgresql", "postgres"}:
             return PostgresDsn(str(url).replace(f"{url.scheme}://", "postgresql+asyncpg://", 1))
         return url
+
+    @property
+    def faults(self) -> Faults:
+        """The process's fault switch (crash tests only)."""
+        if self.api_crash_at is not None:
+            return Faults(self.api_crash_at)
+        return Faults("after_commit" if self.fault_exit_after_commit else None)
+
+    @field_validator("api_crash_at", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes an unset variable through as "".
+        return None if value == "" else value
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api import faults, verification
+from herald_api import verification
 from herald_api.dispatch import Dispatcher
 from herald_api.metrics import SIGNUPS
 from herald_api.models import User, UserCreate
@@ -102,7 +102,8 @@ async def sign_up(
         user_id=str(user_id),
         message_id=str(message.message_id),
     )
-    if dispatcher.exit_after_commit:
-        faults.exit_after_commit(user_id=str(user_id), message_id=str(message.message_id))
+    dispatcher.faults.reach(
+        "after_commit", user_id=str(user_id), message_id=str(message.message_id)
+    )
     await dispatcher.publish_after_commit(session, message, user_id=user_id)
     return outcome

@@ -1,9 +1,9 @@
 """The API's internal endpoints, as the scheduler calls them.
 
 The API is the only writer of the accounts database, so periodic work on it
-(purging relayed outbox rows, reminding and purging unverified accounts,
-purging spent verification tokens) runs in the API; the scheduler only decides
-when, and asks over authenticated HTTP.
+(reconciling the outbox with Redis and purging its settled rows, reminding and
+purging unverified accounts, purging spent verification tokens) runs in the
+API; the scheduler only decides when, and asks over authenticated HTTP.
 
 Every method raises ``httpx.HTTPError`` when the API cannot be reached or does
 not answer 2xx, so the cron run fails and says why.
@@ -11,10 +11,21 @@ not answer 2xx, so the cron run fails and says why.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from pydantic import SecretStr
+
+
+class Reconciliation(TypedDict):
+    """What one outbox reconciliation did: rows by outcome, and the oldest unsettled row."""
+
+    delivered: int
+    skipped: int
+    dead: int
+    waiting: int
+    repushed: int
+    oldest_unsettled_seconds: float
 
 
 class InternalApi:
@@ -34,6 +45,21 @@ class InternalApi:
             "/internal/v1/outbox/purge", {"older_than_seconds": older_than_seconds}
         )
         return int(body["deleted"])
+
+    async def reconcile_outbox(self, *, older_than_seconds: int) -> Reconciliation:
+        """Check in Redis the unsettled outbox rows last known in flight more than
+        ``older_than_seconds`` ago (settle, push again, or wait); what it did."""
+        body = await self._post(
+            "/internal/v1/outbox/reconcile", {"older_than_seconds": older_than_seconds}
+        )
+        return Reconciliation(
+            delivered=int(body["delivered"]),
+            skipped=int(body["skipped"]),
+            dead=int(body["dead"]),
+            waiting=int(body["waiting"]),
+            repushed=int(body["repushed"]),
+            oldest_unsettled_seconds=float(body["oldest_unsettled_seconds"]),
+        )
 
     async def remind_unverified_users(self, *, older_than_seconds: int) -> int:
         """Send one verification reminder to each user still unverified more than

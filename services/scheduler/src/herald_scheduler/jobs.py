@@ -10,7 +10,7 @@ import structlog
 from saq import Queue
 from saq.types import Context, WorkerInfo
 
-from herald_scheduler.internal_api import InternalApi
+from herald_scheduler.internal_api import InternalApi, Reconciliation
 from herald_scheduler.metrics import record_api_work, record_report
 
 log = structlog.get_logger(__name__)
@@ -24,7 +24,9 @@ class SchedulerContext(Context, total=False):
     internal_api: InternalApi
     """The API's internal endpoints (only when HERALD_INTERNAL_TOKEN is set)."""
     outbox_retention_seconds: int
-    """How old a relayed outbox row must be to be purged."""
+    """How long ago an outbox row must have been settled to be purged."""
+    outbox_reconcile_after_seconds: int
+    """How long an unsettled outbox row's message may go unchecked in Redis."""
     verification_reminder_after_seconds: int
     """How long after signup an unverified user is reminded."""
     unverified_account_seconds: int
@@ -93,8 +95,20 @@ def _tick(scheduled: int) -> str | None:
 # never a user's address.
 
 
+async def reconcile_outbox(ctx: SchedulerContext) -> Reconciliation:
+    """Ask the API to check unsettled outbox rows against Redis (settle the delivered
+    and dead, push the lost again); log what it did."""
+    older_than = ctx["outbox_reconcile_after_seconds"]
+    result = await ctx["internal_api"].reconcile_outbox(older_than_seconds=older_than)
+    log.info("outbox.reconciled", older_than_seconds=older_than, **result)
+    checked = sum(result[outcome] for outcome in ("delivered", "skipped", "dead", "waiting"))
+    record_api_work("reconcile_outbox", checked + result["repushed"])
+    return result
+
+
 async def purge_outbox(ctx: SchedulerContext) -> int:
-    """Ask the API to delete relayed outbox rows past their retention; log how many."""
+    """Ask the API to delete outbox rows settled longer ago than their retention; log
+    how many."""
     older_than = ctx["outbox_retention_seconds"]
     deleted = await ctx["internal_api"].purge_outbox(older_than_seconds=older_than)
     log.info("outbox.purged", deleted=deleted, older_than_seconds=older_than)

@@ -46,7 +46,8 @@ API_WORK = Counter(
     "herald_scheduler_api_work_total",
     "What the API reported doing at the scheduler's request, by job: users reminded "
     "(remind_unverified_users), unverified users deleted (purge_unverified_users), "
-    "verification tokens deleted (purge_tokens), outbox rows deleted (purge_outbox).",
+    "verification tokens deleted (purge_tokens), outbox rows deleted (purge_outbox), "
+    "outbox rows checked in Redis (reconcile_outbox: settled, waited for or pushed again).",
     ["job"],
 )
 

@@ -50,15 +50,29 @@ class Settings(BaseSettings):
         description="Bearer token of the API's internal endpoints (the API's "
         "HERALD_INTERNAL_TOKEN). Unset: the jobs that need the API are not scheduled.",
     )
+    outbox_reconcile_cron: str = Field(
+        default="* * * * *",
+        description="When to ask the API to reconcile the outbox with Redis: settle the rows "
+        "whose message was delivered or dead-lettered, push again those Redis lost (cron, UTC).",
+    )
+    outbox_reconcile_after_seconds: int = Field(
+        default=300,
+        ge=60,
+        le=MAX_AGE_SECONDS,
+        description="An unsettled outbox row is checked in Redis once its message has gone "
+        "this long without being pushed or checked: longer than a job normally takes to be "
+        "sent, so a check rarely finds it still queued.",
+    )
     outbox_purge_cron: str = Field(
         default="*/10 * * * *",
-        description="When to ask the API to delete relayed outbox rows (cron, UTC).",
+        description="When to ask the API to delete settled outbox rows (cron, UTC).",
     )
     outbox_retention_seconds: int = Field(
         default=DAY_SECONDS,
         ge=60,
         le=MAX_AGE_SECONDS,
-        description="Relayed outbox rows older than this are deleted by the purge.",
+        description="Outbox rows settled longer ago than this are deleted by the purge; rows "
+        "not settled are never deleted.",
     )
     verification_reminder_cron: str = Field(
         default="*/10 * * * *",
@@ -142,6 +156,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "queue_report_cron",
+        "outbox_reconcile_cron",
         "outbox_purge_cron",
         "verification_reminder_cron",
         "unverified_purge_cron",

@@ -26,6 +26,7 @@ from herald_scheduler.jobs import (
     purge_outbox,
     purge_tokens,
     purge_unverified_users,
+    reconcile_outbox,
     remind_unverified_users,
     report_notifier_queue,
 )
@@ -41,7 +42,13 @@ REPORT_TIMEOUT_SECONDS = 10
 reports anew."""
 
 
-API_JOBS = (purge_outbox, remind_unverified_users, purge_unverified_users, purge_tokens)
+API_JOBS = (
+    reconcile_outbox,
+    purge_outbox,
+    remind_unverified_users,
+    purge_unverified_users,
+    purge_tokens,
+)
 """The jobs that call the API's internal endpoints."""
 
 
@@ -53,6 +60,7 @@ def api_cron_jobs(settings: Settings) -> list[CronJob[SchedulerContext]]:
     if settings.internal_token is None:
         return []
     crons = {
+        reconcile_outbox: settings.outbox_reconcile_cron,
         purge_outbox: settings.outbox_purge_cron,
         remind_unverified_users: settings.verification_reminder_cron,
         purge_unverified_users: settings.unverified_purge_cron,
@@ -115,6 +123,7 @@ def build_settings(settings: Settings) -> WorkerSettings:
                 timeout=settings.api_timeout_seconds,
             )
             ctx["outbox_retention_seconds"] = settings.outbox_retention_seconds
+            ctx["outbox_reconcile_after_seconds"] = settings.outbox_reconcile_after_seconds
             ctx["verification_reminder_after_seconds"] = (
                 settings.verification_reminder_after_seconds
             )

@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
-from herald_api import housekeeping, outbox
+from herald_api import housekeeping, outbox, reconciliation
 from herald_api.api.deps import InternalAuthDep, ResourcesDep
 from herald_api.api.errors import BODY_RESPONSES, require_json_body
+from herald_api.metrics import RECONCILE_OUTCOMES
 
 AUTH_RESPONSES: dict[int | str, dict[str, str]] = {
     status.HTTP_401_UNAUTHORIZED: {"description": "Missing or wrong bearer token."},
@@ -44,6 +45,26 @@ class Deleted(BaseModel):
     deleted: int = Field(description="Rows deleted.")
 
 
+class Reconciled(BaseModel):
+    delivered: int = Field(description="Rows settled: their message was sent.")
+    skipped: int = Field(
+        description="Rows settled: their job completed without sending (its link had expired)."
+    )
+    dead: int = Field(description="Rows settled as dead: their message is a dead letter.")
+    waiting: int = Field(description="Rows whose job will still run: checked again later.")
+    repushed: int = Field(description="Rows whose message Redis had lost: pushed again.")
+    oldest_unsettled_seconds: float = Field(
+        description="Age of the oldest row whose delivery is not confirmed yet (0: none)."
+    )
+
+
+RECONCILE_RESPONSES: dict[int | str, dict[str, str]] = BODY_RESPONSES | {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "description": "Redis failed during the pass; what was done before is kept."
+    }
+}
+
+
 class Reminded(BaseModel):
     reminded: int = Field(description="Users sent a reminder.")
 
@@ -58,9 +79,34 @@ Authorized = Annotated[None, Depends(_authorized_json)]
 
 @router.post("/outbox/purge", responses=BODY_RESPONSES)
 async def purge_outbox(_: Authorized, body: OlderThan, resources: ResourcesDep) -> Deleted:
-    """Delete outbox rows relayed more than ``older_than_seconds`` ago; pending rows stay."""
+    """Delete outbox rows settled more than ``older_than_seconds`` ago; rows whose
+    delivery is not confirmed (pending or relayed) stay, however old."""
     deleted = await outbox.purge(resources.sessions, older_than_seconds=body.older_than_seconds)
     return Deleted(deleted=deleted)
+
+
+@router.post("/outbox/reconcile", responses=RECONCILE_RESPONSES)
+async def reconcile_outbox(_: Authorized, body: OlderThan, resources: ResourcesDep) -> Reconciled:
+    """Check in Redis every unsettled outbox row last known in flight more than
+    ``older_than_seconds`` ago: settle the delivered, skipped and dead ones, push
+    the lost ones again, leave the rest for later."""
+    try:
+        result = await reconciliation.reconcile(
+            sessions=resources.sessions,
+            queues=resources.queues,
+            unchecked_for=body.age,
+            batch_size=resources.settings.outbox_batch_size,
+            push_timeout_seconds=resources.settings.enqueue_timeout_seconds,
+            faults=resources.dispatcher.faults,
+        )
+    except reconciliation.ReconciliationError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"Redis failed during the reconciliation: {exc}",
+            headers={"Retry-After": "60"},
+        ) from exc
+    counts = {outcome: result.outcomes[outcome] for outcome in RECONCILE_OUTCOMES}
+    return Reconciled(**counts, oldest_unsettled_seconds=result.oldest_unsettled_seconds)
 
 
 @router.post("/users/remind-unverified", responses=BODY_RESPONSES)
