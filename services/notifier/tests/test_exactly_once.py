@@ -1,7 +1,8 @@
 """Never lost, never doubled: real workers, real Redis, real SMTP servers.
 
 Redelivery, racing workers, a SIGKILLed worker, a long send kept alive by its
-heartbeat, SIGTERM mid-send, and an attempt that lost its job.
+heartbeat, SIGTERM mid-send, an attempt that lost its job, a worker taken for
+dead that finishes late, and what a reply (or none) to DATA means for duplicates.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any, Literal
 import structlog
 from prometheus_client import REGISTRY
 from saq import Queue, Status
+from saq.utils import now
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
 from herald_notifier.delivery import DeliveryRecords
+from herald_notifier.queue import NotifierQueue
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
@@ -464,3 +467,42 @@ async def test_a_connection_dropped_after_the_data_makes_the_resend_a_possible_d
     )
     assert len(events(logs, "email.outcome_unknown")) == 1
     assert len(events(logs, "email.redelivered_unconfirmed")) == 1
+
+
+async def test_a_worker_taken_for_dead_that_finishes_late_leaves_the_requeued_job_to_run_once(
+    redis_url: str, settings_for: SettingsFor, notifier_queue: Queue
+) -> None:
+    relay = HoldingRelay("data")
+    job = SEND_WELCOME_EMAIL.job(welcome_email(email="frances@example.com"))
+    job.heartbeat = 30  # its next beat is 10 s away: it cannot notice the sweep in time
+    job.retry_delay = 0.1
+    refused = value("herald_notifier_stale_attempt_writes_total", op="finish")
+    sweeper = NotifierQueue.connect_url(redis_url, name=notifier_queue.name)
+    await sweeper.connect()
+
+    with relaying(relay) as port, captured() as logs:
+        settings = settings_for(smtp_port=port, notifier_sweep_seconds=60)
+        try:
+            async with running_worker(build_settings(settings)):
+                await notifier_queue.enqueue(job)
+                await eventually(relay.held.is_set, "the send to be inside DATA")
+                # Its event loop stalled, say: untouched for a minute, it looks dead.
+                running = await sweeper.job(job.key)
+                assert running is not None
+                running.touched = now() - 60_000
+                await sweeper.redis.set(running.id, sweeper.serialize(running))
+                await sweeper.redis.delete(f"saq:{sweeper.name}:sweep")
+                assert await sweeper.sweep(lock=1) == [running.id]
+                # ...but it was alive: the relay's 250 comes, the attempt ends.
+                relay.release.set()
+                done = await wait_for_job(
+                    notifier_queue, job.key, lambda j: finished(j) and j.attempts == 2
+                )
+        finally:
+            await sweeper.disconnect()
+
+    # The late finish was refused, so the re-queued job ran, found it sent, sent nothing.
+    assert value("herald_notifier_stale_attempt_writes_total", op="finish") == refused + 1
+    assert len(events(logs, "job.stale_attempt_write_refused")) == 1
+    assert (done.status, done.result) == (Status.COMPLETE, "duplicate_suppressed")
+    assert len(relay.received) == 1
