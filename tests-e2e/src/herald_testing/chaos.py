@@ -59,16 +59,17 @@ SIGNUP_PATIENCE_SECONDS = 180.0
 SETTLE_SECONDS = 900.0
 """How long the run waits for every welcome email: SMTP retries back off, and a
 message lost from Redis waits for the outbox reconciliation."""
-QUIET_SECONDS = 180.0
-"""How long, once every welcome arrived, it waits for an empty queue and outbox
-(a late resend would come from a job still queued)."""
+QUIET_SECONDS = 300.0
+"""How long, once every welcome arrived, it waits for an empty queue, no row left
+to push and every outbox row settled by the reconciliation (a late resend would
+come from a job still queued or a message pushed again)."""
 LATE_MAIL_SECONDS = 3.0
 RECONCILE_ENV = {
-    # TODO(ledger): the outbox reconciliation's settings, made quick for chaos
-    # (names to match services/api and services/scheduler settings once merged;
-    # the fault overlay passes them through only when set).
-    "HERALD_OUTBOX_RECONCILE_CRON": "* * * * * */5",
-    "HERALD_OUTBOX_RECONCILE_AFTER_SECONDS": "20",
+    # The scheduler's outbox reconciliation, as quick as its settings allow: every
+    # 10 s, for rows unchecked for 60 s (the minimum), so a message Redis lost is
+    # pushed again about a minute after its push.
+    "HERALD_OUTBOX_RECONCILE_CRON": "* * * * * */10",
+    "HERALD_OUTBOX_RECONCILE_AFTER_SECONDS": "60",
 }
 
 
@@ -177,22 +178,24 @@ class Run:
         return read_mail(await inbox.emails(), accepted)
 
     async def quiet(self) -> None:
-        """Wait until the notifier queue and the outbox are empty (twice in a row)."""
+        """Wait until the notifier queue is empty and every outbox row is pushed and
+        settled (twice in a row)."""
         deadline = time.monotonic() + QUIET_SECONDS
         calm = 0
         while True:
             backlog = await asyncio.to_thread(self.backlog)
-            calm = calm + 1 if backlog == (0, 0, 0, 0) else 0
+            calm = calm + 1 if not any(backlog.values()) else 0
             if calm == 2:
                 return
             if time.monotonic() > deadline:
-                self.note(f"not quiet within {QUIET_SECONDS:.0f} s: backlog {backlog}")
+                self.note(f"not quiet within {QUIET_SECONDS:.0f} s: {backlog}")
                 return
             await asyncio.sleep(1)
 
-    def backlog(self) -> tuple[int, int, int, int]:
-        """Jobs queued, active and waiting (retries) on the notifier queue; outbox
-        rows not yet pushed."""
+    def backlog(self) -> dict[str, int]:
+        """What is still under way: notifier jobs queued, active or waiting to be
+        retried; outbox rows not pushed yet, or not settled yet (where the outbox
+        has a ledger)."""
         keys = "saq:notifier:queued saq:notifier:active saq:notifier:incomplete"
         script = (
             "return {redis.call('llen', KEYS[1]), redis.call('llen', KEYS[2]), "
@@ -202,11 +205,26 @@ class Run:
             out = self.compose(
                 "exec", "-T", "redis", "redis-cli", "eval", script, "3", *keys.split()
             )
-            pending = self.compose.sql("SELECT count(*) FROM outbox WHERE relayed_at IS NULL")
-        except AssertionError:
-            return (-1, -1, -1, -1)
-        queued, active, incomplete = (int(n) for n in out.split())
-        return (queued, active, incomplete, int(pending))
+            ledger = self.compose.sql(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'outbox' AND column_name = 'settled_at'"
+            )
+            unsettled = "settled_at IS NULL" if ledger == "1" else "false"
+            rows = self.compose.sql(
+                "SELECT count(*) FILTER (WHERE relayed_at IS NULL), "
+                f"count(*) FILTER (WHERE {unsettled}) FROM outbox"
+            )
+        except AssertionError as exc:
+            return {"unreadable": 1, f"{exc}"[:200]: 1}
+        queued, active, waiting = (int(n) for n in out.split())
+        unpushed, unsettled_rows = (int(n) for n in rows.split("|"))
+        return {
+            "jobs queued": queued,
+            "jobs active": active,
+            "jobs waiting": waiting,
+            "outbox rows not pushed": unpushed,
+            "outbox rows not settled": unsettled_rows,
+        }
 
     async def figures(self, mail: Mail) -> Figures:
         """Count everything, from the inbox, the database, the logs and the counters."""
