@@ -1,7 +1,7 @@
 """Every point of a message's life in the notifier where a process can die.
 
 Each test runs a real notifier (``python -m herald_notifier``) with
-``HERALD_FAULT_CRASH_AT=<point>``, sees it die exactly there (exit status 70
+``HERALD_NOTIFIER_CRASH_AT=<point>``, sees it die exactly there (exit status 70
 and its ``fault.crash`` log line), then runs a second notifier without the
 fault and checks what the point promises, counted at a real SMTP server:
 delivered once; or delivered, and counted as a possible duplicate; or
@@ -79,7 +79,7 @@ async def crashed_at(
         "HERALD_METRICS_PORT": "0",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "0",
         "HERALD_NOTIFIER_SWEEP_SECONDS": str(SWEEP_SECONDS),
-        "HERALD_FAULT_CRASH_AT": point,
+        "HERALD_NOTIFIER_CRASH_AT": point,
     }
     with output.open("w") as sink:
         process = await asyncio.create_subprocess_exec(

@@ -1,6 +1,6 @@
 """Deliberate crashes at named points of a message's life, for crash tests only.
 
-``HERALD_FAULT_CRASH_AT=<point>`` makes the notifier process end at once, as
+``HERALD_NOTIFIER_CRASH_AT=<point>`` makes the notifier process end at once, as
 a SIGKILL or an OOM kill would, the first time it reaches that point; unset
 (the default) no point does anything. The crash-point tests
 (``services/notifier/tests/test_crash_points.py``) run a real notifier with

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         description="On SIGTERM, seconds in-flight sends get to finish before they are cancelled "
         "and re-queued.",
     )
-    fault_crash_at: CrashPoint | None = Field(
+    notifier_crash_at: CrashPoint | None = Field(
         default=None,
         description="Crash tests only: end the process (exit status 70, no cleanup) the first "
         "time it reaches this point of a message's life (herald_notifier.faults). Never set it "

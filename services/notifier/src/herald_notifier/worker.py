@@ -77,7 +77,7 @@ def connect_queue(settings: Settings) -> NotifierQueue:
     return NotifierQueue.connect_url(
         settings.redis_url,
         name=queues.queue_name(queues.NOTIFIER, namespace=settings.queue_namespace),
-        faults=Faults(settings.fault_crash_at),
+        faults=Faults(settings.notifier_crash_at),
     )
 
 
