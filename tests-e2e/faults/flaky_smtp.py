@@ -1,12 +1,15 @@
 """An SMTP relay that refuses some messages on purpose, in front of MailDev.
 
     python flaky_smtp.py --listen 0.0.0.0:2525 --relay maildev:1025 \
-        --refuse-ratio 0.2
+        --refuse-ratio 0.2 --delay-seconds 0.2
 
 Each message is refused with ``451 4.3.0`` (a transient failure the sender must
 retry) with probability ``--refuse-ratio``; a recipient whose local part starts
 with ``bounce`` is refused with ``550 5.1.1`` (permanent); everything else is
-relayed to the real SMTP server. It is a real SMTP server (aiosmtpd), used by
+relayed to the real SMTP server. ``--delay-seconds`` makes it take that long
+after the message's final "." before relaying and answering, like a real relay
+that checks what it is given (``make chaos``: a send lasts long enough for a
+SIGKILL to find some in flight). It is a real SMTP server (aiosmtpd), used by
 the fault tests and ``make chaos``. A ratio written to ``--ratio-file`` (default
 ``/tmp/refuse-ratio``) overrides ``--refuse-ratio`` while the file exists.
 """
@@ -29,9 +32,16 @@ PERMANENT = "550 5.1.1 No such user here"
 
 class FlakyRelay:
     def __init__(
-        self, *, relay_host: str, relay_port: int, refuse_ratio: float, ratio_file: Path
+        self,
+        *,
+        relay_host: str,
+        relay_port: int,
+        refuse_ratio: float,
+        ratio_file: Path,
+        delay_seconds: float = 0.0,
     ) -> None:
         self.relay_host = relay_host
+        self.delay_seconds = delay_seconds
         self.relay_port = relay_port
         self.default_ratio = refuse_ratio
         self.ratio_file = ratio_file
@@ -54,6 +64,8 @@ class FlakyRelay:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         if self.random.random() < self.refuse_ratio:
             return TRANSIENT
         try:
@@ -77,6 +89,7 @@ def main() -> None:
     parser.add_argument("--relay", default="maildev:1025")
     parser.add_argument("--refuse-ratio", type=float, default=0.2)
     parser.add_argument("--ratio-file", type=Path, default=Path("/tmp/refuse-ratio"))
+    parser.add_argument("--delay-seconds", type=float, default=0.0)
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
     relay_host, relay_port = args.relay.rsplit(":", 1)
@@ -85,6 +98,7 @@ def main() -> None:
         relay_port=int(relay_port),
         refuse_ratio=args.refuse_ratio,
         ratio_file=args.ratio_file,
+        delay_seconds=args.delay_seconds,
     )
     controller = Controller(handler, hostname=host, port=int(port))
     controller.start()

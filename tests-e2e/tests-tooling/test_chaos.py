@@ -98,6 +98,7 @@ CLEAN = Figures(
     reconciled=0,
     reconciled_metric=0,
     dead_lettered=0,
+    killed_mid_sweep=1,
     drain_seconds=4.0,
 )
 

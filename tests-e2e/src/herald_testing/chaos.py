@@ -36,7 +36,7 @@ import httpx
 
 from herald_testing.chaos_client import SignupResult, sign_up_until_accepted
 from herald_testing.chaos_faults import Injector, Progress
-from herald_testing.chaos_plan import SMTP_REFUSE_RATIO, FaultPlan, draw
+from herald_testing.chaos_plan import SMTP_DELAY_SECONDS, SMTP_REFUSE_RATIO, FaultPlan, draw
 from herald_testing.chaos_tally import (
     POSSIBLE_DUPLICATE_EVENTS,
     REPUSHED_EVENTS,
@@ -82,6 +82,7 @@ def stack_env() -> dict[str, str]:
             "HERALD_MAILDEV_WEB_PORT": str(free_port()),
             "HERALD_MONITOR_PUBLISHED_PORT": str(free_port()),
             "HERALD_FAULT_SMTP_REFUSE_RATIO": str(SMTP_REFUSE_RATIO),
+            "HERALD_FAULT_SMTP_DELAY_SECONDS": str(SMTP_DELAY_SECONDS),
             "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "5",
             # A retried signup is the same address again: room for its retries.
             "HERALD_RATE_LIMIT_SIGNUP_PER_EMAIL": "1000/minute",
@@ -262,6 +263,7 @@ class Run:
             reconciled=events_by_message(api_log, REPUSHED_EVENTS).total(),
             reconciled_metric=int(counters.reconciled.total),
             dead_lettered=len(self.compose.dead_letters()),
+            killed_mid_sweep=self.injector.killed_mid_sweep,
             drain_seconds=drain if not lost else None,
         )
 

@@ -10,9 +10,10 @@
   503 and the client retries;
 - **both notifier replicas** are SIGKILLed at once, then started again;
 - **a notifier replica is SIGKILLed while it sweeps**: one replica is killed,
-  its sibling's log is followed until it logs ``Sweeping job`` (SAQ's line as
-  it starts aborting the dead replica's stuck jobs), and the sibling is
-  SIGKILLed at once; both are then started again.
+  its sibling's log is followed until it logs ``Sweeping job`` (the line a
+  sweep logs as it takes a stuck job on), and the sibling is SIGKILLed at once;
+  both are then started again. A replica killed while it held no job leaves
+  nothing to sweep: then it is tried again (up to 3 times), the other first.
 
 Before each planned kill the victim's counters are read (``CounterAcrossRestarts``).
 """
@@ -32,9 +33,10 @@ from herald_testing.prometheus import CounterAcrossRestarts, sample_sum
 
 SWEEP_LINE = "Sweeping job"
 """What a notifier logs as its sweep starts aborting a stuck job (SAQ's own line)."""
-SWEEP_WAIT_SECONDS = 90.0
+SWEEP_WAIT_SECONDS = 60.0
 """How long the sweeper kill waits for the surviving replica to sweep (heartbeat
-10 s + sweep 5 s + abort wait, and more while Redis is down)."""
+10 s + sweep 5 s, and more while Redis is down)."""
+SWEEP_TRIES = 3
 NOTIFIER_METRICS_PORT = 9101
 API_METRICS_PORT = 9100
 POSSIBLE_DUPLICATES_SAMPLE = "herald_notifier_possible_duplicates_total"
@@ -91,6 +93,8 @@ class Injector:
         self.compose = compose
         self.note = note
         self.counters = Counters()
+        self.killed_mid_sweep = 0
+        """Replicas SIGKILLed as they swept (0 when no sweep came in time)."""
 
     # --- docker ---------------------------------------------------------------
 
@@ -198,8 +202,19 @@ class Injector:
         self.note("notifier replicas started again")
 
     async def _kill_sweeper(self, plan: FaultPlan) -> None:
+        """Kill a replica, then its sibling as it sweeps; a replica killed while it
+        held no job leaves nothing to sweep, so up to ``SWEEP_TRIES`` tries, each
+        starting with the other replica."""
+        first = plan.first_replica
+        for _ in range(SWEEP_TRIES):
+            if await self._kill_one_then_its_sweeper(first):
+                return
+            first = 3 - first
+
+    async def _kill_one_then_its_sweeper(self, first_replica: int) -> bool:
+        """Whether the sibling of ``first_replica`` was SIGKILLed as it swept."""
         replicas = self.containers("notifier")
-        first = next(r for r in replicas if r.replica == plan.first_replica)
+        first = next(r for r in replicas if r.replica == first_replica)
         sweepers = [r for r in replicas if r is not first]
         await asyncio.gather(*(self.read_counters(replica) for replica in replicas))
         watch = [
@@ -225,6 +240,7 @@ class Injector:
                 self.note(f"no sweep logged within {SWEEP_WAIT_SECONDS:.0f} s")
             else:
                 await self.kill(sweeper)
+                self.killed_mid_sweep += 1
                 self.forget_counters(sweeper)
                 self.note(
                     f"{sweeper.name} SIGKILLed as it swept "
@@ -237,6 +253,7 @@ class Injector:
                 await follower.wait()
         await asyncio.gather(*(self.start(replica) for replica in replicas))
         self.note("notifier replicas started again")
+        return sweeper is not None
 
     async def _first_to_sweep(
         self, sweepers: list[Container], watch: list[asyncio.subprocess.Process]

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 SMTP_REFUSE_RATIO = 0.2
 """Share of messages the SMTP relay refuses with 451, throughout every run."""
+SMTP_DELAY_SECONDS = 0.2
+"""How long the relay takes to answer a message's final ".": a send is in flight
+long enough for a SIGKILL to find some (with instant answers an idle moment is
+likely, and then a kill leaves nothing to sweep)."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class FaultPlan:
                 f"  both notifier replicas SIGKILLed at {self.notifier_kill_at:.0%}",
                 f"  notifier-{self.first_replica} SIGKILLed at {self.sweeper_kill_at:.0%}, "
                 "its sibling SIGKILLed as it sweeps",
-                f"  SMTP relay refusing {SMTP_REFUSE_RATIO:.0%} with 451 throughout",
+                f"  SMTP relay refusing {SMTP_REFUSE_RATIO:.0%} with 451 throughout, "
+                f"answering after {SMTP_DELAY_SECONDS:.1f} s",
             )
         )
 

@@ -113,6 +113,8 @@ class Figures:
     reconciled: int
     reconciled_metric: int
     dead_lettered: int
+    killed_mid_sweep: int
+    """Notifier replicas SIGKILLed as they swept (the plan asks for one a run)."""
     drain_seconds: float | None
     """Last accepted signup to last email (for a sum: the longest)."""
 
@@ -150,6 +152,7 @@ class Figures:
             f"possible duplicates, notifier metric {self.possible_duplicates_metric}",
             f"reconciled, API metric {self.reconciled_metric}",
             f"dead-lettered {self.dead_lettered}",
+            f"notifier replicas SIGKILLed mid-sweep {self.killed_mid_sweep}",
             f"drain time (last signup to last email) {drain}",
         ]
 
