@@ -10,12 +10,12 @@ that point: delivered once, or delivered and counted as a possible duplicate.
 
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Literal
 
-import structlog
+from herald_shared import faults
+from herald_shared.faults import CRASH_STATUS, crash
+
+__all__ = ["CRASH_STATUS", "NO_FAULTS", "CrashPoint", "Faults", "crash"]
 
 CrashPoint = Literal[
     "after_dequeue",
@@ -41,33 +41,8 @@ CrashPoint = Literal[
   right before / right after its one-step "dead letter and fail".
 """
 
-CRASH_STATUS = 70
-"""Exit status of a deliberate crash (EX_SOFTWARE, as the API's fault switch)."""
+Faults = faults.Faults[CrashPoint]
+"""The fault switch of one notifier process (``herald_shared.faults``)."""
 
-log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Faults:
-    """The fault switch of one notifier process: the point it crashes at, if any."""
-
-    crash_at: CrashPoint | None = None
-
-    def reach(self, point: CrashPoint, **context: object) -> None:
-        """Crash here if this is the armed point; else do nothing."""
-        if point == self.crash_at:
-            crash(point, **context)
-
-
-NO_FAULTS = Faults()
+NO_FAULTS: Faults = Faults()
 """The switch of every process not under a crash test."""
-
-
-def crash(point: CrashPoint, **context: object) -> NoReturn:
-    """End the process at once: ``os._exit`` runs no ``finally``, no shutdown,
-    no Redis write. Only the log line is flushed first, so the test can tell
-    where the process died."""
-    log.critical("fault.crash", point=point, status=CRASH_STATUS, **context)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(CRASH_STATUS)
