@@ -143,3 +143,52 @@ async def test_a_database_that_accepts_but_never_answers_is_503_after_the_connec
 
     assert_unavailable(response)
     assert waited < 5
+
+
+SSL_REQUEST = 80877103
+"""The request code of PostgreSQL's SSLRequest message."""
+
+
+def _error_response(sqlstate: str, message: str) -> bytes:
+    """A PostgreSQL ErrorResponse message (protocol 3.0): severity, code, text."""
+    fields = b"".join(
+        kind + value.encode() + b"\0"
+        for kind, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
+    )
+    body = fields + b"\0"
+    return b"E" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+async def test_a_database_still_starting_up_is_503_not_500(
+    settings: Settings, open_client: OpenClient
+) -> None:
+    """What PostgreSQL answers every connection while it replays its WAL after a
+    restart: FATAL 57P03 "the database system is starting up" (seen in make chaos)."""
+
+    async def starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            length = int.from_bytes(await reader.readexactly(4), "big")
+            code = int.from_bytes(await reader.readexactly(4), "big")
+            await reader.readexactly(length - 8)
+            if code != SSL_REQUEST:
+                break  # the startup message
+            writer.write(b"N")  # no TLS here: the client goes on in plain text
+        writer.write(_error_response("57P03", "the database system is starting up"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(starting_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    restarting = settings.model_copy(
+        update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/herald"}
+    )
+    try:
+        async with open_client(restarting) as http:
+            signup = await http.post("/api/v1/users", json=BODY)
+            verify = await http.post(VERIFY, json=UNKNOWN_TOKEN)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert_unavailable(signup)
+    assert_unavailable(verify)

@@ -48,12 +48,21 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+"""SQLSTATE classes that mean "not now" rather than "wrong statement": connection
+exception, insufficient resources (too many connections), operator intervention
+(starting up, shutting down, statement cancelled)."""
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means PostgreSQL cannot be reached (as opposed to a bad statement)."""
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated
+        # A server still starting up refuses the connection with 57P03, which
+        # SQLAlchemy wraps as a plain DBAPIError, its connection not invalidated.
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return exc.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
     return isinstance(exc, CONNECTIVITY_ERRORS)
 
 
