@@ -86,6 +86,7 @@ CLEAN = Figures(
     accepted=10,
     failed_signups=0,
     retried_signups=2,
+    server_errors=0,
     users_created=10,
     welcome_emails=11,
     account_exists_notices=1,
@@ -107,6 +108,7 @@ CLEAN = Figures(
     ("change", "problem"),
     [
         ({"lost": 1}, "1 lost"),
+        ({"server_errors": 2}, "2 answers 500 (an outage must be 503)"),
         ({"failed_signups": 1}, "1 failed signups"),
         ({"duplicated": 2}, "2 duplicates seen but 1 counted"),
         ({"resent_any_email": 3}, "3 duplicates seen but 1 counted"),

@@ -251,6 +251,7 @@ class Run:
             accepted=len(accepted),
             failed_signups=sum(1 for r in self.results if not r.accepted),
             retried_signups=sum(1 for r in self.results if r.attempts > 1),
+            server_errors=sum(r.retried_on.count("HTTP 500") for r in self.results),
             users_created=int(self.compose.sql("SELECT count(*) FROM users")),
             welcome_emails=sum(mail.welcomes.values()),
             account_exists_notices=mail.account_exists,

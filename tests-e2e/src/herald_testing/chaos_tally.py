@@ -100,6 +100,8 @@ class Figures:
     accepted: int
     failed_signups: int
     retried_signups: int
+    server_errors: int
+    """Answers 500 the client got on the way (the API must answer 503 or nothing instead)."""
     users_created: int
     welcome_emails: int
     account_exists_notices: int
@@ -125,6 +127,8 @@ class Figures:
             found.append(f"{self.lost} lost")
         if self.failed_signups:
             found.append(f"{self.failed_signups} failed signups")
+        if self.server_errors:
+            found.append(f"{self.server_errors} answers 500 (an outage must be 503)")
         seen = max(self.duplicated, self.resent_any_email)
         if seen > self.possible_duplicates_counted:
             found.append(f"{seen} duplicates seen but {self.possible_duplicates_counted} counted")
@@ -144,6 +148,7 @@ class Figures:
             f"signups attempted {self.signups}",
             f"signups answered 202 {self.accepted}",
             f"signups retried {self.retried_signups}",
+            f"answers 500 {self.server_errors}",
             f"users created {self.users_created}",
             f"welcome emails received {self.welcome_emails}",
             f"account-exists notices (retried signups) {self.account_exists_notices}",
