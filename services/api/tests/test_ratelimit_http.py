@@ -56,6 +56,9 @@ def settings(settings: Settings) -> Settings:
             "rate_limit_resend_per_email": "1/hour",
             "rate_limit_login_per_client": "5/minute",
             "rate_limit_login_per_email": "2/15minutes",
+            # These tests count limits, not the fail-open path: a loaded machine
+            # must not turn a slow Redis answer into an unlimited attempt.
+            "rate_limit_timeout_seconds": 5.0,
         }
     )
 
