@@ -29,7 +29,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from herald_api.db import delete_in_batches
 from herald_api.models import OutboxMessage
 from herald_shared.messages import Message
-from herald_shared.tasks import task_for
+from herald_shared.tasks import TASKS, task_for
 
 BACKOFF_BASE_SECONDS = 0.1
 """A failed row's first retry delay; it doubles with each attempt up to a cap."""
@@ -113,12 +113,7 @@ async def claim(session: AsyncSession, *, limit: int) -> Sequence[OutboxMessage]
 
 async def mark_all_relayed(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
     """Mark claimed rows relayed (SAQ took their jobs)."""
-    if message_ids:
-        await session.exec(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.message_id).in_(message_ids))
-            .values(relayed_at=func.now(), checked_at=func.now())
-        )
+    await _update(session, message_ids, relayed_at=func.now(), checked_at=func.now())
 
 
 async def defer(
@@ -205,36 +200,48 @@ async def settle(
     session: AsyncSession, message_ids: Sequence[uuid.UUID], *, as_: SettledAs
 ) -> None:
     """Take claimed rows off the books: their message's fate is known."""
-    if message_ids:
-        await session.exec(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.message_id).in_(message_ids))
-            .values(settled_at=func.now(), settled_as=as_)
-        )
+    await _update(session, message_ids, settled_at=func.now(), settled_as=as_)
 
 
 async def mark_checked(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
     """Claimed rows whose message is still in flight: look again after the interval."""
-    if message_ids:
-        await session.exec(
-            update(OutboxMessage)
-            .where(col(OutboxMessage.message_id).in_(message_ids))
-            .values(checked_at=func.now())
-        )
+    await _update(session, message_ids, checked_at=func.now())
 
 
 async def mark_repushed(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
     """Claimed rows whose lost message SAQ took again: relayed (and checked) now."""
+    await _update(
+        session,
+        message_ids,
+        relayed_at=func.now(),
+        checked_at=func.now(),
+        repushes=col(OutboxMessage.repushes) + 1,
+    )
+
+
+async def _update(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID], **values: object
+) -> None:
+    """Set ``values`` on the rows of ``message_ids`` (claimed by the caller); none: no query."""
     if message_ids:
         await session.exec(
             update(OutboxMessage)
             .where(col(OutboxMessage.message_id).in_(message_ids))
-            .values(
-                relayed_at=func.now(),
-                checked_at=func.now(),
-                repushes=col(OutboxMessage.repushes) + 1,
-            )
+            .values(**values)
         )
+
+
+def message_of(row: OutboxMessage) -> Message:
+    """The message a row holds, decoded by its task's contract.
+
+    Raises ``LookupError`` for a task the contract does not know and
+    ``MessageError`` (a ``ValueError``) for a payload that no longer decodes.
+    """
+    task = TASKS.get(row.task)
+    if task is None:
+        raise LookupError(f"unknown task {row.task!r}")
+    message: Message = task.message.decode(row.payload)
+    return message
 
 
 PURGE_BATCH_SIZE = 10_000

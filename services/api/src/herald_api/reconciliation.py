@@ -42,8 +42,7 @@ from herald_api.faults import NO_FAULTS, Faults
 from herald_api.metrics import OUTBOX_OLDEST_UNSETTLED, OUTBOX_RECONCILED
 from herald_api.models import OutboxMessage
 from herald_shared.ledger import Standing, read_standings
-from herald_shared.messages import Message
-from herald_shared.tasks import TASKS, enqueue
+from herald_shared.tasks import enqueue
 
 log = structlog.get_logger(__name__)
 
@@ -188,7 +187,7 @@ async def _push_again(
 ) -> bool:
     """Push ``row``'s message again; ``False`` if SAQ refused it (in flight after all)."""
     try:
-        message = _message_of(row)
+        message = outbox.message_of(row)
     except (LookupError, ValueError) as exc:
         # Relayed once, so it decoded then: a downgrade? Keep it in the books, visibly.
         log.error("outbox.repush_impossible", message_id=str(row.message_id), error=str(exc))
@@ -206,14 +205,6 @@ async def _push_again(
     )
     faults.reach("reconcile_after_push", message_id=str(row.message_id))
     return True
-
-
-def _message_of(row: OutboxMessage) -> Message:
-    task = TASKS.get(row.task)
-    if task is None:
-        raise LookupError(f"unknown task {row.task!r}")
-    message: Message = task.message.decode(row.payload)
-    return message
 
 
 def _count(batch: _Batch) -> None:

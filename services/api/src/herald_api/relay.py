@@ -172,12 +172,9 @@ class Relay:
         return result
 
     def _prepare(self, row: OutboxMessage) -> tuple[Queue, Message]:
-        task = TASKS.get(row.task)
-        if task is None:
-            raise LookupError(f"unknown task {row.task!r}")
-        if row.queue != task.queue or row.queue not in self.queues:
-            raise LookupError(f"{task.name} cannot go to queue {row.queue!r}")
-        message: Message = task.message.decode(row.payload)
+        message = outbox.message_of(row)
+        if row.queue != TASKS[row.task].queue or row.queue not in self.queues:
+            raise LookupError(f"{row.task} cannot go to queue {row.queue!r}")
         return self.queues[row.queue], message
 
     async def _reject(self, session: AsyncSession, row: OutboxMessage, exc: Exception) -> None:
