@@ -12,8 +12,6 @@ import sys
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
-
 from herald_testing import backends
 from herald_testing.maildev import MAILDEV_MISSING, maildev_binary, maildev_source
 from herald_testing.ports import port_open
@@ -57,28 +55,27 @@ def _where(source: str, port: int) -> str:
     }[source]
 
 
+START_POSTGRES = "start PostgreSQL (Debian: sudo pg_ctlcluster 15 main start)"
+START_REDIS = "start Redis (Debian: sudo systemctl start redis-server)"
+
+
 def dev_stack(*, database_url: str, redis_url: str, ports: Mapping[str, int]) -> list[str]:
     """Problems that would stop ``make dev``: its servers unreachable, its ports taken,
     no MailDev from npm."""
     problems: list[str] = []
-    database = make_url(database_url)
-    db_host, db_port = database.host or "127.0.0.1", database.port or 5432
-    if not port_open(db_host, db_port):
-        problems.append(
-            f"PostgreSQL at {db_host}:{db_port} does not answer (HERALD_DATABASE_URL). "
-            "Fix: start PostgreSQL (Debian: sudo pg_ctlcluster 15 main start), or point "
-            "HERALD_DATABASE_URL at yours; with Docker, `make up` runs the whole stack "
-            "in containers instead."
-        )
-    redis = urlsplit(redis_url)
-    redis_host, redis_port = redis.hostname or "127.0.0.1", redis.port or 6379
-    if not port_open(redis_host, redis_port):
-        problems.append(
-            f"Redis at {redis_host}:{redis_port} does not answer (HERALD_REDIS_URL). "
-            "Fix: start Redis (Debian: sudo systemctl start redis-server), or point "
-            "HERALD_REDIS_URL at yours; with Docker, `make up` runs the whole stack "
-            "in containers instead."
-        )
+    servers = (
+        ("PostgreSQL", "HERALD_DATABASE_URL", database_url, 5432, START_POSTGRES),
+        ("Redis", "HERALD_REDIS_URL", redis_url, 6379, START_REDIS),
+    )
+    for what, variable, url, default_port, start in servers:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+        if not port_open(host, port):
+            problems.append(
+                f"{what} at {host}:{port} does not answer ({variable}). Fix: {start}, or "
+                f"point {variable} at yours; with Docker, `make up` runs the whole stack "
+                "in containers instead."
+            )
     for variable, port in ports.items():
         if port_open("127.0.0.1", port):
             problems.append(
