@@ -11,10 +11,6 @@ dead-lettered. Never lost. Dying inside DATA (the relay holding its reply) is
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +27,7 @@ from herald_notifier.worker import build_settings
 from herald_shared.tasks import SEND_WELCOME_EMAIL
 from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.messages import LINK_SECRET, welcome_email
+from herald_testing.processes import running_notifier
 from herald_testing.smtp import ScriptedRelay, serve_smtp
 
 SettingsFor = Callable[..., Settings]
@@ -68,32 +65,19 @@ async def crashed_at(
 ) -> dict[str, Any]:
     """Run a notifier with the fault switch at ``point`` until it dies there;
     its ``fault.crash`` log line."""
-    output = tmp_path / f"{point}.log"
     env = {
-        **os.environ,
         "HERALD_REDIS_URL": redis_url,
         "HERALD_LINK_SECRET": LINK_SECRET.get_secret_value(),
         "HERALD_QUEUE_NAMESPACE": queue_namespace,
         "HERALD_SMTP_PORT": str(smtp_port),
-        "HERALD_LOG_FORMAT": "json",
-        "HERALD_METRICS_PORT": "0",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "0",
         "HERALD_NOTIFIER_SWEEP_SECONDS": str(SWEEP_SECONDS),
         "HERALD_NOTIFIER_CRASH_AT": point,
     }
-    with output.open("w") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "herald_notifier", env=env, stdout=sink, stderr=sink
-        )
-        try:
-            status = await asyncio.wait_for(process.wait(), timeout=30)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-    text = output.read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    assert status == CRASH_STATUS, text[-2000:]
+    async with running_notifier(env, log_path=tmp_path / f"{point}.log") as notifier:
+        status = await notifier.exit_status(within=30)
+        lines = notifier.lines()
+    assert status == CRASH_STATUS, notifier.log_path.read_text()[-2000:]
     crashes: list[dict[str, Any]] = [line for line in lines if line["event"] == "fault.crash"]
     [crash] = crashes
     assert crash["point"] == point
