@@ -12,15 +12,15 @@ export UV_SYSTEM_CERTS ?= 1
 COMPOSE ?= docker compose
 # `make install` reinstalls only when a lock file changed since the last install.
 SYNCED := .venv/.herald-synced
-NPM_INSTALLED := tests-e2e/node_modules/.herald-installed
-PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml) tests-e2e/pyproject.toml
+NPM_INSTALLED := testing/node_modules/.herald-installed
+PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml) testing/pyproject.toml
 # make test BACKENDS=containers: PostgreSQL, Redis and MailDev from testcontainers even
 # where local servers answer (the path of a machine that has only Docker).
 BACKENDS ?= auto
 # make e2e: the compose stack where Docker answers, else local processes.
 STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo compose || echo local)
-TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests tests-e2e/tests-tooling
-LINT_PATHS := shared services tests-e2e bench
+TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests testing/tests
+LINT_PATHS := shared services testing tests-e2e bench
 
 .PHONY: help install dev migrate test lint format e2e fuzz bench chaos dead-letters replay up down logs ps clean
 
@@ -36,8 +36,8 @@ $(SYNCED): uv.lock $(PYPROJECTS) | $(UV)
 	@UV_PYTHON="$$($(PREFLIGHT) python)" && export UV_PYTHON && $(UV) sync --locked
 	@touch $@
 
-$(NPM_INSTALLED): tests-e2e/package-lock.json tests-e2e/package.json
-	@$(PREFLIGHT) npm-ci tests-e2e $@
+$(NPM_INSTALLED): testing/package-lock.json testing/package.json
+	@$(PREFLIGHT) npm-ci testing $@
 
 dev: install ## Run migrations, then api, notifier, scheduler and MailDev locally (Ctrl-C stops)
 	$(UV) run --no-sync python -m herald_testing.stack dev
@@ -111,4 +111,4 @@ ps: ## The container stack's services and their health
 	$(COMPOSE) ps
 
 clean: ## Remove caches, virtualenv, node_modules, e2e logs and the bootstrapped uv (.tools)
-	rm -rf .venv tests-e2e/node_modules .e2e .mypy_cache .ruff_cache .pytest_cache .tools
+	rm -rf .venv testing/node_modules .e2e .mypy_cache .ruff_cache .pytest_cache .tools

@@ -164,7 +164,7 @@ def test_make_up_ignores_a_port_its_own_running_stack_holds(
 
 
 def test_no_npm_and_no_docker_names_every_way_to_get_maildev(bin_dir: Path, tmp_path: Path) -> None:
-    result = preflight_run("npm-ci", "tests-e2e", str(tmp_path / "stamp"), path=bin_dir)
+    result = preflight_run("npm-ci", "testing", str(tmp_path / "stamp"), path=bin_dir)
     assert result.returncode == 1
     assert "npm not found, and no Docker engine answers" in result.stderr
     assert "HERALD_TEST_MAILDEV=" in result.stderr
@@ -173,7 +173,7 @@ def test_no_npm_and_no_docker_names_every_way_to_get_maildev(bin_dir: Path, tmp_
 
 def test_no_npm_with_docker_goes_on_and_says_so(bin_dir: Path, tmp_path: Path) -> None:
     fake_program(bin_dir, "docker", "exit 0")
-    result = preflight_run("npm-ci", "tests-e2e", str(tmp_path / "stamp"), path=bin_dir)
+    result = preflight_run("npm-ci", "testing", str(tmp_path / "stamp"), path=bin_dir)
     assert result.returncode == 0
     assert "npm not found: the tests run MailDev from its Docker image" in result.stderr
     # Not stamped: once npm is installed, the next `make install` installs MailDev.

@@ -56,7 +56,7 @@ def run_maildev_process(
     binary = maildev_binary()
     if binary is None:
         raise BackendUnavailableError(
-            "MailDev is not installed: run `make install` (npm install in tests-e2e/)."
+            "MailDev is not installed: run `make install` (npm install in testing/)."
         )
     smtp_port = smtp_port or free_port()
     web_port = web_port or free_port()
