@@ -23,7 +23,13 @@ import structlog
 from saq import Job
 from structlog.typing import Processor
 
+__all__ = ["LogFormat", "LogLevel", "abridge_jobs", "configure_logging"]
+
 LogFormat = Literal["auto", "json", "console"]
+"""How log lines are rendered: ``auto`` is JSON unless stdout is a terminal."""
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+"""The lowest level a service logs (``HERALD_LOG_LEVEL``)."""
 
 
 def configure_logging(*, service: str, level: str = "INFO", fmt: LogFormat = "auto") -> None:

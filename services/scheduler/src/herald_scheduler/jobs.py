@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import structlog
 from saq import Queue
 from saq.types import Context, WorkerInfo
 
-from herald_scheduler.internal_api import InternalApi, Reconciliation
+from herald_scheduler.internal_api import InternalApi
 from herald_scheduler.metrics import record_api_work, record_report
 
 log = structlog.get_logger(__name__)
@@ -95,15 +95,16 @@ def _tick(scheduled: int) -> str | None:
 # never a user's address.
 
 
-async def reconcile_outbox(ctx: SchedulerContext) -> Reconciliation:
+async def reconcile_outbox(ctx: SchedulerContext) -> dict[str, Any]:
     """Ask the API to check unsettled outbox rows against Redis (settle the delivered
-    and dead, push the lost again); log what it did."""
+    and dead, push the lost again); log what it did, and return it (``Reconciled``
+    as a dict: SAQ stores a job's result as JSON)."""
     older_than = ctx["outbox_reconcile_after_seconds"]
     result = await ctx["internal_api"].reconcile_outbox(older_than_seconds=older_than)
-    log.info("outbox.reconciled", older_than_seconds=older_than, **result)
-    checked = sum(result[outcome] for outcome in ("delivered", "skipped", "dead", "waiting"))
-    record_api_work("reconcile_outbox", checked + result["repushed"])
-    return result
+    log.info("outbox.reconciled", older_than_seconds=older_than, **result.model_dump())
+    checked = result.delivered + result.skipped + result.dead + result.waiting
+    record_api_work("reconcile_outbox", checked + result.repushed)
+    return result.model_dump()
 
 
 async def purge_outbox(ctx: SchedulerContext) -> int:

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Self
 
 from croniter import croniter
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herald_shared.logs import LogFormat
+from herald_shared.internal_api import MAX_AGE_SECONDS, AgeSeconds, InternalToken
+from herald_shared.settings import CommonSettings, MetricsPort
 
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+__all__ = ["DAY_SECONDS", "Settings"]
 
 DAY_SECONDS = 24 * 3600
 
-MAX_AGE_SECONDS = 100 * 365 * DAY_SECONDS
-"""The API's bound on every ``older_than_seconds`` (100 years); a larger value is
-refused here, at startup, rather than by the API at every run."""
 
+class Settings(CommonSettings):
+    """Everything the scheduler reads from its environment: the common settings, when
+    each cron job runs and with which age, the API it calls, and the monitor."""
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HERALD_", env_file=".env", extra="ignore")
-
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis URL SAQ queues live in."
-    )
-    queue_namespace: str = Field(
-        default="",
-        description="Prefix of every queue name, so several deployments can share one Redis.",
-    )
-    log_level: LogLevel = Field(default="INFO", description="Log level of every logger.")
-    log_format: LogFormat = Field(
-        default="auto", description="auto: JSON unless stdout is a terminal."
-    )
+    metrics_port: MetricsPort = 9102
     queue_report_cron: str = Field(
         default="* * * * *",
         description="When to log the notifier queue report, as a cron string in UTC "
@@ -45,7 +32,7 @@ class Settings(BaseSettings):
         description="Base URL of the API, whose internal endpoints do the work the "
         "scheduler triggers (the API is the only writer of the accounts database).",
     )
-    internal_token: SecretStr | None = Field(
+    internal_token: InternalToken = Field(
         default=None,
         description="Bearer token of the API's internal endpoints (the API's "
         "HERALD_INTERNAL_TOKEN). Unset: the jobs that need the API are not scheduled.",
@@ -55,10 +42,8 @@ class Settings(BaseSettings):
         description="When to ask the API to reconcile the outbox with Redis: settle the rows "
         "whose message was delivered or dead-lettered, push again those Redis lost (cron, UTC).",
     )
-    outbox_reconcile_after_seconds: int = Field(
+    outbox_reconcile_after_seconds: AgeSeconds = Field(
         default=300,
-        ge=60,
-        le=MAX_AGE_SECONDS,
         description="An unsettled outbox row is checked in Redis once its message has gone "
         "this long without being pushed or checked: longer than a job normally takes to be "
         "sent, so a check rarely finds it still queued.",
@@ -67,10 +52,8 @@ class Settings(BaseSettings):
         default="*/10 * * * *",
         description="When to ask the API to delete settled outbox rows (cron, UTC).",
     )
-    outbox_retention_seconds: int = Field(
+    outbox_retention_seconds: AgeSeconds = Field(
         default=DAY_SECONDS,
-        ge=60,
-        le=MAX_AGE_SECONDS,
         description="Outbox rows settled longer ago than this are deleted by the purge; rows "
         "not settled are never deleted.",
     )
@@ -78,10 +61,8 @@ class Settings(BaseSettings):
         default="*/10 * * * *",
         description="When to ask the API to remind unverified users to verify (cron, UTC).",
     )
-    verification_reminder_after_seconds: int = Field(
+    verification_reminder_after_seconds: AgeSeconds = Field(
         default=DAY_SECONDS,
-        ge=60,
-        le=MAX_AGE_SECONDS,
         description="A user still unverified this long after signup gets one reminder "
         "email with a fresh verification link (never a second one).",
     )
@@ -101,10 +82,8 @@ class Settings(BaseSettings):
         default="45 * * * *",
         description="When to ask the API to delete spent verification tokens (cron, UTC).",
     )
-    token_retention_seconds: int = Field(
+    token_retention_seconds: AgeSeconds = Field(
         default=DAY_SECONDS,
-        ge=60,
-        le=MAX_AGE_SECONDS,
         description="Verification tokens used or expired longer ago than this are deleted.",
     )
     api_timeout_seconds: float = Field(
@@ -120,16 +99,6 @@ class Settings(BaseSettings):
         "above it plus 1 s.",
     )
 
-    metrics_host: str = Field(
-        default="0.0.0.0",  # noqa: S104  (scraped from outside the container)
-        description="Address the worker's Prometheus metrics server binds.",
-    )
-    metrics_port: int = Field(
-        default=9102,
-        ge=0,
-        le=65535,
-        description="Port of the worker's Prometheus metrics server (GET /metrics); 0 disables it.",
-    )
     monitor_host: str = Field(
         default="127.0.0.1",
         description="Address `herald-scheduler monitor` binds (0.0.0.0 in a container).",
@@ -148,11 +117,6 @@ class Settings(BaseSettings):
         description="HTTP basic auth password of the monitor: required by "
         "`herald-scheduler monitor`, at least 12 characters.",
     )
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @field_validator(
         "queue_report_cron",
