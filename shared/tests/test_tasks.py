@@ -72,6 +72,14 @@ async def test_a_message_on_the_wrong_queue_is_refused(
         await enqueue(scheduler, welcome())
 
 
+def test_the_welcome_policy_has_a_heartbeat_well_inside_its_timeout() -> None:
+    job = SEND_WELCOME_EMAIL.job(welcome())
+
+    assert job.heartbeat == SEND_WELCOME_EMAIL.heartbeat > 0
+    assert job.heartbeat * 3 <= job.timeout
+    assert job.retries == SEND_WELCOME_EMAIL.retries
+
+
 def test_namespaces_prefix_queue_names() -> None:
     assert queues.queue_name("notifier") == "notifier"
     assert queues.queue_name("notifier", namespace="staging") == "staging:notifier"

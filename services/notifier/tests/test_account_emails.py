@@ -25,6 +25,7 @@ from structlog.typing import EventDict
 
 from herald_notifier.dead_letters import DeadLetters
 from herald_notifier.delivery import DeliveryRecords
+from herald_notifier.failures import failure_of
 from herald_notifier.handlers import (
     RESOURCES,
     Resources,
@@ -47,7 +48,6 @@ from herald_shared.tasks import (
     SEND_WELCOME_EMAIL,
     Task,
     enqueue,
-    failure_of,
     task_for,
 )
 from herald_testing.jobs import finished, running_worker, wait_for_job

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from saq import Job, Queue
 
+from herald_notifier.failures import failure_of, one_line
 from herald_shared.ledger import dead_letters_index_key, dead_letters_key
 from herald_shared.messages import MessageError
-from herald_shared.tasks import PAYLOAD, TASKS, enqueue, failure_of, one_line
+from herald_shared.tasks import PAYLOAD, TASKS, enqueue
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -76,7 +77,7 @@ def letter_for(job: Job, error: str | None, *, swept: bool) -> DeadLetter:
     ``swept``, aborting as stuck with no attempt left).
 
     The reason comes from the consumer's note on the last attempt
-    (``herald_shared.tasks.note_failure``) when there is one, else from SAQ's
+    (``herald_notifier.failures.note_failure``) when there is one, else from SAQ's
     error (a sweep, an unknown function, ...).
     """
     kwargs = job.kwargs or {}

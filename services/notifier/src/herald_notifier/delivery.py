@@ -7,7 +7,7 @@ jobs. Its value is the message's state:
 - ``claimed:{owner}:{lease_until_ms}``: an attempt (``owner`` =
   ``worker/job key/attempt``) is sending it; the claim is live until
   ``lease_until_ms`` (Redis time), which the attempt's heartbeat pushes
-  forward (``herald_shared.tasks.Lease``). A live claim makes every other
+  forward (``herald_notifier.consumer.Lease``). A live claim makes every other
   attempt back off: never two concurrent sends of one message.
 - ``sent:{iso timestamp}``: the relay accepted it (250 to DATA). Any later
   attempt acknowledges its job without sending.

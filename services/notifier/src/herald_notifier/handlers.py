@@ -31,8 +31,9 @@ import structlog
 from aiosmtplib import SMTPException
 from saq import Job, Worker
 
+from herald_notifier.consumer import DEFAULT_LEASE_SECONDS, lease_of
 from herald_notifier.delivery import Claim, DeliveryRecords, Outcome
-from herald_notifier.failures import classify
+from herald_notifier.failures import classify, give_up, note_failure
 from herald_notifier.faults import NO_FAULTS, Faults
 from herald_notifier.mailer import Mailer
 from herald_notifier.metrics import (
@@ -56,12 +57,6 @@ from herald_shared.messages import (
     PasswordResetEmail,
     VerificationEmail,
     WelcomeEmail,
-)
-from herald_shared.tasks import (
-    DEFAULT_LEASE_SECONDS,
-    give_up,
-    lease_of,
-    note_failure,
 )
 
 RESOURCES = "notifier"

@@ -39,20 +39,19 @@ that changes any of it fails there first):
   blocks enqueueing that key. A re-queue therefore raises no abort key: it
   names the job, not the attempt, so a SAQ that honoured it would stop the
   re-queued attempt too. The stale attempt is stopped by its own lease
-  instead (``herald_shared.tasks.Lease``: the stored job is no longer its).
+  instead (``herald_notifier.consumer.Lease``: the stored job is no longer its).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from saq import Job, Status
+from redis.exceptions import WatchError
+from saq import Job, Status, Worker
+from saq.queue.redis import RedisQueue
 from saq.utils import now
-
-if TYPE_CHECKING:
-    from saq.queue.redis import RedisQueue
 
 SUPPORTED_SAQ = ((0, 26), (0, 27))
 """saq versions whose Redis layout this module matches: at least the first, below the second."""
@@ -246,3 +245,60 @@ def _guard(expected: Expected) -> list[str | bytes]:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def touch(job: Job) -> bool | None:
+    """Refresh ``job``'s ``touched`` in Redis if the stored job is still this
+    attempt (active, same attempt count, same worker).
+
+    Returns ``True`` once touched, ``False`` if the job is no longer this
+    attempt's, ``None`` if undecided (the sweeper is aborting it, or it
+    changed while we looked: try again next beat).
+    """
+    queue = job.get_queue()
+    if not isinstance(queue, RedisQueue):
+        await job.update()
+        return True
+    async with queue.redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(job.id)
+            stored = queue.deserialize(await pipe.get(job.id))
+            if (
+                stored is None
+                or stored.status not in (Status.ACTIVE, Status.ABORTING)
+                or stored.attempts != job.attempts
+                or stored.worker_id != job.worker_id
+            ):
+                return False
+            if stored.status == Status.ABORTING:
+                # SAQ's abort (the sweeper, or an operator) decides; our keeping
+                # it alive would hide the abort from the worker's abort check.
+                return None
+            stored.touched = now()
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.set(job.id, queue.serialize(stored))
+            await pipe.execute()
+        except WatchError:
+            return None
+    job.touched = stored.touched
+    return True
+
+
+WorkerCancelCause = Literal["aborted", "shutdown", "timeout", "cancelled"]
+
+
+def worker_cancel_cause(ctx: dict[str, Any], job: Job) -> WorkerCancelCause:
+    """Why SAQ's worker is cancelling the attempt running with ``ctx``, as its
+    state shows it: ``aborted`` (an operator, or the sweeper of a job it took
+    for stuck), ``shutdown`` (the worker is stopping; SAQ re-queues the job),
+    ``timeout`` (``job.timeout``), else ``cancelled``."""
+    worker = ctx.get("worker")
+    if isinstance(worker, Worker):
+        running = worker.job_task_contexts.get(job)
+        if running is not None and running["aborted"] is not None:
+            return "aborted"
+        if worker.event.is_set():
+            return "shutdown"
+    if job.timeout and job.started and (now() - job.started) / 1000 >= job.timeout - 0.5:
+        return "timeout"
+    return "cancelled"

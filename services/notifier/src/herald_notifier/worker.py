@@ -37,6 +37,7 @@ import contextlib
 from datetime import timedelta
 from typing import Any
 
+from herald_notifier.consumer import consumer
 from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.faults import Faults
 from herald_notifier.handlers import (
@@ -65,7 +66,6 @@ from herald_shared.tasks import (
     SEND_PASSWORD_RESET_EMAIL,
     SEND_VERIFICATION_EMAIL,
     SEND_WELCOME_EMAIL,
-    consumer,
 )
 
 QUEUE_DEPTH = "notifier_queue_depth"

@@ -1,5 +1,5 @@
-"""The consumer side of the contract on a real Redis: decoding, failure notes,
-the job heartbeat and the lease that stops an attempt which lost its job."""
+"""The notifier's consumer on a real Redis: decoding, failure notes, the job
+heartbeat and the lease that stops an attempt which lost its job."""
 
 from __future__ import annotations
 
@@ -14,18 +14,11 @@ from saq import Job, Queue, Status, Worker
 from saq.job import TERMINAL_STATUSES
 from structlog.testing import capture_logs
 
+from herald_notifier.consumer import LEASE, consumer, hold, lease_of
+from herald_notifier.failures import FAILURE, failure_of, note_failure
+from herald_notifier.saq_redis import touch
 from herald_shared.messages import MessageError, WelcomeEmail
-from herald_shared.tasks import (
-    FAILURE,
-    LEASE,
-    SEND_WELCOME_EMAIL,
-    consumer,
-    failure_of,
-    hold,
-    lease_of,
-    note_failure,
-    touch,
-)
+from herald_shared.tasks import SEND_WELCOME_EMAIL
 from herald_testing.messages import welcome_email
 
 
@@ -43,14 +36,6 @@ async def running(queue: Queue, *, heartbeat: int = 10, worker_id: str = "w1") -
     taken.attempts, taken.worker_id = 1, worker_id
     await taken.update(status=Status.ACTIVE)
     return taken
-
-
-def test_the_welcome_policy_has_a_heartbeat_well_inside_its_timeout() -> None:
-    job = SEND_WELCOME_EMAIL.job(welcome())
-
-    assert job.heartbeat == SEND_WELCOME_EMAIL.heartbeat > 0
-    assert job.heartbeat * 3 <= job.timeout
-    assert job.retries == SEND_WELCOME_EMAIL.retries
 
 
 async def test_unexpected_job_arguments_fail_the_job_as_malformed() -> None:
