@@ -81,7 +81,7 @@ from bench.common import (
 )
 from bench.outage import outage_drain
 from bench.profiling import RATE, keep_py_spy, start_recording, stop_recording
-from herald_api.settings import Settings as ApiSettings
+from herald_api.core.settings import Settings as ApiSettings
 from herald_shared import queues
 from herald_shared.tasks import enqueue
 from herald_testing.backends import admin

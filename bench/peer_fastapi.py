@@ -43,10 +43,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from bench.peer_email import WelcomeBuilder
-from herald_api import verification
-from herald_api.db import create_engine, session_factory
-from herald_api.models import Accepted, User, UserCreate
-from herald_api.settings import Settings as ApiSettings
+from herald_api.accounts import verification
+from herald_api.auth.models import Accepted, User, UserCreate
+from herald_api.core.db import create_engine, session_factory
+from herald_api.core.settings import Settings as ApiSettings
 from herald_notifier.settings import Settings as NotifierSettings
 from herald_shared.messages import WelcomeEmail
 

@@ -23,11 +23,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.app import create_app
-from herald_api.db import create_engine, session_factory
-from herald_api.migrate import migrate
-from herald_api.relay import Relay
-from herald_api.settings import Settings
+from herald_api.core.db import create_engine, session_factory
+from herald_api.core.migrate import migrate
+from herald_api.core.settings import Settings
+from herald_api.main import create_app
+from herald_api.outbox.relay import Relay
 from herald_shared import queues
 from herald_testing.backends import admin
 from herald_testing.clients import OpenClient

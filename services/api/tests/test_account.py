@@ -11,7 +11,7 @@ import pytest
 from saq import Queue
 from structlog.testing import capture_logs
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_shared.messages import EmailChangedEmail, EmailChangeEmail, PasswordChangedEmail
 from herald_shared.tasks import (
     SEND_EMAIL_CHANGE_EMAIL,

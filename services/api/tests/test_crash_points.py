@@ -22,7 +22,7 @@ import pytest
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
-from herald_api.faults import CRASH_STATUS, CrashPoint
+from herald_api.core.faults import CRASH_STATUS, CrashPoint
 from herald_shared.ledger import delivery_record_key, job_key, saq_key
 from herald_testing.messages import LINK_SECRET
 from herald_testing.processes import Running, ServedApi, running_notifier, serve_api

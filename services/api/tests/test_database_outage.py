@@ -10,8 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
-from herald_api.api.errors import DATABASE_UNAVAILABLE
-from herald_api.settings import Settings
+from herald_api.core.errors import DATABASE_UNAVAILABLE
+from herald_api.core.settings import Settings
 from herald_testing.clients import OpenClient
 from herald_testing.ports import free_port
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_testing.envdoc import undocumented
 
 

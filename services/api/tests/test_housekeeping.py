@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 from saq import Queue
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_shared.messages import VerificationEmail
 from herald_shared.tasks import SEND_VERIFICATION_EMAIL
 from herald_shared.tokens import derive

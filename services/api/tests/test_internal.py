@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from herald_api import outbox
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
+from herald_api.outbox import table as outbox
 from herald_testing.clients import OpenClient
 
 TOKEN = "internal-token-for-tests-only"

@@ -22,7 +22,7 @@ from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type, extract_parameters
 from structlog.testing import capture_logs
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_testing.clients import OpenClient
 
 PASSWORD = "correct horse battery staple"

@@ -11,9 +11,9 @@ import httpx
 from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
-from herald_api.app import create_app
-from herald_api.metrics import UNMATCHED
-from herald_api.settings import Settings
+from herald_api.core.metrics import UNMATCHED
+from herald_api.core.settings import Settings
+from herald_api.main import create_app
 from herald_testing.ports import free_port
 
 SIGNUP = {"email": "ada@example.com", "password": "correct horse battery", "display_name": "Ada"}

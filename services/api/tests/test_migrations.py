@@ -12,9 +12,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from herald_api import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from herald_api.migrate import alembic_config
-from herald_api.settings import Settings
+from herald_api.auth import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from herald_api.core.migrate import alembic_config
+from herald_api.core.settings import Settings
 
 
 def _differences(connection: Connection) -> list[object]:

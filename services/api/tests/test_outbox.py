@@ -23,12 +23,13 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from structlog.testing import capture_logs
 
-from herald_api import faults, outbox
-from herald_api.dispatch import Dispatcher, RelayedMarks
-from herald_api.models import UserCreate
-from herald_api.passwords import PasswordHasher
-from herald_api.relay import Relay
-from herald_api.signup import sign_up
+from herald_api.accounts.signup import sign_up
+from herald_api.auth.models import UserCreate
+from herald_api.auth.passwords import PasswordHasher
+from herald_api.core import faults
+from herald_api.outbox import table as outbox
+from herald_api.outbox.dispatch import Dispatcher, RelayedMarks
+from herald_api.outbox.relay import Relay
 from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import SEND_ACCOUNT_EXISTS_EMAIL, SEND_WELCOME_EMAIL

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from herald_api.models import UserCreate
-from herald_api.password_policy import (
+from herald_api.auth.models import UserCreate
+from herald_api.auth.password_policy import (
     COMMON_PASSWORDS_FILE,
     common_passwords,
     comparable,

@@ -8,7 +8,7 @@ import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
 
-from herald_api.passwords import PasswordHasher
+from herald_api.auth.passwords import PasswordHasher
 
 PASSWORD = "correct horse battery staple"
 

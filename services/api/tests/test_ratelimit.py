@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from herald_api.ratelimit import (
+from herald_api.auth.ratelimit import (
     ACTIONS,
     PAUSE_AFTER_FAILURE_SECONDS,
     SCOPES,
@@ -25,7 +25,7 @@ from herald_api.ratelimit import (
     RateLimiter,
     client_bucket,
 )
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_testing.ports import free_port
 
 GENEROUS = "1000/hour"

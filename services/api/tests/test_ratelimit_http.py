@@ -14,8 +14,8 @@ from starlette.types import ASGIApp
 from structlog.testing import capture_logs
 
 from herald_api import cli
-from herald_api.app import create_app
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
+from herald_api.main import create_app
 from herald_testing.ports import free_port
 
 PASSWORD = "correct horse battery staple"

@@ -16,7 +16,7 @@ from saq import Queue, Status
 from saq.queue.redis import RedisQueue
 from structlog.testing import capture_logs
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_shared.ledger import dead_letters_key, delivery_record_key, saq_key
 from herald_shared.messages import WelcomeEmail
 from herald_shared.tasks import enqueue

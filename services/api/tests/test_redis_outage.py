@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_testing.ports import free_port
 
 

@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 from saq import Queue
 from structlog.testing import capture_logs
 
-from herald_api.app import create_app
-from herald_api.db import create_engine, session_factory
-from herald_api.relay import Relay
-from herald_api.settings import Settings
+from herald_api.core.db import create_engine, session_factory
+from herald_api.core.settings import Settings
+from herald_api.main import create_app
+from herald_api.outbox.relay import Relay
 from herald_shared import queues
 from herald_shared.messages import WelcomeEmail
 from herald_testing.clients import OpenClient

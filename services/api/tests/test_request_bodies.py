@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from herald_api.api import errors
+from herald_api.core import errors
 
 USERS = "/api/v1/users"
 JSON = {"content-type": "application/json"}

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from saq import Queue
 
-from herald_api.faults import CRASH_STATUS
-from herald_api.relay import Relay
+from herald_api.core.faults import CRASH_STATUS
+from herald_api.outbox.relay import Relay
 from herald_shared.messages import WelcomeEmail
 from herald_testing.processes import serve_api
 

@@ -13,7 +13,7 @@ from argon2 import PasswordHasher
 from saq import Queue
 from structlog.testing import capture_logs
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_shared.messages import AccountExistsEmail, WelcomeEmail
 from herald_shared.tasks import SEND_ACCOUNT_EXISTS_EMAIL, SEND_WELCOME_EMAIL
 from herald_shared.tokens import derive, fingerprint

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from saq import Queue
 from structlog.testing import capture_logs
 
-from herald_api.settings import Settings
+from herald_api.core.settings import Settings
 from herald_shared.messages import VerificationEmail, WelcomeEmail
 from herald_shared.tasks import SEND_VERIFICATION_EMAIL, SEND_WELCOME_EMAIL
 from herald_shared.tokens import derive

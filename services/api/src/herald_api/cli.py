@@ -6,8 +6,8 @@ import argparse
 
 import uvicorn
 
-from herald_api.migrate import migrate
-from herald_api.settings import get_settings
+from herald_api.core.migrate import migrate
+from herald_api.core.settings import get_settings
 from herald_shared.logs import configure_logging
 
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         migrate(settings)
         return
     uvicorn.run(
-        "herald_api.app:create_app",
+        "herald_api.main:create_app",
         factory=True,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,

@@ -13,12 +13,12 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.db import create_engine, session_factory
-from herald_api.dispatch import Dispatcher, RelayedMarks
-from herald_api.passwords import PasswordHasher
-from herald_api.ratelimit import RateLimiter
-from herald_api.relay import Relay
-from herald_api.settings import Settings
+from herald_api.auth.passwords import PasswordHasher
+from herald_api.auth.ratelimit import RateLimiter
+from herald_api.core.db import create_engine, session_factory
+from herald_api.core.settings import Settings
+from herald_api.outbox.dispatch import Dispatcher, RelayedMarks
+from herald_api.outbox.relay import Relay
 from herald_shared import queues
 
 log = structlog.get_logger(__name__)

@@ -9,8 +9,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from herald_api import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from herald_api.settings import get_settings
+from herald_api.auth import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from herald_api.core.settings import get_settings
 
 target_metadata = SQLModel.metadata
 

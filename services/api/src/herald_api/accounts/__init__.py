@@ -1,0 +1,2 @@
+"""The account use cases: signup, verification, password reset and change, email change,
+deletion."""

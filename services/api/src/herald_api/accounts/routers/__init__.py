@@ -1,0 +1,1 @@
+"""Routers of the account use cases, one per resource."""

@@ -1,0 +1,1 @@
+"""Who the caller is: passwords, access tokens, rate limits, logging in."""

@@ -1,0 +1,85 @@
+"""The database engine and sessions, what counts as "the database is unavailable", and
+batched deletes."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy import Delete
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api.core.settings import Settings
+
+CONNECTIVITY_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.DBAPIError,  # OperationalError, InterfaceError, or any with connection_invalidated
+    sa_exc.TimeoutError,  # no pooled connection became free in time
+    # asyncpg's own errors reach us unwrapped while a connection is being opened.
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    OSError,  # ConnectionRefusedError & co. while connecting
+    TimeoutError,  # asyncpg's connect timeout
+)
+"""Exception types that may mean PostgreSQL is unreachable; ``is_unavailable`` decides."""
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.SQLAlchemyError,
+    asyncpg.PostgresError,
+    *CONNECTIVITY_ERRORS,
+)
+"""Anything a database call may raise that is the database's fault, not a bug of ours."""
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        # A statement's error must never carry its parameters (a password hash)
+        # into a log line or an error body.
+        hide_parameters=True,
+        connect_args={"timeout": settings.database_connect_timeout_seconds},
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+"""SQLSTATE classes that mean "not now" rather than "wrong statement": connection
+exception, insufficient resources (too many connections), operator intervention
+(starting up, shutting down, statement cancelled)."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means PostgreSQL cannot be reached (as opposed to a bad statement)."""
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        # A server still starting up refuses the connection with 57P03, which
+        # SQLAlchemy wraps as a plain DBAPIError, its connection not invalidated.
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return exc.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return isinstance(exc, CONNECTIVITY_ERRORS)
+
+
+async def delete_in_batches(
+    sessions: async_sessionmaker[AsyncSession], statement: Delete, *, batch_size: int
+) -> int:
+    """Run ``statement`` (a DELETE of at most ``batch_size`` rows) in one short
+    transaction after another until a batch comes back short; the rows deleted.
+
+    A long backlog is purged without one long transaction holding its locks.
+    """
+    deleted = 0
+    while True:
+        async with sessions() as session:
+            result = await session.exec(statement)
+            await session.commit()
+        batch = int(result.rowcount)
+        deleted += batch
+        if batch < batch_size:
+            return deleted

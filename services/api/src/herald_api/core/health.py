@@ -1,0 +1,57 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import text
+
+from herald_api.core.deps import ResourcesDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("/live")
+async def live() -> dict[str, str]:
+    """The process is up and serving HTTP."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "A dependency is down."}},
+)
+async def ready(resources: ResourcesDep, response: Response) -> dict[str, Any]:
+    """PostgreSQL and Redis both answer."""
+    timeout = resources.settings.readiness_timeout_seconds
+
+    async def postgres() -> None:
+        async with resources.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await resources.notifier_queue.redis.ping()  # type: ignore[attr-defined]
+
+    checks = dict(
+        zip(
+            ("postgres", "redis"),
+            await asyncio.gather(_probe(postgres(), timeout), _probe(redis(), timeout)),
+            strict=True,
+        )
+    )
+    healthy = all(state == "ok" for state in checks.values())
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"status": "ok" if healthy else "unavailable", "checks": checks}
+
+
+async def _probe(check: Awaitable[None], limit: float) -> str:
+    try:
+        async with asyncio.timeout(limit):
+            await check
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"

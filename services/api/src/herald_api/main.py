@@ -1,0 +1,52 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import APIRouter, FastAPI
+
+from herald_api.accounts.routers import account, pages, password, users, verification
+from herald_api.auth import router as login
+from herald_api.core import errors, health
+from herald_api.core.requestlog import RequestLogMiddleware
+from herald_api.core.settings import Settings, get_settings
+from herald_api.outbox import router as internal
+from herald_api.resources import open_resources
+from herald_shared.metrics import serve_metrics
+
+api_router = APIRouter(prefix="/api/v1")
+api_router.include_router(login.router)
+# Before users: no "/users/{...}" route added there can then shadow "/users/me".
+api_router.include_router(account.router)
+api_router.include_router(users.router)
+api_router.include_router(verification.router)
+api_router.include_router(password.router)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        serve_metrics(settings.metrics_host, settings.metrics_port)
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(
+        title="Herald", version="0.1.0", lifespan=lifespan, max_body_size=errors.MAX_BODY_BYTES
+    )
+    app.include_router(api_router)
+    if settings.internal_token is not None:
+        # Without a token the internal routes do not exist at all: 404, not 401.
+        app.include_router(internal.router)
+    app.include_router(health.router)
+    app.include_router(pages.router)
+    errors.install(app)
+    # Added last = outermost: the id exists before the request is logged.
+    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    return app

@@ -1,0 +1,1 @@
+"""The transactional outbox: stage messages with their transaction, push them after."""

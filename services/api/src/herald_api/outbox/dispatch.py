@@ -1,0 +1,227 @@
+"""How a request hands queue messages over: stage them in its transaction, push them after.
+
+The route never enqueues by itself: it asks ``signup`` to register a user, and
+``signup`` asks the dispatcher to stage the welcome email in the same
+transaction as the user (``outbox.stage``) and, once that transaction
+committed, to push it to Redis at once (the fast path). Whatever the fast path
+could not push stays pending in the outbox for the relay (``herald_api.relay``).
+
+A pushed row is marked relayed by ``RelayedMarks``, in batches after the
+response: the mark only keeps the relay from pushing the row again once its
+grace period is over, so the request need not wait for a second transaction
+(about a seventh of the API's event-loop time per signup, py-spy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Mapping
+from contextlib import suppress
+
+import structlog
+from redis.exceptions import RedisError
+from saq import Job, Queue
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api.core.db import DATABASE_ERRORS
+from herald_api.core.errortext import describe
+from herald_api.core.faults import NO_FAULTS, Faults
+from herald_api.core.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
+from herald_api.outbox import table as outbox
+from herald_shared.messages import Message
+from herald_shared.tasks import enqueue, task_for
+
+log = structlog.get_logger(__name__)
+
+PUSH_ERRORS = (RedisError, OSError, TimeoutError)
+"""What a push raises when Redis is down, unreachable or too slow."""
+
+PAUSE_AFTER_FAILURE_SECONDS = 1.0
+"""After a failed push, how long signups skip the fast path and leave the row to the relay.
+
+During an outage every push attempt resolves and connects anew; at signup
+concurrency those lookups fill the event loop's default thread pool, which
+the database driver needs too, and signups slow to seconds. One probe a
+second is enough: the relay drains the rest within about a second of Redis
+returning.
+"""
+
+
+class RedisUnavailableError(ConnectionError):
+    """The fast path is paused after a recent failed push."""
+
+
+class RelayedMarks:
+    """Marks pushed outbox rows relayed, many per transaction, every ``interval_seconds``.
+
+    A mark that never lands (a crash, a database failure) costs one more push
+    by the relay after the row's grace period: SAQ's job key refuses it while
+    the first job is in flight, and the notifier's delivery record after that.
+    So marks may wait and batch; failed ones are retried on the next tick.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        interval_seconds: float = 0.1,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
+        self.sessions = sessions
+        self.interval_seconds = interval_seconds
+        self.faults = faults
+        self._pending: set[uuid.UUID] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, message_id: uuid.UUID) -> None:
+        """Mark ``message_id``'s row relayed with the next batch."""
+        self._pending.add(message_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relayed-marks")
+
+    async def stop(self) -> None:
+        """Stop ticking, then write what is pending (a shutdown should not cost re-pushes)."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> int:
+        """Mark every pending row now; how many rows were marked (rows a relay holds are not)."""
+        if not self._pending:
+            return 0
+        batch = list(self._pending)
+        self.faults.reach("before_relayed_mark", messages=len(batch))
+        self._pending.clear()
+        try:
+            async with self.sessions() as session:
+                marked = await outbox.mark_relayed(session, batch)
+                await session.commit()
+        except Exception as exc:
+            self._pending.update(batch)
+            log.warning(
+                "outbox.update_failed",
+                messages=len(batch),
+                error=describe(exc),
+                exc_info=not isinstance(exc, DATABASE_ERRORS),
+            )
+            return 0
+        return marked
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_seconds)
+            await self.flush()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queues: Mapping[str, Queue],
+        *,
+        marks: RelayedMarks,
+        timeout_seconds: float,
+        grace_seconds: float,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
+        """``queues``: each base queue name (``herald_shared.queues``) and its connected queue."""
+        self.queues = queues
+        self.marks = marks
+        self.timeout_seconds = timeout_seconds
+        self.grace_seconds = grace_seconds
+        self.faults = faults
+        """Crash tests only: where this process dies (the callers reach ``after_commit``)."""
+        self._paused_until = 0.0
+        self._last_failure = ""
+
+    async def stage(self, session: AsyncSession, message: Message) -> None:
+        """Write ``message`` to the outbox in ``session``'s transaction; the caller commits."""
+        await outbox.stage(session, message, grace_seconds=self.grace_seconds)
+
+    async def publish_after_commit(
+        self, session: AsyncSession, message: Message, *, user_id: uuid.UUID
+    ) -> bool:
+        """Push a staged, committed ``message`` to Redis; its row is marked relayed
+        with the next batch of ``marks``.
+
+        On a Redis failure, log it with ``user_id`` and return False: the row
+        stays pending (due at once) for the relay. The transaction has
+        committed, so no failure here may turn a created account into an error
+        response; database failures are logged too.
+        """
+        message_type = type(message).__name__
+        queue = self.queues[task_for(message).queue]
+        try:
+            job = await self._push(queue, message)
+        except Exception as exc:
+            # Committed already: whatever the push raised (Redis down, or a client
+            # bug on a connection Redis just dropped), the relay will push the row.
+            MESSAGES_ENQUEUE_FAILED.labels(message_type).inc()
+            log.error(
+                "message.enqueue_failed",
+                user_id=str(user_id),
+                message_id=str(message.message_id),
+                message_type=message_type,
+                error=describe(exc),
+                exc_info=not isinstance(exc, PUSH_ERRORS),
+            )
+            await self._settle(
+                session,
+                message,
+                outbox.retry_soon(session, message.message_id, error=describe(exc)),
+            )
+            return False
+        MESSAGES_ENQUEUED.labels(message_type).inc()
+        log.info(
+            "message.enqueued",
+            user_id=str(user_id),
+            message_id=str(message.message_id),
+            message_type=message_type,
+            queue=queue.name,
+            # None: a job with this key was already in flight (the relay was faster).
+            already_queued=job is None,
+        )
+        self.faults.reach("after_push", message_id=str(message.message_id))
+        self.marks.add(message.message_id)
+        return True
+
+    async def _push(self, queue: Queue, message: Message) -> Job | None:
+        """``enqueue`` with a timeout, paused for a while after a failure."""
+        if time.monotonic() < self._paused_until:
+            raise RedisUnavailableError(f"fast path paused after {self._last_failure}")
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                return await enqueue(queue, message)
+        except Exception as exc:
+            self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
+            self._last_failure = describe(exc)
+            raise
+
+    async def _settle(
+        self,
+        session: AsyncSession,
+        message: Message,
+        change: Awaitable[object],
+    ) -> None:
+        """Run the outbox update ``change`` and commit it; log a database failure."""
+        try:
+            await change
+            await session.commit()
+        except Exception as exc:
+            # The row stays as it was: pending, so the relay pushes it (again);
+            # the job key refuses the duplicate while the first is in flight.
+            # Committed already, so no failure here may become an error response.
+            log.warning(
+                "outbox.update_failed",
+                message_id=str(message.message_id),
+                error=describe(exc),
+                exc_info=not isinstance(exc, DATABASE_ERRORS),
+            )
+            with suppress(Exception):
+                await session.rollback()
