@@ -1,1 +1,33 @@
-"""Herald's queue contract, shared by every service and importing none of them."""
+"""Herald's contract between its services; it imports none of them.
+
+What the services agree on, one module each:
+
+- ``messages``: the versioned queue messages (``WelcomeEmail``...), ``text`` their value types;
+- ``tasks``: which message goes on which queue under which name and SAQ job policy,
+  and ``enqueue``, the one way to put it there;
+- ``queues``: queue names and their namespacing;
+- ``tokens``: link tokens, derived from the token id a message carries;
+- ``ledger``: where a message stands in Redis (the keys the notifier and SAQ write);
+- ``internal_api``: the API's internal HTTP endpoints the scheduler calls;
+- ``settings``: ``CommonSettings``, the base of every service's ``Settings``;
+- ``logs``, ``metrics``: logging setup and Prometheus plumbing every service shares;
+- ``faults``: the crash switch of the crash tests.
+
+Import from the module (``from herald_shared.messages import WelcomeEmail``): nothing is
+re-exported here, so importing one module never loads the others (the tokens need no
+SAQ, the messages no Prometheus) and no import here can cycle with a module's own.
+"""
+
+__all__ = [
+    "faults",
+    "internal_api",
+    "ledger",
+    "logs",
+    "messages",
+    "metrics",
+    "queues",
+    "settings",
+    "tasks",
+    "text",
+    "tokens",
+]

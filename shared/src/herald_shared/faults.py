@@ -1,5 +1,6 @@
-"""Deliberate crashes at named points, for crash tests only: the one switch
-every Herald process uses, so every crash test reads it the same way.
+"""Deliberate crashes at named points, for crash tests only.
+
+In the contract because the API and the notifier must die alike for their crash tests.
 
 Each service names its own points (a ``Literal`` of its own) and builds a
 ``Faults`` from a test-only setting (``HERALD_API_CRASH_AT``,
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
 
 import structlog
+
+__all__ = ["CRASH_STATUS", "Faults", "crash"]
 
 CRASH_STATUS = 70
 """Exit status of a deliberate crash (EX_SOFTWARE)."""

@@ -33,6 +33,20 @@ from saq.job import TERMINAL_STATUSES, Status
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+__all__ = [
+    "SENT_PREFIX",
+    "SaqStructure",
+    "Standing",
+    "dead_letters_index_key",
+    "dead_letters_key",
+    "delivery_record_key",
+    "delivery_record_prefix",
+    "job_key",
+    "read_standings",
+    "saq_key",
+    "standing_of",
+]
+
 SaqStructure = Literal["queued", "active", "incomplete"]
 
 

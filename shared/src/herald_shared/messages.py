@@ -29,6 +29,20 @@ from pydantic import (
 from herald_shared.text import DisplayName
 from herald_shared.tokens import TokenId
 
+__all__ = [
+    "AccountEmail",
+    "AccountExistsEmail",
+    "EmailChangeEmail",
+    "EmailChangedEmail",
+    "EmailLink",
+    "Message",
+    "MessageError",
+    "PasswordChangedEmail",
+    "PasswordResetEmail",
+    "VerificationEmail",
+    "WelcomeEmail",
+]
+
 
 class MessageError(ValueError):
     """A payload that is not a valid message of the expected type and version."""
@@ -86,7 +100,7 @@ def _describe(exc: ValidationError) -> list[str]:
     ]
 
 
-def utcnow() -> datetime:
+def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -106,7 +120,7 @@ class AccountEmail(Message):
     user_id: uuid.UUID
     email: EmailStr
     display_name: DisplayName
-    requested_at: AwareDatetime = Field(default_factory=utcnow)
+    requested_at: AwareDatetime = Field(default_factory=_utcnow)
     request_id: str | None = Field(
         default=None, max_length=200, description="The HTTP request that caused this message."
     )

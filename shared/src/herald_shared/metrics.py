@@ -17,6 +17,8 @@ import structlog
 from prometheus_client import start_http_server
 from saq import Job, Status, Worker
 
+__all__ = ["OTHER_FUNCTION", "Outcome", "finished_attempt", "serve_metrics"]
+
 Outcome = Literal["complete", "retried", "failed", "aborted"]
 
 OTHER_FUNCTION = "other"

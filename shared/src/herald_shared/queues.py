@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from saq import Queue
 
+__all__ = ["NOTIFIER", "SCHEDULER", "connect_queue", "queue_name"]
+
 NOTIFIER = "notifier"
 """Account emails, consumed by the notifier."""
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints
 
+__all__ = ["ENCODED_WORD", "DisplayName"]
+
 
 def _printable(value: str) -> str:
     # Control and format characters (CR, LF, NUL, bidi overrides...) must never

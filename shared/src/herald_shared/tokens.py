@@ -22,6 +22,15 @@ from typing import Annotated, Literal
 
 from pydantic import SecretStr, StringConstraints
 
+__all__ = [
+    "TOKEN_ID_BYTES",
+    "Purpose",
+    "TokenId",
+    "derive",
+    "fingerprint",
+    "new_token_id",
+]
+
 Purpose = Literal["verify_email", "reset_password", "change_email"]
 """What a link token may be spent on."""
 
