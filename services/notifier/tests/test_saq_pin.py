@@ -1,22 +1,26 @@
 """Pin what ``herald_notifier.saq_redis`` knows of SAQ's Redis internals.
 
-The notifier's one-step scripts write SAQ's keys and job records themselves.
-Each test here fails when a SAQ upgrade changes something they rely on: the
-version range, the key names, the job record's fields, and what SAQ's own
-retry, finish, dequeue, schedule and abort check do with them.
+The notifier's one-step scripts write SAQ's keys and job records themselves,
+and its cancel cause reads SAQ's worker state. Each test here fails when a SAQ
+upgrade changes something they rely on: the version range, the key names, the
+job record's fields, what SAQ's own retry, finish, dequeue, schedule and abort
+check do with them, and where the worker keeps a running job's abort.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import saq
 from saq import Job, Queue, Status, Worker
 from saq.queue.redis import RedisQueue
+from saq.types import JobTaskContext
 from saq.utils import now
 
 from herald_notifier.saq_redis import SUPPORTED_SAQ, Attempt, JobStore
@@ -163,3 +167,16 @@ def test_saq_s_worker_stops_a_job_by_its_stored_status_not_by_the_abort_key() ->
     source = inspect.getsource(Worker.abort)
     assert "Status.ABORTING" in source
     assert "abort_id" not in source
+
+
+def test_the_worker_state_the_cancel_cause_reads_is_where_saq_keeps_it(
+    saq_queue: RedisQueue,
+) -> None:
+    # herald_notifier.saq_redis.worker_cancel_cause reads these to tell an
+    # abort or a shutdown from a timeout.
+    worker: Worker[Any] = Worker(saq_queue, functions=[])
+
+    assert isinstance(worker.job_task_contexts, dict)
+    assert isinstance(worker.event, asyncio.Event)
+    assert "aborted" in JobTaskContext.__annotations__
+    assert 'task_data["aborted"] =' in inspect.getsource(Worker.abort)

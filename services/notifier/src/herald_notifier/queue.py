@@ -1,39 +1,17 @@
-"""The notifier's view of its SAQ queue: SAQ's Redis queue, with every change
-of a job's state made in one step (``herald_notifier.saq_redis``) and what the
-notifier's "never lost" needs at the points where SAQ decides a job's fate.
+"""The notifier's SAQ queue: SAQ's Redis queue with every change of a job's
+state made in one step (``herald_notifier.saq_redis.JobStore``), and the
+notifier's "never lost" at the points where SAQ decides a job's fate:
 
-- ``finish``: a job failing for good (``failed``, or ``aborted`` by the
-  sweeper with no attempt left) is failed and dead-lettered in one step, so
-  no crash leaves it failed without a letter, nor lettered while it still
-  runs. Done here rather than in the consumer wrapper or an ``after_process``
-  hook because only here are *all* ends seen (SAQ fails a timed-out job after
-  the wrapper is gone; a sweep runs in another worker's upkeep, with neither
-  wrapper nor hook). The reason comes from the consumer's note on ``job.meta``.
-- ``finish`` and ``retry`` change the job only while the stored job is still
-  the ending attempt's (same attempt count and worker, ``active`` or
-  ``aborting``). A worker the sweeper took for dead that finishes late is
-  refused and counted (``herald_notifier_stale_attempt_writes_total``): the
-  job was re-queued, or runs elsewhere, and keeps that state. Its email is
-  safe either way: the delivery record stops a second send.
-- ``retry``: an attempt cancelled by a shutdown (SAQ retries it with error
-  ``"cancelled"``, whatever its retries) is re-queued without spending an
-  attempt: a deploy must not use up a message's retries.
-- ``sweep``: SAQ's sweep (saq 0.26.4 ``RedisQueue.sweep``) with these changes:
+- ``finish``: a job failing for good is failed and dead-lettered in one step;
+- ``finish`` and ``retry`` change the job only while it is still the ending
+  attempt's (a late write is refused and counted);
+- ``retry``: a shutdown's cancellation does not spend an attempt;
+- ``sweep``: SAQ's sweep (saq 0.26.4 ``RedisQueue.sweep``), in one step per
+  stuck job, without waiting on the dead worker, and sparing a job dequeued a
+  moment ago.
 
-  1. A stuck job is re-queued (or, with no attempt left, dead-lettered) in one
-     step, and only if it is still exactly as the sweeper read it; SAQ first
-     aborts it (taking it off every list), waits up to 5 s for its worker,
-     then retries it: a crash in that wait lost the job. There is no wait
-     now: a worker that is alive after all loses its lease on its next beat
-     (the stored job is no longer its attempt) and stops; until then the
-     delivery claim it holds keeps the new attempt from sending.
-  2. A job in the active list whose stored status is not yet ``active`` is
-     swept only if it still is at the next sweep. A worker moves a job to
-     the active list (BLMOVE) and marks it active a moment later; SAQ sweeps
-     it in between, and since its 1 s schedule poll and the sweep fire in
-     the same tick, a retry moved to the queue is often dequeued right then.
-  3. A job that completed or failed on its own meanwhile is left alone (it
-     is no longer the bytes the sweeper read).
+Why, and which upstream issue each change works around: docs/notifier.md
+("The SAQ layer").
 """
 
 from __future__ import annotations
@@ -114,7 +92,9 @@ class NotifierQueue(RedisQueue):
             elif job.status == Status.ACTIVE and not job.stuck:
                 continue
             elif job.status not in _RUNNING and job_id not in self._suspects:
-                suspects.add(job_id)  # dequeued a moment ago: look again next sweep
+                # Moved to the active list (BLMOVE) but not yet marked active: SAQ
+                # sweeps it (tobymao/saq#124, #277). Look again next sweep.
+                suspects.add(job_id)
             else:
                 swept.append(job_id)
                 stuck.append((job, job_bytes))
@@ -123,6 +103,7 @@ class NotifierQueue(RedisQueue):
         return swept
 
     async def _sweep_stuck(self, job: Job, snapshot: bytes) -> None:
+        # One step, no abort-then-wait-then-retry (tobymao/saq#277; JobStore).
         logger.info("Sweeping job %s", job.info(logger.isEnabledFor(logging.DEBUG)))
         self.faults.reach("sweep_before_requeue", job_key=job.key)
         error = self.swept_error_message

@@ -1,45 +1,15 @@
-"""One-step changes of a SAQ job's state in Redis: the only module that knows
-how saq 0.26's ``RedisQueue`` lays a job out.
+"""The only module that knows SAQ's internals (saq 0.26): how ``RedisQueue``
+lays a job out in Redis, and what SAQ's worker state says about a running job.
 
-SAQ changes a job in several calls: its sweep aborts a stuck job
-(``RedisQueue.abort``: status ``aborting``, off ``incomplete`` and ``active``)
-and only then retries or finishes it, so a process dying in between left the
-job in no list, ``aborting``, forever (field notes: 1 of 1,000 lost in the
-chaos run). Here each change is one Lua script, so at every instant a job
-whose status is not terminal is in ``incomplete`` (and ``queued`` once due)
-or ``active``:
+- ``JobStore``: each change of a job's state in one Lua script (re-queue,
+  finish with its dead letter), only if the stored job is still what the
+  caller expects;
+- ``touch``: the heartbeat, as a compare-and-set;
+- ``worker_cancel_cause``: why SAQ's worker cancels an attempt.
 
-- ``requeue``: a retry (the sweeper's, a failed attempt's, a shutdown's);
-- ``finish``: a terminal status, with the job's dead letter in the same step
-  when it fails for good;
-- both only if the stored job is still what the caller expects: exactly the
-  bytes the sweeper judged stuck, or the attempt (attempt count and worker)
-  that is ending, while it is ``active`` or ``aborting``. A worker that was
-  taken for dead and finishes late is refused: the job has moved on (re-queued,
-  or run by another attempt) and keeps its state.
-
-What this relies on, pinned by ``tests/test_saq_pin.py`` (an upgrade of SAQ
-that changes any of it fails there first):
-
-- keys: a job is the string ``saq:job:{queue}:{key}`` (``Job.id``); the lists
-  ``saq:{queue}:queued`` and ``saq:{queue}:active`` and the sorted set
-  ``saq:{queue}:incomplete`` hold job ids; ``incomplete`` has every unfinished
-  job, scored 0 once it is in ``queued``, else by the epoch second it is due
-  (``RedisQueue.schedule`` moves due ones to ``queued``); ``saq:{queue}:sweep``
-  is the sweep lock;
-- a job is stored as ``json.dumps(job.to_dict())``, fields at their default
-  left out; the scripts read only ``status`` (a ``Status`` value such as
-  ``"active"``), ``attempts`` (absent: 0) and ``worker_id`` (absent: none),
-  and write what Python serialized;
-- the fields ``Queue.retry`` and ``Queue.finish`` set, and where
-  ``RedisQueue._retry`` and ``_finish`` put the id; listeners hear of a
-  change by a publish of its status on the job id's channel;
-- a worker stops a running job only when its *stored status* is ``aborting``
-  or ``aborted`` (``Worker.abort``); the abort key ``saq:abort:{key}`` only
-  blocks enqueueing that key. A re-queue therefore raises no abort key: it
-  names the job, not the attempt, so a SAQ that honoured it would stop the
-  re-queued attempt too. The stale attempt is stopped by its own lease
-  instead (``herald_notifier.consumer.Lease``: the stored job is no longer its).
+Each workaround names its upstream issue; the reasoning and everything this
+relies on (pinned by ``tests/test_saq_pin.py``) is in docs/notifier.md
+("The SAQ layer").
 """
 
 from __future__ import annotations
@@ -165,7 +135,15 @@ class Finished:
 
 
 class JobStore:
-    """The jobs of one ``RedisQueue``, changed one step at a time (module docs)."""
+    """The jobs of one ``RedisQueue``, changed one step at a time.
+
+    Workaround for SAQ's sweep, which aborts a stuck job (off every list), waits,
+    then retries it in separate calls: a process dying in between lost the job
+    (Herald's chaos run, 1 in 1,000; upstream: tobymao/saq#277). Here no state of
+    a job that is not terminal is outside ``incomplete``/``queued``/``active``.
+    A re-queue raises no abort key: SAQ's worker stops a job by its stored status
+    only, and the key names the job, not the attempt (pinned in test_saq_pin).
+    """
 
     def __init__(self, queue: RedisQueue) -> None:
         self.queue = queue
@@ -250,6 +228,10 @@ def _text(value: object) -> str:
 async def touch(job: Job) -> bool | None:
     """Refresh ``job``'s ``touched`` in Redis if the stored job is still this
     attempt (active, same attempt count, same worker).
+
+    Instead of SAQ's ``Job.update()``, whose read-then-write can turn the
+    sweeper's ``aborting`` back into ``active`` or overwrite the next attempt's
+    record (no upstream issue filed; docs/notifier.md).
 
     Returns ``True`` once touched, ``False`` if the job is no longer this
     attempt's, ``None`` if undecided (the sweeper is aborting it, or it
