@@ -27,9 +27,9 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from herald_scheduler.context import SchedulerContext
 from herald_scheduler.internal_api import InternalApi
 from herald_scheduler.jobs import (
-    SchedulerContext,
     purge_outbox,
     purge_tokens,
     purge_unverified_users,

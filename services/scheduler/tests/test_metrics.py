@@ -23,7 +23,8 @@ import pytest
 from prometheus_client import REGISTRY
 from saq import Job, Queue, Status, Worker
 
-from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
+from herald_scheduler.context import SchedulerContext
+from herald_scheduler.jobs import report_notifier_queue
 from herald_scheduler.metrics import record_run
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings

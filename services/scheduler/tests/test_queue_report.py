@@ -12,7 +12,8 @@ import pytest
 from saq import Job, Queue, Worker
 from structlog.testing import capture_logs
 
-from herald_scheduler.jobs import SchedulerContext, report_notifier_queue
+from herald_scheduler.context import SchedulerContext
+from herald_scheduler.jobs import report_notifier_queue
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import build_settings
 from herald_shared import tasks

@@ -12,11 +12,13 @@ import asyncio
 
 from saq import Worker
 
-from herald_scheduler.jobs import SchedulerContext
+from herald_scheduler.context import SchedulerContext
 from herald_scheduler.monitor import MonitorConfigError, serve
 from herald_scheduler.settings import Settings
 from herald_scheduler.worker import WorkerSettings, build_settings
 from herald_shared.logs import configure_logging
+
+__all__ = ["main", "run"]
 
 
 async def run(worker_settings: WorkerSettings) -> None:
@@ -34,6 +36,7 @@ async def run(worker_settings: WorkerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse ``argv``, configure logging, then run the worker or serve the monitor."""
     parser = argparse.ArgumentParser(
         prog="herald-scheduler",
         description="Run the scheduler's SAQ worker (the default), or serve the queue monitor.",

@@ -1,4 +1,10 @@
-"""The scheduler's cron jobs. ``worker.py`` decides when they run."""
+"""The scheduler's cron jobs; ``worker.py`` decides when they run (docs/scheduler.md).
+
+The jobs that call the API let its errors (``httpx.HTTPError``) propagate: the
+run fails, SAQ logs why, and ``herald_scheduler_cron_runs_total`` counts it.
+Each is safe to redo at the next tick, its only retry. Log lines carry counts,
+never a user's address.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +13,22 @@ from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import structlog
-from saq import Queue
-from saq.types import Context, WorkerInfo
+from saq.types import WorkerInfo
 
-from herald_scheduler.internal_api import InternalApi
+from herald_scheduler.context import SchedulerContext
 from herald_scheduler.metrics import record_api_work, record_report
 
+__all__ = [
+    "QueueReport",
+    "purge_outbox",
+    "purge_tokens",
+    "purge_unverified_users",
+    "reconcile_outbox",
+    "remind_unverified_users",
+    "report_notifier_queue",
+]
+
 log = structlog.get_logger(__name__)
-
-
-class SchedulerContext(Context, total=False):
-    """SAQ's job context plus what the scheduler worker's ``startup`` adds."""
-
-    notifier_queue: Queue
-    """The notifier's queue, connected for the worker's lifetime."""
-    internal_api: InternalApi
-    """The API's internal endpoints (only when HERALD_INTERNAL_TOKEN is set)."""
-    outbox_retention_seconds: int
-    """How long ago an outbox row must have been settled to be purged."""
-    outbox_reconcile_after_seconds: int
-    """How long an unsettled outbox row's message may go unchecked in Redis."""
-    verification_reminder_after_seconds: int
-    """How long after signup an unverified user is reminded."""
-    unverified_account_seconds: int
-    """How long after signup an unverified user is deleted."""
-    token_retention_seconds: int
-    """How long after use or expiry a verification token is deleted."""
 
 
 class QueueReport(TypedDict):
@@ -40,27 +36,21 @@ class QueueReport(TypedDict):
 
     queue: str
     queued: int
+    """Jobs waiting for a worker now (the depth)."""
     active: int
+    """Jobs a worker is running."""
     scheduled: int
+    """Jobs due later: a future ``scheduled``, or waiting out a retry delay."""
     failed: int
+    """Failures counted by the workers alive now, since each started (docs/scheduler.md)."""
     workers: int
+    """Workers that reported within SAQ's ``worker_info`` TTL."""
     tick: str | None
+    """The cron fire time of this run (ISO 8601, UTC); ``None`` outside a cron run."""
 
 
 async def report_notifier_queue(ctx: SchedulerContext) -> QueueReport:
-    """Log one ``queue.report`` line on the notifier queue, set the notifier queue
-    gauges from it, and return its counts.
-
-    - ``queued``: the depth, jobs waiting for a worker now;
-    - ``active``: jobs a worker is running;
-    - ``scheduled``: jobs due later (future ``scheduled`` or waiting for a retry delay);
-    - ``failed``: the sum of ``failed`` in the stats of the notifier workers alive now,
-      i.e. failures since those workers started (a restart resets its count, and a
-      worker's stats lag by up to its ``worker_info`` timer, 10 s by default);
-    - ``workers``: notifier workers that reported in the last ``worker_info`` TTL;
-    - ``tick``: the cron fire time this run was scheduled for (ISO 8601, UTC), or
-      ``None`` when the job was not enqueued for a fire time.
-    """
+    """Log one ``queue.report`` line on the notifier queue, set its gauges, return it."""
     queue = ctx["notifier_queue"]
     info = await queue.info()
     job = ctx.get("job")
@@ -76,7 +66,14 @@ async def report_notifier_queue(ctx: SchedulerContext) -> QueueReport:
         tick=_tick(job.scheduled) if job is not None else None,
     )
     log.info("queue.report", **report)
-    record_report(report)
+    record_report(
+        report["queue"],
+        queued=report["queued"],
+        active=report["active"],
+        scheduled=report["scheduled"],
+        failed=report["failed"],
+        workers=report["workers"],
+    )
     return report
 
 
@@ -86,13 +83,6 @@ def _failed(workers: Iterable[WorkerInfo]) -> int:
 
 def _tick(scheduled: int) -> str | None:
     return datetime.fromtimestamp(scheduled, UTC).isoformat() if scheduled else None
-
-
-# The jobs below that call the API let its errors (httpx.HTTPError) propagate: the
-# run then fails, SAQ logs the error with its traceback, and the failure is
-# counted (herald_scheduler_cron_runs_total{outcome="failed"}). Each is safe to
-# redo at the next tick, which is their only retry. Their log lines carry counts,
-# never a user's address.
 
 
 async def reconcile_outbox(ctx: SchedulerContext) -> dict[str, Any]:

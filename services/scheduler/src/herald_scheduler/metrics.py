@@ -10,14 +10,23 @@ The worker serves them on ``HERALD_METRICS_HOST:HERALD_METRICS_PORT``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import Counter, Gauge
 
+from herald_scheduler.context import SchedulerContext
 from herald_shared.metrics import finished_attempt
 
-if TYPE_CHECKING:
-    from herald_scheduler.jobs import QueueReport, SchedulerContext
+__all__ = [
+    "API_WORK",
+    "CRON_RUNS",
+    "NOTIFIER_QUEUE_FAILED",
+    "NOTIFIER_QUEUE_JOBS",
+    "NOTIFIER_QUEUE_WORKERS",
+    "expect_api_work",
+    "expect_runs",
+    "record_api_work",
+    "record_report",
+    "record_run",
+]
 
 CRON_RUNS = Counter(
     "herald_scheduler_cron_runs_total",
@@ -65,14 +74,15 @@ async def record_run(ctx: SchedulerContext) -> None:
         CRON_RUNS.labels(*attempt).inc()
 
 
-def record_report(report: QueueReport) -> None:
+def record_report(
+    queue: str, *, queued: int, active: int, scheduled: int, failed: int, workers: int
+) -> None:
     """Set the notifier queue gauges from one ``queue.report``."""
-    queue = report["queue"]
-    NOTIFIER_QUEUE_JOBS.labels(queue, "queued").set(report["queued"])
-    NOTIFIER_QUEUE_JOBS.labels(queue, "active").set(report["active"])
-    NOTIFIER_QUEUE_JOBS.labels(queue, "scheduled").set(report["scheduled"])
-    NOTIFIER_QUEUE_FAILED.labels(queue).set(report["failed"])
-    NOTIFIER_QUEUE_WORKERS.labels(queue).set(report["workers"])
+    NOTIFIER_QUEUE_JOBS.labels(queue, "queued").set(queued)
+    NOTIFIER_QUEUE_JOBS.labels(queue, "active").set(active)
+    NOTIFIER_QUEUE_JOBS.labels(queue, "scheduled").set(scheduled)
+    NOTIFIER_QUEUE_FAILED.labels(queue).set(failed)
+    NOTIFIER_QUEUE_WORKERS.labels(queue).set(workers)
 
 
 def expect_api_work(job: str) -> None:

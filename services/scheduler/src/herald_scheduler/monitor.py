@@ -20,6 +20,8 @@ from saq.web.aiohttp import QUEUES_KEY, create_app
 from herald_scheduler.settings import Settings
 from herald_shared import queues
 
+__all__ = ["MIN_PASSWORD_LENGTH", "MonitorConfigError", "create_monitor", "credentials", "serve"]
+
 MIN_PASSWORD_LENGTH = 12
 
 SHUTDOWN_TIMEOUT_SECONDS = 5.0
@@ -77,12 +79,9 @@ def create_monitor(settings: Settings) -> web.Application:
 def _saq_auth_environment(user: str, password: str) -> Iterator[None]:
     """Put the credentials where SAQ's ``create_app`` reads them, for that call only.
 
-    SAQ 0.26's ``create_app`` takes no credentials: it reads ``AUTH_USER`` and
-    ``AUTH_PASSWORD`` from ``os.environ`` when called, and enables basic auth
-    only if ``AUTH_PASSWORD`` is non-empty. Herald's settings are
-    ``HERALD_MONITOR_*``, so they are copied there, then the previous values
-    come back: the password does not linger in the environment, where child
-    processes and crash reports would find it.
+    SAQ 0.26's ``create_app`` takes no credentials, only ``AUTH_USER`` /
+    ``AUTH_PASSWORD`` from ``os.environ``; the previous values come back after,
+    so the password does not linger there (docs/scheduler.md).
     """
     saved = {name: os.environ.get(name) for name in ("AUTH_USER", "AUTH_PASSWORD")}
     os.environ["AUTH_USER"] = user

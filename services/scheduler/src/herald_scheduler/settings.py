@@ -25,7 +25,7 @@ class Settings(CommonSettings):
         description="When to log the notifier queue report, as a cron string in UTC "
         "(croniter syntax). Five fields: minute hour day month weekday; an optional "
         "sixth field is seconds and comes LAST (`* * * * * */10`: every 10 s). "
-        "Intervals under 2 s are not honoured (see herald_scheduler.worker).",
+        "Intervals under 2 s are not honoured (see docs/scheduler.md).",
     )
     api_url: str = Field(
         default="http://127.0.0.1:8000",

@@ -1,13 +1,8 @@
 """The scheduler's SAQ worker, the only place in Herald where CronJobs are defined.
 
 Run it with ``herald-scheduler`` or ``saq herald_scheduler.worker.settings``. Any
-number of replicas may run: SAQ's ``unique=True`` gives each CronJob the key
-``cron:{function}``, so a fire time runs on one replica only.
-
-Each replica, once a second, enqueues every CronJob for its next fire time; the
-enqueue is refused while that key's previous run is still in flight. A cron
-firing every second therefore runs only about every 2 s on one replica (the
-previous run is in flight at every poll); crons of 2 s and more are unaffected.
+number of replicas may run: each CronJob is ``unique``, so a fire time runs on one
+replica only (docs/scheduler.md: how, and why a per-second cron runs every ~2 s).
 """
 
 from __future__ import annotations
@@ -20,9 +15,8 @@ import structlog
 from saq import CronJob, Queue
 from saq.types import FunctionsType, LifecycleFunctionsType
 
-from herald_scheduler.internal_api import InternalApi
+from herald_scheduler.context import SchedulerContext, close_context, open_context
 from herald_scheduler.jobs import (
-    SchedulerContext,
     purge_outbox,
     purge_tokens,
     purge_unverified_users,
@@ -34,6 +28,15 @@ from herald_scheduler.metrics import expect_api_work, expect_runs, record_run
 from herald_scheduler.settings import Settings
 from herald_shared import queues
 from herald_shared.metrics import serve_metrics
+
+__all__ = [
+    "API_JOBS",
+    "REPORT_TIMEOUT_SECONDS",
+    "WorkerSettings",
+    "api_cron_jobs",
+    "build_settings",
+    "settings",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -98,45 +101,20 @@ def build_settings(settings: Settings) -> WorkerSettings:
     """The SAQ worker settings of the scheduler configured by ``settings``.
 
     The worker consumes its own queue, ``scheduler`` (namespaced), which carries
-    only cron runs. Its ``startup`` serves the metrics (once per process) and
-    connects the notifier queue into the job context as ``notifier_queue``;
-    ``shutdown`` disconnects it. Every finished run is counted by ``after_process``.
+    only cron runs. Its ``startup`` serves the metrics (once per process) and opens
+    the job context (``herald_scheduler.context``); ``shutdown`` closes it. Every
+    finished run is counted by ``after_process``.
     """
 
     async def startup(ctx: SchedulerContext) -> None:
         serve_metrics(settings.metrics_host, settings.metrics_port)
-        notifier = queues.connect_queue(
-            settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
-        )
-        await notifier.connect()
-        ctx["notifier_queue"] = notifier
+        await open_context(ctx, settings)
         if settings.internal_token is None:
             log.warning(
                 "scheduler.api_jobs_disabled",
                 reason="HERALD_INTERNAL_TOKEN is not set",
                 jobs=[function.__qualname__ for function in API_JOBS],
             )
-        else:
-            ctx["internal_api"] = InternalApi(
-                base_url=settings.api_url,
-                token=settings.internal_token,
-                timeout=settings.api_timeout_seconds,
-            )
-            ctx["outbox_retention_seconds"] = settings.outbox_retention_seconds
-            ctx["outbox_reconcile_after_seconds"] = settings.outbox_reconcile_after_seconds
-            ctx["verification_reminder_after_seconds"] = (
-                settings.verification_reminder_after_seconds
-            )
-            ctx["unverified_account_seconds"] = settings.unverified_account_seconds
-            ctx["token_retention_seconds"] = settings.token_retention_seconds
-
-    async def shutdown(ctx: SchedulerContext) -> None:
-        notifier = ctx.pop("notifier_queue", None)
-        if notifier is not None:
-            await notifier.disconnect()
-        internal_api = ctx.pop("internal_api", None)
-        if internal_api is not None:
-            await internal_api.aclose()
 
     cron_jobs = [
         CronJob(
@@ -165,7 +143,7 @@ def build_settings(settings: Settings) -> WorkerSettings:
         cron_jobs=cron_jobs,
         cron_tz=UTC,
         startup=startup,
-        shutdown=shutdown,
+        shutdown=close_context,
         after_process=record_run,
         shutdown_grace_period_s=settings.scheduler_shutdown_grace_seconds,
     )
