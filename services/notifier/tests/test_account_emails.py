@@ -26,13 +26,7 @@ from structlog.typing import EventDict
 from herald_notifier.dead_letters import DeadLetters
 from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.failures import failure_of
-from herald_notifier.handlers import (
-    RESOURCES,
-    Resources,
-    send_email_change_email,
-    send_password_reset_email,
-    send_verification_email,
-)
+from herald_notifier.handlers import RESOURCES, Resources, send_email
 from herald_notifier.mailer import Mailer
 from herald_notifier.render import Renderer, RenderError
 from herald_notifier.settings import Settings
@@ -578,18 +572,13 @@ class BuggyRenderer(Renderer):
 
 
 @pytest.mark.parametrize(
-    ("send", "make"),
-    [
-        (send_verification_email, verification_email),
-        (send_password_reset_email, password_reset_email),
-        (send_email_change_email, email_change_email),
-    ],
+    "make",
+    [verification_email, password_reset_email, email_change_email],
     ids=["verification", "password_reset", "email_change"],
 )
 async def test_an_error_quoting_the_link_is_reported_by_class_and_place_only(
     settings_for: SettingsFor,
     deliveries: DeliveryRecords,
-    send: Callable[[dict[str, Any], Any], Awaitable[str]],
     make: Callable[[], AccountEmail],
 ) -> None:
     settings = settings_for(smtp_port=free_port())
@@ -608,7 +597,7 @@ async def test_an_error_quoting_the_link_is_reported_by_class_and_place_only(
     }
 
     with capture_logs_with_context() as logs, pytest.raises(RenderError) as raised:
-        await send(ctx, message)
+        await send_email(ctx, message)
 
     assert re.fullmatch(r"unexpected ValueError at test_account_emails\.py:\d+", str(raised.value))
     # SAQ logs and stores the traceback: the original error must not be chained in.

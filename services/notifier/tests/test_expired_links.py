@@ -16,9 +16,9 @@ from prometheus_client import REGISTRY
 from saq import Job, Queue, Status
 from structlog.testing import capture_logs
 
+from herald_notifier.catalogue import link_of
 from herald_notifier.dead_letters import DeadLetters, replay
 from herald_notifier.delivery import DeliveryRecords
-from herald_notifier.render import link_of
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.messages import AccountEmail

@@ -1,19 +1,18 @@
-"""The notifier's task handlers, one per email task of the contract (welcome,
-verification, account exists, password reset, password changed, email change,
-email changed), and the resources they find in SAQ's ctx.
+"""The notifier's handler of every email task (``send_email``; the worker
+registers it once per row of ``herald_notifier.catalogue``), and the
+resources it finds in SAQ's ctx.
 
-Each returns what became of its message, which SAQ keeps as the job's result:
+It returns what became of its message, which SAQ keeps as the job's result:
 
 - ``sent``: the relay accepted the email;
 - ``duplicate_suppressed``: an earlier attempt had sent it (its delivery
   record says so), so nothing was sent again;
-- ``link_expired``: the email's link (``render.link_of``) had expired when
+- ``link_expired``: the email's link (``catalogue.link_of``) had expired when
   the attempt started, so nothing was sent: a dead link helps no one, and
-  retrying cannot revive it. The job completes (no retry, no dead letter), a
-  replayed dead letter whose link has expired since ends the same way, and
-  the recipient can ask for a new verification, reset or email change link.
+  retrying cannot revive it. The job completes (no retry, no dead letter), and
+  the recipient can ask for a new link.
 
-A failure raises instead (see ``send_welcome_email``).
+A failure raises instead (see ``send_email``).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import structlog
 from aiosmtplib import SMTPException
 from saq import Job, Worker
 
+from herald_notifier.catalogue import link_of
 from herald_notifier.consumer import DEFAULT_LEASE_SECONDS, lease_of
 from herald_notifier.delivery import Claim, DeliveryRecords, Outcome
 from herald_notifier.failures import classify, give_up, note_failure
@@ -45,19 +45,8 @@ from herald_notifier.metrics import (
     POSSIBLE_DUPLICATES,
     measure_send,
 )
-from herald_notifier.render import RenderedEmail, Renderer, RenderError, link_of
-from herald_shared.messages import (
-    AccountEmail,
-    AccountExistsEmail,
-    EmailChangedEmail,
-    EmailChangeEmail,
-    EmailLink,
-    Message,
-    PasswordChangedEmail,
-    PasswordResetEmail,
-    VerificationEmail,
-    WelcomeEmail,
-)
+from herald_notifier.render import RenderedEmail, Renderer, RenderError
+from herald_shared.messages import AccountEmail, EmailLink, Message
 
 RESOURCES = "notifier"
 """The ctx key under which the worker's startup puts ``Resources``."""
@@ -82,71 +71,18 @@ class ClaimHeldError(Exception):
     """Another attempt holds a live claim on this message: try again later."""
 
 
-async def send_welcome_email(ctx: dict[str, Any], message: WelcomeEmail) -> str:
-    """Render and send the welcome email of ``message``, at most once.
+async def send_email(ctx: dict[str, Any], message: AccountEmail) -> str:
+    """Render ``message``'s email (``Renderer.render``) and ``deliver`` it, at
+    most once; or, if its link has expired, neither (``skip_expired``:
+    ``link_expired``). One clock reading per attempt decides the expiry and
+    dates the email. The handler of every row of the catalogue.
 
     A failure a retry can fix propagates so SAQ retries under the task's
-    backoff; a permanent one (a 5xx about this message, an unrenderable
-    message) also fails the job at once. Returns what became of the message
-    (the job's result): ``sent``, ``duplicate_suppressed`` or, when its
-    verification link (schema version 2) has expired, ``link_expired``.
-    """
-    return await render_and_deliver(ctx, message)
-
-
-async def send_verification_email(ctx: dict[str, Any], message: VerificationEmail) -> str:
-    """Render and send ``message``'s fresh verification link, at most once, unless
-    the link has expired (failures and result as ``send_welcome_email``)."""
-    return await render_and_deliver(ctx, message)
-
-
-async def send_account_exists_email(ctx: dict[str, Any], message: AccountExistsEmail) -> str:
-    """Tell ``message``'s account holder that someone tried to sign up with
-    their address, at most once (no link: never ``link_expired``; failures
-    and result as ``send_welcome_email``)."""
-    return await render_and_deliver(ctx, message)
-
-
-async def send_password_reset_email(ctx: dict[str, Any], message: PasswordResetEmail) -> str:
-    """Render and send ``message``'s password reset link, at most once, unless the
-    link has expired (failures and result as ``send_welcome_email``)."""
-    return await render_and_deliver(ctx, message)
-
-
-async def send_password_changed_email(ctx: dict[str, Any], message: PasswordChangedEmail) -> str:
-    """Tell ``message``'s account holder that their password was changed, at most
-    once (no link: never ``link_expired``; failures and result as
-    ``send_welcome_email``)."""
-    return await render_and_deliver(ctx, message)
-
-
-async def send_email_change_email(ctx: dict[str, Any], message: EmailChangeEmail) -> str:
-    """Render and send ``message``'s link confirming a new address, to that
-    address, at most once, unless the link has expired (failures and result as
-    ``send_welcome_email``)."""
-    return await render_and_deliver(ctx, message)
-
-
-async def send_email_changed_email(ctx: dict[str, Any], message: EmailChangedEmail) -> str:
-    """Tell ``message``'s previous address that the account's address was
-    changed, at most once (no link: never ``link_expired``; failures and
-    result as ``send_welcome_email``)."""
-    return await render_and_deliver(ctx, message)
-
-
-async def render_and_deliver(ctx: dict[str, Any], message: AccountEmail) -> str:
-    """Render ``message`` (``Renderer.render``) and ``deliver`` it; or, if its
-    link has expired, neither (``skip_expired``: ``link_expired``). One clock
-    reading per attempt decides the expiry and dates the email.
-
-    A message that does not render fails its job at once as
-    ``unrenderable``: rendering is deterministic, so a retry would fail the
-    same way (a fixed build can replay the dead letter). What is logged,
-    noted and raised is a ``RenderError``, whose text the renderer fixes or
-    which names only the error's class and where it was raised: an arbitrary
-    exception's text might quote what was being rendered, link and token
-    included, and SAQ logs and stores the traceback of whatever a handler
-    raises.
+    backoff; a permanent one (a 5xx about this message) also fails the job at
+    once. A message that does not render fails its job at once as
+    ``unrenderable`` (rendering is deterministic); what is logged, noted and
+    raised is a ``RenderError`` of fixed text or naming only the error's class
+    and place, never an arbitrary exception's text, which might quote the link.
     """
     resources: Resources = ctx[RESOURCES]
     job: Job | None = ctx.get("job")

@@ -69,42 +69,9 @@ from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 from pydantic import SecretStr
 
-from herald_shared.messages import (
-    AccountEmail,
-    AccountExistsEmail,
-    EmailChangedEmail,
-    EmailChangeEmail,
-    EmailLink,
-    Message,
-    PasswordChangedEmail,
-    PasswordResetEmail,
-    VerificationEmail,
-    WelcomeEmail,
-)
+from herald_notifier.catalogue import CATALOGUE, SUBJECTS, format_time, kind_of
+from herald_shared.messages import AccountEmail, EmailLink, Message
 from herald_shared.tokens import Purpose, derive
-
-TEMPLATES = (
-    "welcome",
-    "verification",
-    "account_exists",
-    "password_reset",
-    "password_changed",
-    "email_change",
-    "email_changed",
-)
-"""The emails' templates, each a ``{name}.txt.j2`` and a ``{name}.html.j2``."""
-
-SUBJECTS = {
-    "welcome": "Welcome to Herald",
-    "verification": "Verify your email address for Herald",
-    "verification_reminder": "Reminder: verify your email address for Herald",
-    "account_exists": "Someone tried to sign up for Herald with your address",
-    "password_reset": "Reset your Herald password",
-    "password_changed": "Your Herald password was changed",
-    "email_change": "Confirm your new email address for Herald",
-    "email_changed": "Your Herald email address was changed",
-}
-"""Every subject, by name: its template's, or a variant's (a verification reminder)."""
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9'-]+(?: [A-Za-z0-9'-]+)*")
 _PLAIN_ADDRESS = re.compile(
@@ -159,9 +126,8 @@ class RenderedEmail:
 
 
 class _Content(NamedTuple):
-    """What an email says: its template, the name of its subject (``SUBJECTS``),
-    and what its template is given besides the display name, which every
-    email greets."""
+    """What an email says: its template, its subject, and what its template is
+    given besides the display name, which every email greets."""
 
     template: str
     subject: str
@@ -188,7 +154,7 @@ class Renderer:
         probe = f"<{_MESSAGE_ID_PROBE}@{self._message_id_domain}>"
         self._message_id_verbatim = _header_line("Message-ID", probe) == _message_id_line(probe)
         self._subject_lines = {
-            name: _header_line("Subject", subject) for name, subject in SUBJECTS.items()
+            subject: _header_line("Subject", subject) for subject in SUBJECTS.values()
         }
         self._link_secret = link_secret
         self._pages: dict[Purpose, str] = {
@@ -207,8 +173,11 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self._templates: dict[str, tuple[Template, Template]] = {
-            name: (env.get_template(f"{name}.txt.j2"), env.get_template(f"{name}.html.j2"))
-            for name in TEMPLATES
+            kind.template: (
+                env.get_template(f"{kind.template}.txt.j2"),
+                env.get_template(f"{kind.template}.html.j2"),
+            )
+            for kind in CATALOGUE
         }
 
     def __repr__(self) -> str:
@@ -219,9 +188,7 @@ class Renderer:
         )
 
     def render(self, message: AccountEmail, *, now: datetime | None = None) -> RenderedEmail:
-        """The email of ``message`` (a ``WelcomeEmail``, ``VerificationEmail``,
-        ``AccountExistsEmail``, ``PasswordResetEmail``, ``PasswordChangedEmail``,
-        ``EmailChangeEmail`` or ``EmailChangedEmail``), ready for the relay.
+        """The email of ``message`` (any message of ``CATALOGUE``), ready for the relay.
 
         Raises ``RenderError`` if the recipient cannot form a safe header (e.g.
         a line break in the display name of an unvalidated message).
@@ -230,53 +197,6 @@ class Renderer:
         # no RenderError can quote the link.
         to = _recipient(message)
         return self._email(message, to, self._content(message), now)
-
-    def welcome(self, message: WelcomeEmail, *, now: datetime | None = None) -> EmailMessage:
-        """The welcome email of ``message`` as an ``EmailMessage`` (what ``render``
-        sends, parsed): with its verification link (schema version 2), or without
-        one (version 1, from before links). Raises ``RenderError`` as ``render``."""
-        return self.render(message, now=now).message()
-
-    def verification(
-        self, message: VerificationEmail, *, now: datetime | None = None
-    ) -> EmailMessage:
-        """The email carrying a fresh verification link (asked for, or a reminder),
-        as ``welcome``."""
-        return self.render(message, now=now).message()
-
-    def account_exists(
-        self, message: AccountExistsEmail, *, now: datetime | None = None
-    ) -> EmailMessage:
-        """The email telling an account holder that someone tried to sign up
-        with their address, as ``welcome``."""
-        return self.render(message, now=now).message()
-
-    def password_reset(
-        self, message: PasswordResetEmail, *, now: datetime | None = None
-    ) -> EmailMessage:
-        """The email carrying a link that sets a new password, as ``welcome``."""
-        return self.render(message, now=now).message()
-
-    def password_changed(
-        self, message: PasswordChangedEmail, *, now: datetime | None = None
-    ) -> EmailMessage:
-        """The email telling an account holder that their password was changed
-        (no link), as ``welcome``."""
-        return self.render(message, now=now).message()
-
-    def email_change(
-        self, message: EmailChangeEmail, *, now: datetime | None = None
-    ) -> EmailMessage:
-        """The email asking to confirm a new address (sent to it) with a link,
-        as ``welcome``."""
-        return self.render(message, now=now).message()
-
-    def email_changed(
-        self, message: EmailChangedEmail, *, now: datetime | None = None
-    ) -> EmailMessage:
-        """The email telling the previous address that the account's address
-        was changed (no link), as ``welcome``."""
-        return self.render(message, now=now).message()
 
     def link_url(self, link: EmailLink, purpose: Purpose) -> str:
         """The URL ``link`` opens: the page of ``purpose`` (``reset_url`` for
@@ -290,33 +210,15 @@ class Renderer:
         so a mail client can collapse a duplicate delivery."""
         return f"<{message.message_id}@{self._message_id_domain}>"
 
-    def _content(self, message: AccountEmail) -> _Content:  # noqa: PLR0911  (one per kind)
-        """What ``message``'s email says. It makes the link (``link_of``): call
-        it once the recipient is checked."""
-        link = link_of(message)
-        if isinstance(message, WelcomeEmail):
-            # Version 1, from before verification links, has none.
-            return _Content("welcome", "welcome", self._link_context(link, "verify_email"))
-        if isinstance(message, VerificationEmail):
-            reminder = message.reason == "reminder"
-            context = {"reminder": reminder, **self._link_context(link, "verify_email")}
-            subject = "verification_reminder" if reminder else "verification"
-            return _Content("verification", subject, context)
-        if isinstance(message, AccountExistsEmail):
-            return _Content("account_exists", "account_exists", {})
-        if isinstance(message, PasswordResetEmail):
-            context = self._link_context(link, "reset_password")
-            return _Content("password_reset", "password_reset", context)
-        if isinstance(message, PasswordChangedEmail):
-            context = {"changed_at": format_time(message.requested_at)}
-            return _Content("password_changed", "password_changed", context)
-        if isinstance(message, EmailChangeEmail):
-            context = self._link_context(link, "change_email")
-            return _Content("email_change", "email_change", context)
-        if isinstance(message, EmailChangedEmail):
-            context = {"changed_at": format_time(message.requested_at)}
-            return _Content("email_changed", "email_changed", context)
-        raise TypeError(f"no email for {type(message).__name__}")
+    def _content(self, message: AccountEmail) -> _Content:
+        """What ``message``'s email says, from its row of the catalogue. It makes
+        the link: call it once the recipient is checked."""
+        kind = kind_of(message)
+        link = kind.link_of(message)
+        context = dict(kind.context(message))
+        if kind.purpose is not None:
+            context |= self._link_context(link, kind.purpose)
+        return _Content(kind.template, kind.subject_of(message), context)
 
     def _link_context(self, link: EmailLink | None, purpose: Purpose) -> dict[str, Any]:
         if link is None:
@@ -367,20 +269,6 @@ class Renderer:
         # Quoted-printable keeps non-ASCII names intact through relays without
         # 8BITMIME, and keeps the long link lines under SMTP's line limit.
         return quoted_printable(text.render(context)), quoted_printable(html.render(context))
-
-
-def link_of(message: AccountEmail) -> EmailLink | None:
-    """The link ``message``'s email carries, if any: the verification link of a
-    ``WelcomeEmail`` (from schema version 2) or a ``VerificationEmail``, the
-    reset link of a ``PasswordResetEmail``, the confirmation link of an
-    ``EmailChangeEmail``; ``None`` for the others."""
-    if isinstance(message, WelcomeEmail | VerificationEmail):
-        return message.verification
-    if isinstance(message, PasswordResetEmail):
-        return message.reset
-    if isinstance(message, EmailChangeEmail):
-        return message.confirmation
-    return None
 
 
 def quoted_printable(text: str) -> bytes:
@@ -557,17 +445,6 @@ def _folded(name: str, address: Address) -> bytes | None:
 
 def _spaced(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
-
-
-def format_time(moment: datetime) -> str:
-    """``moment`` in UTC, as an email says it: ``30 Nov 2026 10:00 UTC``.
-
-    Month names are spelled here, not by ``strftime``, whose ``%b`` follows
-    the process locale.
-    """
-    utc = moment.astimezone(UTC)
-    # Not strftime either: it re-reads the local time zone (a stat()) per call.
-    return f"{utc.day} {_MONTHS[utc.month - 1]} {utc.year} {utc.hour:02d}:{utc.minute:02d} UTC"
 
 
 def _ascii_domain(domain: str) -> str:

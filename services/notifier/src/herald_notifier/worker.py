@@ -37,20 +37,11 @@ import contextlib
 from datetime import timedelta
 from typing import Any
 
+from herald_notifier.catalogue import CATALOGUE
 from herald_notifier.consumer import consumer
 from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.faults import Faults
-from herald_notifier.handlers import (
-    RESOURCES,
-    Resources,
-    send_account_exists_email,
-    send_email_change_email,
-    send_email_changed_email,
-    send_password_changed_email,
-    send_password_reset_email,
-    send_verification_email,
-    send_welcome_email,
-)
+from herald_notifier.handlers import RESOURCES, Resources, send_email
 from herald_notifier.mailer import Mailer
 from herald_notifier.metrics import record_attempt, track_queue_depth
 from herald_notifier.queue import NotifierQueue
@@ -58,15 +49,6 @@ from herald_notifier.render import Renderer
 from herald_notifier.settings import Settings
 from herald_shared import queues
 from herald_shared.metrics import serve_metrics
-from herald_shared.tasks import (
-    SEND_ACCOUNT_EXISTS_EMAIL,
-    SEND_EMAIL_CHANGE_EMAIL,
-    SEND_EMAIL_CHANGED_EMAIL,
-    SEND_PASSWORD_CHANGED_EMAIL,
-    SEND_PASSWORD_RESET_EMAIL,
-    SEND_VERIFICATION_EMAIL,
-    SEND_WELCOME_EMAIL,
-)
 
 QUEUE_DEPTH = "notifier_queue_depth"
 """The ctx key of the task refreshing the queue depth gauges."""
@@ -128,15 +110,7 @@ def build_settings(settings: Settings) -> dict[str, Any]:
 
     return {
         "queue": queue,
-        "functions": [
-            consumer(SEND_WELCOME_EMAIL, send_welcome_email),
-            consumer(SEND_VERIFICATION_EMAIL, send_verification_email),
-            consumer(SEND_ACCOUNT_EXISTS_EMAIL, send_account_exists_email),
-            consumer(SEND_PASSWORD_RESET_EMAIL, send_password_reset_email),
-            consumer(SEND_PASSWORD_CHANGED_EMAIL, send_password_changed_email),
-            consumer(SEND_EMAIL_CHANGE_EMAIL, send_email_change_email),
-            consumer(SEND_EMAIL_CHANGED_EMAIL, send_email_changed_email),
-        ],
+        "functions": [consumer(kind.task, send_email) for kind in CATALOGUE],
         "concurrency": settings.notifier_concurrency,
         "startup": startup,
         "shutdown": shutdown,
