@@ -8,7 +8,7 @@ never a user's address.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -100,38 +100,49 @@ async def reconcile_outbox(ctx: SchedulerContext) -> dict[str, Any]:
 async def purge_outbox(ctx: SchedulerContext) -> int:
     """Ask the API to delete outbox rows settled longer ago than their retention; log
     how many."""
-    older_than = ctx["outbox_retention_seconds"]
-    deleted = await ctx["internal_api"].purge_outbox(older_than_seconds=older_than)
-    log.info("outbox.purged", deleted=deleted, older_than_seconds=older_than)
-    record_api_work("purge_outbox", deleted)
-    return deleted
+    api, older_than = ctx["internal_api"], ctx["outbox_retention_seconds"]
+    return await _counted("purge_outbox", api.purge_outbox, older_than, "outbox.purged", "deleted")
 
 
 async def remind_unverified_users(ctx: SchedulerContext) -> int:
     """Ask the API to send each user unverified for the configured time, and never
     reminded, one reminder with a fresh verification link; log how many."""
-    older_than = ctx["verification_reminder_after_seconds"]
-    reminded = await ctx["internal_api"].remind_unverified_users(older_than_seconds=older_than)
-    log.info("unverified_users.reminded", reminded=reminded, older_than_seconds=older_than)
-    record_api_work("remind_unverified_users", reminded)
-    return reminded
+    api, older_than = ctx["internal_api"], ctx["verification_reminder_after_seconds"]
+    return await _counted(
+        "remind_unverified_users",
+        api.remind_unverified_users,
+        older_than,
+        "unverified_users.reminded",
+        "reminded",
+    )
 
 
 async def purge_unverified_users(ctx: SchedulerContext) -> int:
     """Ask the API to delete accounts still unverified the configured time after
     signup; log how many."""
-    older_than = ctx["unverified_account_seconds"]
-    deleted = await ctx["internal_api"].purge_unverified_users(older_than_seconds=older_than)
-    log.info("unverified_users.purged", deleted=deleted, older_than_seconds=older_than)
-    record_api_work("purge_unverified_users", deleted)
-    return deleted
+    api, older_than = ctx["internal_api"], ctx["unverified_account_seconds"]
+    return await _counted(
+        "purge_unverified_users",
+        api.purge_unverified_users,
+        older_than,
+        "unverified_users.purged",
+        "deleted",
+    )
 
 
 async def purge_tokens(ctx: SchedulerContext) -> int:
     """Ask the API to delete verification tokens used or expired longer ago than
     their retention; log how many."""
-    older_than = ctx["token_retention_seconds"]
-    deleted = await ctx["internal_api"].purge_tokens(older_than_seconds=older_than)
-    log.info("tokens.purged", deleted=deleted, older_than_seconds=older_than)
-    record_api_work("purge_tokens", deleted)
-    return deleted
+    api, older_than = ctx["internal_api"], ctx["token_retention_seconds"]
+    return await _counted("purge_tokens", api.purge_tokens, older_than, "tokens.purged", "deleted")
+
+
+async def _counted(
+    job: str, ask: Callable[..., Awaitable[int]], older_than: int, event: str, count: str
+) -> int:
+    """Ask the API with ``older_than``; log the count it answers as ``count`` and add it
+    to ``job``'s API work."""
+    done = await ask(older_than_seconds=older_than)
+    log.info(event, **{count: done}, older_than_seconds=older_than)
+    record_api_work(job, done)
+    return done
