@@ -25,6 +25,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "HERALD_TOKEN_PURGE_CRON",
         "HERALD_TOKEN_RETENTION_SECONDS",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS",
+        "HERALD_INTERNAL_TOKEN",
         "HERALD_METRICS_HOST",
         "HERALD_METRICS_PORT",
         "HERALD_MONITOR_HOST",
@@ -162,3 +163,19 @@ def test_rejects_a_reminder_no_sooner_than_the_purge(reminder_after: int) -> Non
             verification_reminder_after_seconds=reminder_after,
             unverified_account_days=1,
         )
+
+
+def test_an_empty_internal_token_is_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose passes an unset variable through as "": the API reads it as "no token" too.
+    monkeypatch.setenv("HERALD_INTERNAL_TOKEN", "")
+
+    assert Settings(_env_file=None).internal_token is None
+
+
+def test_rejects_an_internal_token_the_api_would_refuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_INTERNAL_TOKEN", "only-15-chars-x")
+
+    with pytest.raises(ValidationError, match="internal_token") as refused:
+        Settings(_env_file=None)
+
+    assert "only-15-chars-x" not in str(refused.value)

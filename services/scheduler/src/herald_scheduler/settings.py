@@ -35,7 +35,8 @@ class Settings(CommonSettings):
     internal_token: InternalToken = Field(
         default=None,
         description="Bearer token of the API's internal endpoints (the API's "
-        "HERALD_INTERNAL_TOKEN). Unset: the jobs that need the API are not scheduled.",
+        "HERALD_INTERNAL_TOKEN, at least 16 characters). Unset or empty: the jobs that need "
+        "the API are not scheduled.",
     )
     outbox_reconcile_cron: str = Field(
         default="* * * * *",
