@@ -567,7 +567,7 @@ class BuggyRenderer(Renderer):
     """A renderer with a bug whose error quotes the link, as a careless
     ``raise ValueError(f"... {link}")`` deep in rendering would."""
 
-    def _bodies(self, name: str, context: dict[str, Any]) -> tuple[bytes, bytes]:
+    def _bodies(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
         raise ValueError(f"cannot fold {context['link']}")
 
 

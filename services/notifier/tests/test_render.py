@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP, default
-from email.utils import format_datetime
+from email.policy import default
 from functools import partial
 from typing import Any
 
@@ -19,16 +18,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from herald_notifier.catalogue import SUBJECTS, format_time
-from herald_notifier.render import (
-    RenderedEmail,
-    Renderer,
-    RenderError,
-    _date,
-    _folded,
-    _plain_line,
-    quoted_printable,
-    recipient,
-)
+from herald_notifier.render import RenderedEmail, Renderer, RenderError
 from herald_shared.messages import AccountEmail, EmailLink, WelcomeEmail
 from herald_shared.tasks import TASKS
 from herald_shared.tokens import Purpose
@@ -589,7 +579,7 @@ def test_a_sender_that_does_not_read_back_is_refused_at_startup() -> None:
         make_renderer(sender=forged)
 
 
-# --- the wire: the notifier writes the bytes itself; the email package is the reference ---
+# --- the wire: what the relay receives, for every kind of email and odd names ---
 
 WIRE_NAMES = [
     "Ada Lovelace",
@@ -607,28 +597,9 @@ WIRE_NAMES = [
 NOW = datetime(2026, 11, 28, 10, 40, 15, tzinfo=UTC)
 
 
-def email_package_build(
-    renderer: Renderer, message: AccountEmail, subject: str, text: str, html: str
-) -> EmailMessage:
-    """The email as the email package builds it from the same parts."""
-    email = EmailMessage(policy=SMTP)
-    email["From"] = renderer.sender
-    email["To"] = recipient(message)
-    email["Subject"] = subject
-    email["Date"] = NOW
-    email["Message-ID"] = renderer.message_id(message)
-    email.set_content(text, cte="quoted-printable")
-    email.add_alternative(html, subtype="html", cte="quoted-printable")
-    return email
-
-
-def head(raw: bytes) -> bytes:
-    return raw.split(b"\r\n\r\n", 1)[0]
-
-
 @pytest.mark.parametrize("display_name", WIRE_NAMES)
 @pytest.mark.parametrize("kind", list(MAKERS))
-def test_the_wire_is_the_email_the_email_package_builds(
+def test_the_wire_is_7_bit_crlf_and_its_envelope_is_its_headers(
     renderer: Renderer, display_name: str, kind: str
 ) -> None:
     message = MAKERS[kind](email="zoe@exämple.com").model_copy(
@@ -639,21 +610,6 @@ def test_the_wire_is_the_email_the_email_package_builds(
 
     parsed = message_from_bytes(wire.data, policy=default)
     assert isinstance(parsed, EmailMessage)
-    text, html = (part.get_content() for part in parsed.iter_parts())
-    reference = email_package_build(renderer, message, str(parsed["Subject"]), text, html)
-    boundary = parsed.get_boundary()
-    assert boundary is not None
-    theirs = head(reference.as_bytes()).replace(
-        str(reference.get_boundary()).encode(), boundary.encode()
-    )
-    assert head(wire.data) == theirs  # every header line, byte for byte
-    theirs_parsed = message_from_bytes(reference.as_bytes(), policy=default)
-    assert isinstance(theirs_parsed, EmailMessage)
-    assert bodies(parsed) == bodies(theirs_parsed)
-    for ours, its in zip(parsed.iter_parts(), reference.iter_parts(), strict=True):
-        assert [(k, str(v)) for k, v in ours.items()] == [
-            (k, str(v)) for k, v in its.items() if k != "MIME-Version"
-        ]
     # 7-bit, CRLF only, quoted-printable lines within RFC 2045's 76.
     lines = wire.data.decode("ascii").split("\r\n")
     assert b"\r" not in wire.data.replace(b"\r\n", b"")
@@ -666,83 +622,35 @@ def test_the_wire_is_the_email_the_email_package_builds(
     [to] = parsed["To"].addresses
     assert wire.recipient == to.addr_spec == "zoe@xn--exmple-cua.com"
     assert wire.message_id == parsed["Message-ID"] == renderer.message_id(message)
+    assert parsed["Date"].datetime == NOW
 
 
 @pytest.mark.parametrize(
     "display_name",
-    ["Ada", "Ada Lovelace", "O'Brien", "Jean-Luc Picard", "a b c d", "-x- 'y'", "Ab12 Cd34"],
-)
-def test_a_plain_name_is_written_as_the_email_package_writes_it(display_name: str) -> None:
-    address = "first.last+tag_1@sub-domain.example.co.uk"
-
-    line = _plain_line("To", display_name, address)
-
-    assert line is not None
-    assert line == _folded("To", Address(display_name=display_name, addr_spec=address))
-
-
-@pytest.mark.parametrize(
-    ("display_name", "address"),
     [
-        ("Zoë", "zoe@example.com"),
-        ("Dr. Who", "zoe@example.com"),
-        ("Ada  Lovelace", "zoe@example.com"),
-        (" Ada", "zoe@example.com"),
-        ("Ada=?x?=", "zoe@example.com"),
-        ("Ada", "zoe@xn--exmple-cua.com."),
-        ("Ada", '"zoe smith"@example.com'),
-        ("X" * 70, "zoe@example.com"),  # folded over two lines
-        ("", "zoe@example.com"),
+        "Zoë " + "a" * 90,
+        "trailing space ",
+        "=?utf-8?q?x?= = == =",
+        "From me",
+        "x" * 75 + "=",
+        "é" * 40,
     ],
 )
-def test_anything_but_a_plain_name_and_address_goes_through_the_email_package(
-    display_name: str, address: str
+def test_each_body_decodes_to_the_text_its_template_rendered(
+    renderer: Renderer, display_name: str
 ) -> None:
-    assert _plain_line("To", display_name, address) is None
+    # Past validation (the contract refuses encoded words): the body must still say it.
+    message = welcome("Zoe").model_copy(update={"display_name": display_name})
 
+    parsed = rendered(renderer, message)
 
-@pytest.mark.parametrize(
-    "moment",
-    [
-        NOW,
-        datetime(2026, 1, 4, 0, 0, 0, 999999, tzinfo=UTC),
-        datetime(2026, 2, 28, 23, 59, 59, tzinfo=timezone(timedelta(0))),
-        datetime(2026, 11, 28, 11, 40, 15, tzinfo=timezone(timedelta(hours=1))),
-        datetime(2026, 11, 28, 11, 40, 15),  # naive
-    ],
-)
-def test_the_date_is_written_as_the_email_package_writes_it(moment: datetime) -> None:
-    assert _date(moment) == format_datetime(moment)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Hello Zoë,\n\nhttps://herald.example.org/verify-email#token=" + "A" * 43 + "\n",
-        "a" * 200 + "\n",
-        "trailing space \nand tab\t\n",
-        "=?utf-8?q?x?= = == =\n",
-        ".dot\nFrom me\n",
-        "x" * 75 + "=\n",
-        "é" * 40 + "\n",
-        "line\r\nother\rthird\n",
-        "no newline",
-        "",
-    ],
-)
-def test_a_body_decodes_to_its_text(text: str) -> None:
-    encoded = quoted_printable(text)
-    reference = EmailMessage(policy=SMTP)
-    reference.set_content(text, cte="quoted-printable")
-    theirs = reference.as_bytes()
-
-    ours = message_from_bytes(head(theirs) + b"\r\n\r\n" + encoded, policy=default)
-
-    assert isinstance(ours, EmailMessage)
-    assert ours.get_content() == message_from_bytes(theirs, policy=default).get_content()
-    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
-    assert encoded.endswith(b"\r\n")
-    assert b"==" not in encoded  # the boundary cannot occur in a body
+    context = {
+        "display_name": display_name,
+        **renderer._content(message).context,  # the same link: derived, not random
+    }
+    text, html = renderer._bodies("welcome", context)
+    shown = {kind: body.replace("\r\n", "\n") for kind, body in bodies(parsed).items()}
+    assert shown == {"text/plain": text, "text/html": html}
 
 
 def test_render_makes_each_kind_of_email(renderer: Renderer) -> None:
