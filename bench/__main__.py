@@ -19,7 +19,9 @@ Measured (items of the speed issue):
 3. notifier: 5,000 WelcomeEmails enqueued while the notifier is paused
    (SIGSTOP), then drained by the one process to the sink (SIGCONT to the
    sink's last accept); the same for 5,000 no-op jobs and a plain SAQ worker
-   of the same concurrency (SIGCONT to an empty queue);
+   of the same concurrency (SIGCONT to an empty queue); one notifier's
+   emails/s over one API process's best signups/s; the renderer's CPU per
+   email (``bench.render_cost``, in this process);
 4. signup -> SMTP accepted latency at half the best signups/s (open loop);
 5. outbox drain: 1,000 pending rows, time from Redis's return until all are
    relayed (``bench.outage``);
@@ -59,7 +61,7 @@ from argon2 import PasswordHasher, Type
 from saq import Queue
 from sqlalchemy.engine import make_url
 
-from bench import profile_report
+from bench import profile_report, render_cost
 from bench.common import (
     BIN,
     PASSWORD,
@@ -387,8 +389,20 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
             f"{raw_rate:.0f} jobs/s",
             note=f"{raw_drained:.2f} s to drain; concurrency {concurrency}",
         )
-        ratio = emails_rate / raw_rate
-        table.add("notifier / raw SAQ", f"{ratio:.2f}", goal(">= 0.5", ratio >= 0.5))
+        # The goal: one notifier keeps far ahead of the API processes feeding it.
+        ahead = emails_rate / best_rate
+        table.add(
+            "notifier / API (one process each)",
+            f"{ahead:.1f}",
+            goal(">= 3 (far ahead)", ahead >= 3),
+            note=f"item 3 / item 2's best; raw SAQ runs {raw_rate / emails_rate:.1f}x the notifier",
+        )
+        render_s = render_cost.measure()
+        table.add(
+            "render + serialize, one email",
+            f"{render_s * 1000:.2f} ms",
+            note="EmailMessage (policy SMTP) from the templates; median, one thread",
+        )
 
         # 4. Signup -> SMTP accepted at half the best signups/s (namespace api's notifier).
         start_notifier(b, "notifier-api", api_ns)
