@@ -13,7 +13,7 @@ commit, with Herald's own code where it can:
   blocking call; Herald uses its own pool of one thread per core);
 - one transaction on Herald's engine settings writes the same rows: the user
   (``INSERT ... ON CONFLICT DO NOTHING RETURNING``) and its verification
-  token (``herald_api.verification.issue``);
+  token (``herald_api.accounts.links.issue``);
 - it answers 202 with the same body.
 
 Then, instead of an outbox row and a queue, FastAPI's ``BackgroundTasks``
@@ -30,7 +30,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 import aiosmtplib
 import uvicorn
@@ -43,8 +42,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from bench.peer_email import WelcomeBuilder
-from herald_api.accounts import verification
-from herald_api.auth.models import Accepted, User, UserCreate
+from herald_api.accounts import links
+from herald_api.accounts.links import VERIFY_EMAIL, LinkPolicy
+from herald_api.accounts.schemas import Accepted, UserCreate
+from herald_api.auth.models import User
 from herald_api.core.db import create_engine, session_factory
 from herald_api.core.settings import Settings as ApiSettings
 from herald_notifier.settings import Settings as NotifierSettings
@@ -119,11 +120,11 @@ def create_app() -> FastAPI:
                 .returning(col(User.id))
             )
             if created.scalar_one_or_none() is not None:
-                link = await verification.issue(
+                link = await links.issue(
                     session,
                     user_id=user_id,
-                    secret=state.api.link_secret,
-                    valid_for=timedelta(hours=state.api.verification_link_hours),
+                    purpose=VERIFY_EMAIL,
+                    policy=LinkPolicy.from_settings(state.api),
                 )
                 await session.commit()
                 message = WelcomeEmail(

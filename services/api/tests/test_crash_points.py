@@ -95,6 +95,7 @@ class Rig:
 
 @pytest.fixture
 async def rig(
+    *,
     api_env: dict[str, str],
     redis_url: str,
     queue_namespace: str,

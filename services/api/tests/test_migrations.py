@@ -12,9 +12,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from herald_api.auth import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from herald_api.accounts import models as account_models  # noqa: F401  (registers the tables)
+from herald_api.auth import models as auth_models  # noqa: F401
 from herald_api.core.migrate import alembic_config
 from herald_api.core.settings import Settings
+from herald_api.outbox import models as outbox_models  # noqa: F401
 
 
 def _differences(connection: Connection) -> list[object]:

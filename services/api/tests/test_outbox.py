@@ -23,11 +23,14 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from structlog.testing import capture_logs
 
-from herald_api.accounts.signup import sign_up
-from herald_api.auth.models import UserCreate
+from herald_api.accounts.links import LinkPolicy
+from herald_api.accounts.schemas import UserCreate
+from herald_api.accounts.service import AccountService
 from herald_api.auth.passwords import PasswordHasher
+from herald_api.auth.tokens import AccessTokens
 from herald_api.core import faults
 from herald_api.outbox import table as outbox
+from herald_api.outbox.crashing import CrashingDispatcher
 from herald_api.outbox.dispatch import Dispatcher, RelayedMarks
 from herald_api.outbox.relay import Relay
 from herald_shared import queues
@@ -95,25 +98,27 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
 
     monkeypatch.setattr(os, "_exit", crash)
     hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1)
-    dispatcher = Dispatcher(
+    dispatcher = CrashingDispatcher(
         {queues.NOTIFIER: notifier_queue},
         marks=RelayedMarks(sessions),
         timeout_seconds=2.0,
         grace_seconds=0,
         faults=faults.Faults("after_commit"),
     )
+    accounts = AccountService(
+        sessions=sessions,
+        dispatcher=dispatcher,
+        hasher=hasher,
+        tokens=AccessTokens(secret=SecretStr("y" * 32), ttl_seconds=900),
+        links=LinkPolicy(
+            secret=SecretStr("x" * 32),
+            address_link_valid_for=timedelta(hours=1),
+            reset_link_valid_for=timedelta(hours=1),
+        ),
+    )
     try:
-        async with sessions() as session:
-            with pytest.raises(SimulatedCrashError) as crashed:
-                await sign_up(
-                    session=session,
-                    hasher=hasher,
-                    dispatcher=dispatcher,
-                    data=UserCreate.model_validate(BODY),
-                    link_secret=SecretStr("x" * 32),
-                    link_valid_for=timedelta(hours=1),
-                    request_id=None,
-                )
+        with pytest.raises(SimulatedCrashError) as crashed:
+            await accounts.sign_up(UserCreate.model_validate(BODY))
     finally:
         hasher.close()
     assert crashed.value.args == (faults.CRASH_STATUS,)

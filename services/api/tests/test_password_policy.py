@@ -8,7 +8,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from herald_api.auth.models import UserCreate
+from herald_api.accounts.schemas import UserCreate
 from herald_api.auth.password_policy import (
     COMMON_PASSWORDS_FILE,
     common_passwords,

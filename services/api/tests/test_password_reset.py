@@ -200,6 +200,7 @@ async def test_reset_and_verification_tokens_are_not_interchangeable(
     [("Zq7!x", "too_short"), ("password1", "password_too_common"), ("x" * 129, "too_long")],
 )
 async def test_a_refused_password_leaves_the_link_usable(
+    *,
     client: httpx.AsyncClient,
     notifier_queue: Queue,
     settings: Settings,

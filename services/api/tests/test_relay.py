@@ -111,6 +111,7 @@ async def _none_pending(db: asyncpg.Connection) -> bool:
 
 
 async def test_two_relays_on_the_same_500_rows_push_each_exactly_once(
+    *,
     settings: Settings,
     db: asyncpg.Connection,
     redis_url: str,
@@ -314,7 +315,7 @@ async def test_the_api_runs_a_relay_for_its_lifetime(
 
     async with LifespanManager(app):
         await eventually(lambda: _none_pending(db), within=5, what="the API's relay ran")
-        relay = app.state.resources.relay
+        relay = app.state.outbox.relay
         task = relay._task
 
     assert task is not None

@@ -1,20 +1,27 @@
-"""The FastAPI application."""
+"""The FastAPI application and its composition root: the lifespan opens each room's parts
+(core, outbox, auth, accounts) in order and puts them on ``app.state``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, FastAPI
 
+from herald_api.accounts import build_accounts
+from herald_api.accounts import http as accounts_http
 from herald_api.accounts.routers import account, pages, password, users, verification
+from herald_api.accounts.routers import internal as accounts_internal
+from herald_api.auth import http as auth_http
+from herald_api.auth import open_auth
 from herald_api.auth import router as login
 from herald_api.core import errors, health
+from herald_api.core.infrastructure import open_infrastructure
 from herald_api.core.requestlog import RequestLogMiddleware
 from herald_api.core.settings import Settings, get_settings
-from herald_api.outbox import router as internal
-from herald_api.resources import open_resources
+from herald_api.outbox import open_outbox
+from herald_api.outbox import router as outbox_internal
 from herald_shared.metrics import serve_metrics
 
 api_router = APIRouter(prefix="/api/v1")
@@ -32,8 +39,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         serve_metrics(settings.metrics_host, settings.metrics_port)
-        async with open_resources(settings) as resources:
-            app.state.resources = resources
+        async with AsyncExitStack() as stack:
+            infrastructure = await stack.enter_async_context(open_infrastructure(settings))
+            outbox = await stack.enter_async_context(open_outbox(infrastructure))
+            auth = await stack.enter_async_context(open_auth(infrastructure))
+            app.state.infrastructure = infrastructure
+            app.state.outbox = outbox
+            app.state.auth = auth
+            app.state.accounts = build_accounts(infrastructure, outbox, auth)
             yield
 
     app = FastAPI(
@@ -42,10 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     if settings.internal_token is not None:
         # Without a token the internal routes do not exist at all: 404, not 401.
-        app.include_router(internal.router)
+        app.include_router(outbox_internal.router)
+        app.include_router(accounts_internal.router)
     app.include_router(health.router)
     app.include_router(pages.router)
     errors.install(app)
+    auth_http.install(app)
+    accounts_http.install(app)
     # Added last = outermost: the id exists before the request is logged.
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")

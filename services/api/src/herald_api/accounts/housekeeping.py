@@ -1,4 +1,4 @@
-"""Periodic work on accounts that the scheduler triggers (``routes.internal``).
+"""Periodic work on accounts that the scheduler triggers (``routers.internal``).
 
 Reminders and purges of unverified accounts, and the purge of spent or
 expired link tokens. Every age is measured on PostgreSQL's clock.
@@ -6,19 +6,21 @@ expired link tokens. Every age is measured on PostgreSQL's clock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from pydantic import SecretStr
 from sqlalchemy import delete, func, or_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.accounts import verification
-from herald_api.auth.models import EmailToken, User
+from herald_api.accounts.links import LinkPolicy
+from herald_api.accounts.models import EmailToken
+from herald_api.accounts.service import stage_verification_email
+from herald_api.auth.models import User
 from herald_api.core.db import delete_in_batches
-from herald_api.outbox.dispatch import Dispatcher
+from herald_api.outbox import Dispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -29,88 +31,80 @@ PURGE_BATCH_SIZE = 5_000
 """Rows one purge transaction deletes."""
 
 
-async def remind_unverified(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    dispatcher: Dispatcher,
-    older_than: timedelta,
-    secret: SecretStr,
-    valid_for: timedelta,
-) -> int:
-    """Email one reminder, with a fresh link, to each user unverified for ``older_than``.
+@dataclass(frozen=True)
+class Housekeeping:
+    """Reminders and purges on the API's database, queue and link policy."""
 
-    Each user is marked reminded in the transaction that stages the email, and
-    claimed with SKIP LOCKED, so concurrent runs (two API replicas, a cron tick
-    on each scheduler) never remind anyone twice. Returns how many were reminded.
-    """
-    reminded = 0
-    while True:
-        async with sessions() as session:
-            users = (
-                await session.exec(
-                    select(User)
-                    .where(
-                        col(User.email_verified_at).is_(None),
-                        col(User.verification_reminded_at).is_(None),
-                        col(User.created_at) < func.now() - older_than,
+    sessions: async_sessionmaker[AsyncSession]
+    dispatcher: Dispatcher
+    links: LinkPolicy
+
+    async def remind_unverified(self, *, older_than: timedelta) -> int:
+        """Email one reminder, with a fresh link, to each user unverified for ``older_than``.
+
+        Each user is marked reminded in the transaction that stages the email, and
+        claimed with SKIP LOCKED, so concurrent runs (two API replicas, a cron tick
+        on each scheduler) never remind anyone twice. Returns how many were reminded.
+        """
+        reminded = 0
+        while True:
+            async with self.sessions() as session:
+                users = (
+                    await session.exec(
+                        select(User)
+                        .where(
+                            col(User.email_verified_at).is_(None),
+                            col(User.verification_reminded_at).is_(None),
+                            col(User.created_at) < func.now() - older_than,
+                        )
+                        .order_by(col(User.created_at))
+                        .limit(REMINDER_BATCH_SIZE)
+                        .with_for_update(skip_locked=True)
                     )
-                    .order_by(col(User.created_at))
-                    .limit(REMINDER_BATCH_SIZE)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            messages = []
-            for user in users:
-                message = await verification.stage_link_email(
-                    session,
-                    dispatcher,
-                    user,
-                    secret=secret,
-                    valid_for=valid_for,
-                    reason="reminder",
-                )
-                messages.append((user.id, message))
-            if users:
-                await session.exec(
-                    update(User)
-                    .where(col(User.id).in_([user.id for user in users]))
-                    .values(verification_reminded_at=func.now())
-                )
-            await session.commit()
-            for user_id, message in messages:
-                await dispatcher.publish_after_commit(session, message, user_id=user_id)
-        reminded += len(messages)
-        if len(messages) < REMINDER_BATCH_SIZE:
-            return reminded
+                ).all()
+                messages = []
+                for user in users:
+                    message = await stage_verification_email(
+                        session, self.dispatcher, user, policy=self.links, reason="reminder"
+                    )
+                    messages.append((user.id, message))
+                if users:
+                    await session.exec(
+                        update(User)
+                        .where(col(User.id).in_([user.id for user in users]))
+                        .values(verification_reminded_at=func.now())
+                    )
+                await session.commit()
+                for user_id, message in messages:
+                    await self.dispatcher.publish_after_commit(session, message, user_id=user_id)
+            reminded += len(messages)
+            if len(messages) < REMINDER_BATCH_SIZE:
+                return reminded
 
-
-async def purge_unverified(
-    *, sessions: async_sessionmaker[AsyncSession], older_than: timedelta
-) -> int:
-    """Delete accounts still unverified ``older_than`` after signup (their tokens cascade)."""
-    doomed = (
-        select(col(User.id))
-        .where(
-            col(User.email_verified_at).is_(None),
-            col(User.created_at) < func.now() - older_than,
+    async def purge_unverified(self, *, older_than: timedelta) -> int:
+        """Delete accounts still unverified ``older_than`` after signup (their tokens cascade)."""
+        doomed = (
+            select(col(User.id))
+            .where(
+                col(User.email_verified_at).is_(None),
+                col(User.created_at) < func.now() - older_than,
+            )
+            .limit(PURGE_BATCH_SIZE)
         )
-        .limit(PURGE_BATCH_SIZE)
-    )
-    return await delete_in_batches(
-        sessions, delete(User).where(col(User.id).in_(doomed)), batch_size=PURGE_BATCH_SIZE
-    )
+        return await delete_in_batches(
+            self.sessions, delete(User).where(col(User.id).in_(doomed)), batch_size=PURGE_BATCH_SIZE
+        )
 
-
-async def purge_tokens(*, sessions: async_sessionmaker[AsyncSession], older_than: timedelta) -> int:
-    """Delete link tokens spent or expired more than ``older_than`` ago."""
-    cutoff = func.now() - older_than
-    doomed = (
-        select(col(EmailToken.id))
-        .where(or_(col(EmailToken.used_at) < cutoff, col(EmailToken.expires_at) < cutoff))
-        .limit(PURGE_BATCH_SIZE)
-    )
-    return await delete_in_batches(
-        sessions,
-        delete(EmailToken).where(col(EmailToken.id).in_(doomed)),
-        batch_size=PURGE_BATCH_SIZE,
-    )
+    async def purge_tokens(self, *, older_than: timedelta) -> int:
+        """Delete link tokens spent or expired more than ``older_than`` ago."""
+        cutoff = func.now() - older_than
+        doomed = (
+            select(col(EmailToken.id))
+            .where(or_(col(EmailToken.used_at) < cutoff, col(EmailToken.expires_at) < cutoff))
+            .limit(PURGE_BATCH_SIZE)
+        )
+        return await delete_in_batches(
+            self.sessions,
+            delete(EmailToken).where(col(EmailToken.id).in_(doomed)),
+            batch_size=PURGE_BATCH_SIZE,
+        )

@@ -1,9 +1,9 @@
-"""Tokens of emailed links, bound to one user and one purpose.
+"""Tokens of emailed links, bound to one user and one purpose, and the policy (key and
+lifetimes) they are issued under.
 
-A user holds at most one live token per purpose: issuing one deletes the
-unspent ones, so only the newest link works. Only the token's fingerprint is
-stored (``herald_shared.tokens``); the notifier derives the token itself from
-the id in its queue message.
+Issuing a token deletes the user's unspent ones of its purpose: only the newest link
+works. Only the token's fingerprint is stored; the notifier derives the token itself
+from the id in its queue message (``herald_shared.tokens``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,39 @@ from sqlalchemy import delete, func, insert, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.auth.models import EmailToken
+from herald_api.accounts.models import EmailToken
+from herald_api.core.settings import Settings
 from herald_shared.messages import EmailLink
 from herald_shared.tokens import Purpose, derive, fingerprint, new_token_id
+
+VERIFY_EMAIL: Purpose = "verify_email"
+CHANGE_EMAIL: Purpose = "change_email"
+RESET_PASSWORD: Purpose = "reset_password"  # noqa: S105  # a purpose, no password
+
+
+@dataclass(frozen=True)
+class LinkPolicy:
+    """The key and the lifetimes of emailed links, built once from the settings."""
+
+    secret: SecretStr
+    """``HERALD_LINK_SECRET``: derives each token from its id (the notifier holds it too)."""
+    address_link_valid_for: timedelta
+    """Verification and email change links (``HERALD_VERIFICATION_LINK_HOURS``)."""
+    reset_link_valid_for: timedelta
+    """Password reset links (``HERALD_PASSWORD_RESET_LINK_MINUTES``): short-lived."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LinkPolicy:
+        return cls(
+            secret=settings.link_secret,
+            address_link_valid_for=timedelta(hours=settings.verification_link_hours),
+            reset_link_valid_for=timedelta(minutes=settings.password_reset_link_minutes),
+        )
+
+    def valid_for(self, purpose: Purpose) -> timedelta:
+        return (
+            self.reset_link_valid_for if purpose == RESET_PASSWORD else self.address_link_valid_for
+        )
 
 
 async def issue(
@@ -27,12 +57,12 @@ async def issue(
     *,
     user_id: uuid.UUID,
     purpose: Purpose,
-    secret: SecretStr,
-    valid_for: timedelta,
+    policy: LinkPolicy,
     first: bool = False,
     new_email: str | None = None,
 ) -> EmailLink:
-    """Replace ``user_id``'s unspent ``purpose`` tokens with a new one (no commit).
+    """Replace ``user_id``'s unspent ``purpose`` tokens with a new one, in ``session``'s
+    transaction.
 
     ``first``: the user was created in this transaction and has none to
     replace (one statement less on the signup path). ``new_email``: the
@@ -43,13 +73,13 @@ async def issue(
     if not first:
         await void(session, user_id=user_id, purpose=purpose)
     token_id = new_token_id()
-    expires_at = datetime.now(UTC) + valid_for
+    expires_at = datetime.now(UTC) + policy.valid_for(purpose)
     await session.exec(
         insert(EmailToken).values(
             id=uuid.uuid4(),
             user_id=user_id,
             purpose=purpose,
-            fingerprint=fingerprint(derive(secret, token_id=token_id, purpose=purpose)),
+            fingerprint=fingerprint(derive(policy.secret, token_id=token_id, purpose=purpose)),
             expires_at=expires_at,
             new_email=new_email,
         )
@@ -58,7 +88,7 @@ async def issue(
 
 
 async def void(session: AsyncSession, *, user_id: uuid.UUID, purpose: Purpose) -> None:
-    """Delete ``user_id``'s unspent ``purpose`` tokens (no commit): their links stop working."""
+    """Delete ``user_id``'s unspent ``purpose`` tokens: their links stop working."""
     await session.exec(
         delete(EmailToken).where(
             col(EmailToken.user_id) == user_id,
@@ -80,7 +110,7 @@ class SpentToken:
 async def spend(
     session: AsyncSession, *, token: str, purposes: tuple[Purpose, ...]
 ) -> SpentToken | None:
-    """Spend ``token`` if it was made for one of ``purposes`` (no commit).
+    """Spend ``token`` if it was made for one of ``purposes``.
 
     ``None`` when the token is unknown, spent, expired or made for another
     purpose: one answer for all, so the caller cannot tell which. Two

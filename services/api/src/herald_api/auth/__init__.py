@@ -1,1 +1,20 @@
-"""Who the caller is: passwords, access tokens, rate limits, logging in."""
+"""Who the caller is: the users table's credentials, password hashing and policy, access
+tokens, rate limits, and logging in (``POST /api/v1/auth/token``).
+
+Accounts build on it (``CurrentUserDep``, ``RateLimitsDep``, the hasher, the token
+codec); auth imports no account code.
+"""
+
+from herald_api.auth.deps import AuthDep, ClientLimits, CurrentUserDep, RateLimitsDep
+from herald_api.auth.models import User
+from herald_api.auth.runtime import Auth, open_auth
+
+__all__ = [
+    "Auth",
+    "AuthDep",
+    "ClientLimits",
+    "CurrentUserDep",
+    "RateLimitsDep",
+    "User",
+    "open_auth",
+]

@@ -6,12 +6,13 @@ import uuid
 from contextlib import suppress
 
 import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.auth.models import User
 from herald_api.auth.passwords import PasswordHasher
-from herald_api.auth.tokens import AccessClaims
+from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.core.db import DATABASE_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -25,47 +26,67 @@ class EmailNotVerifiedError(Exception):
     """The password is right, but the account's email address was never verified."""
 
 
-async def log_in(
-    *, session: AsyncSession, hasher: PasswordHasher, email: str | None, password: str
-) -> AccessClaims:
-    """What an access token for the user ``email`` and ``password`` belong to says.
+class LoginService:
+    """Checks credentials and issues access tokens; owns each login's transaction."""
 
-    ``email`` is the normalised address, or None for a username that is no
-    address at all (it has no account). Raises ``InvalidCredentialsError``
-    alike for an unknown address and a wrong password, after the same argon2id
-    work; ``EmailNotVerifiedError`` only once the password was right. A right
-    password whose hash is weaker than the current parameters is rehashed.
-    """
-    row = None
-    if email is not None:
-        query = select(
-            User.id, User.password_hash, User.email_verified_at, User.token_version
-        ).where(User.email == email)
-        row = (await session.exec(query)).first()
-    # End the read-only transaction: the pooled connection is not held
-    # through ~20-50 ms of hashing.
-    await session.rollback()
-    if row is None:
-        await hasher.verify_dummy(password)
-        log.info("login.failed", reason="unknown_email")
-        raise InvalidCredentialsError
-    user_id, password_hash, email_verified_at, token_version = row
-    if not await hasher.verify(password_hash, password):
-        log.info("login.failed", reason="wrong_password", user_id=str(user_id))
-        raise InvalidCredentialsError
-    if hasher.needs_rehash(password_hash):
-        await _rehash(
-            session=session,
-            hasher=hasher,
-            user_id=user_id,
-            old_hash=password_hash,
-            password=password,
-        )
-    if email_verified_at is None:
-        log.info("login.refused", reason="email_unverified", user_id=str(user_id))
-        raise EmailNotVerifiedError
-    log.info("login.succeeded", user_id=str(user_id))
-    return AccessClaims(user_id=user_id, version=token_version)
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        hasher: PasswordHasher,
+        tokens: AccessTokens,
+    ) -> None:
+        self.sessions = sessions
+        self.hasher = hasher
+        self.tokens = tokens
+
+    async def log_in(self, *, email: str | None, password: str) -> IssuedToken:
+        """An access token for the user ``email`` and ``password`` belong to.
+
+        ``email`` is the normalised address, or None for a username that is no
+        address at all (it has no account). Raises ``InvalidCredentialsError``
+        alike for an unknown address and a wrong password, after the same argon2id
+        work; ``EmailNotVerifiedError`` only once the password was right. A right
+        password whose hash is weaker than the current parameters is rehashed.
+        """
+        async with self.sessions() as session:
+            claims = await self._check(session, email=email, password=password)
+        return self.tokens.issue(claims)
+
+    async def _check(
+        self, session: AsyncSession, *, email: str | None, password: str
+    ) -> AccessClaims:
+        hasher = self.hasher
+        row = None
+        if email is not None:
+            query = select(
+                User.id, User.password_hash, User.email_verified_at, User.token_version
+            ).where(User.email == email)
+            row = (await session.exec(query)).first()
+        # End the read-only transaction: the pooled connection is not held
+        # through ~20-50 ms of hashing.
+        await session.rollback()
+        if row is None:
+            await hasher.verify_dummy(password)
+            log.info("login.failed", reason="unknown_email")
+            raise InvalidCredentialsError
+        user_id, password_hash, email_verified_at, token_version = row
+        if not await hasher.verify(password_hash, password):
+            log.info("login.failed", reason="wrong_password", user_id=str(user_id))
+            raise InvalidCredentialsError
+        if hasher.needs_rehash(password_hash):
+            await _rehash(
+                session=session,
+                hasher=hasher,
+                user_id=user_id,
+                old_hash=password_hash,
+                password=password,
+            )
+        if email_verified_at is None:
+            log.info("login.refused", reason="email_unverified", user_id=str(user_id))
+            raise EmailNotVerifiedError
+        log.info("login.succeeded", user_id=str(user_id))
+        return AccessClaims(user_id=user_id, version=token_version)
 
 
 async def _rehash(

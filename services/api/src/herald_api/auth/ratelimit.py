@@ -1,49 +1,9 @@
 """Anti-automation rate limits (OWASP ASVS 5.0 2.4.1) on signups, logins, resends and
-password resets.
+password resets: each attempt counts per client address and per email address, in Redis
+(shared by every replica), and is let through when Redis fails (fail open).
 
-Each attempt counts against two independent limits of its action: one per
-client address and, when the request names one, one per email address. The
-first stops one source from trying many addresses (credential stuffing, mass
-signups); the second stops many sources from hammering one address (password
-guessing from a botnet, mail-bombing a victim with resends or "account
-exists" emails). Over either limit the route answers 429 with Retry-After.
-
-Counts live in Redis (``HERALD_REDIS_URL``) so every API replica shares them,
-under keys prefixed with ``HERALD_QUEUE_NAMESPACE`` so deployments and test
-runs sharing one Redis never see each other's counts. Email addresses are
-hashed (SHA-256 of the case-folded address) before they become part of a key:
-key names show up in ``SCAN``, ``MONITOR``, slow logs and dashboards, and an
-address has no business there. IPv6 clients are counted per /64, the block a
-single subscriber is usually given; otherwise one user would hold 2^64
-separate budgets.
-
-Strategy: limits' moving window. It keeps one timestamp per counted attempt
-(at most ``limit`` entries per key; our largest limit is a few hundred), so it
-is exact: the N+1th attempt inside any window of the configured length is
-refused, with no burst of 2N across a fixed window's boundary, and no
-sliding-window-counter approximation that can refuse early or late. Its
-window stats give the exact moment the oldest attempt leaves the window,
-which is an honest Retry-After. The cost is memory proportional to the limit
-and timestamps taken from each replica's clock (NTP keeps those within
-milliseconds, far below windows of minutes).
-
-Attempts are counted per-client first, then per-email, and counting stops at
-the first limit that refuses: a source that is over its own limit cannot keep
-using up a victim's per-email budget with requests that were refused anyway.
-
-Availability over enforcement. A rate limit protects against abuse; losing it
-for a while costs far less than refusing every signup and login because
-Redis is down. So each check has a short deadline
-(``HERALD_RATE_LIMIT_TIMEOUT_SECONDS``); when Redis fails or is too slow the
-attempt is let through (fail open), logged as ``rate_limit.unavailable`` and
-counted in ``herald_api_rate_limit_fail_open_total``. After a failure the
-limiter is skipped for ``PAUSE_AFTER_FAILURE_SECONDS``, then one request
-probes Redis again while the others still skip: during an outage requests pay
-the timeout about once a second instead of on every call, and no pile of
-reconnect attempts competes with the database driver for the event loop's
-thread pool (see ``herald_api.dispatch``). The price: during an outage, and
-for up to a second after it, attempts are not limited at all. Alert on the
-fail-open counter.
+docs/rate-limits.md says why each choice: the two scopes, hashed addresses, IPv6 /64,
+the moving window, the order of counting, and availability over enforcement.
 """
 
 from __future__ import annotations
@@ -54,13 +14,13 @@ import ipaddress
 import math
 import time
 from collections.abc import Mapping
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Literal, get_args
 
 import structlog
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter
 from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -68,11 +28,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herald_api.core.errortext import describe
-from herald_api.core.metrics import RATE_LIMIT_FAIL_OPEN, RATE_LIMITED
+from herald_api.core.settings import Settings, parse_limits
 from herald_shared.queues import queue_name
-
-if TYPE_CHECKING:
-    from herald_api.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -89,23 +46,19 @@ PAUSE_AFTER_FAILURE_SECONDS = 1.0
 KEY_NAME = "ratelimit"
 """Base of every key's prefix, inside the deployment's namespace (``<namespace>:ratelimit``)."""
 
-UNKNOWN_CLIENT = "unknown"
-"""The client address of a request whose transport gave none (all such requests share it)."""
-
-RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    HTTPStatus.TOO_MANY_REQUESTS.value: {
-        "description": "Too many attempts from this client address or for this email "
-        "address; try again after Retry-After seconds.",
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds until the limit that refused has room again.",
-                "schema": {"type": "integer", "minimum": 1},
-            }
-        },
-    }
-}
-"""The answer of every route that checks a rate limit, for its ``responses=``
-(``herald_api.api.errors`` turns RateLimitedError into it)."""
+RATE_LIMITED = Counter(
+    "herald_api_rate_limited_total",
+    "Attempts refused with 429 by a rate limit (logged as rate_limit.exceeded), by action "
+    "(signup, login, resend) and by the scope of the limit that refused (client, email).",
+    ["action", "scope"],
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "herald_api_rate_limit_fail_open_total",
+    "Attempts let through without a rate-limit check, by action and reason: timeout or "
+    "redis (the check failed; logged as rate_limit.unavailable), paused (skipped for a "
+    "second after such a failure), other (a bug). Any increase means limits are off.",
+    ["action", "reason"],
+)
 
 for _action in ACTIONS:
     # Export 0 before the first event, so rate() and alerts see the series at once.
@@ -126,16 +79,6 @@ class RateLimitedError(Exception):
         """The limit that refused, as limits describes it ("5 per 1 hour")."""
         self.retry_after = retry_after
         """Whole seconds until that limit has room again; at least 1."""
-
-
-def parse_limits(value: str) -> list[RateLimitItem]:
-    """Parse a limits string ("10/minute;100/hour"); ValueError unless each amount is >= 1."""
-    items = parse_many(value)
-    if not items:
-        raise ValueError(f"no rate limit in {value!r}")
-    if any(item.amount < 1 for item in items):
-        raise ValueError(f"a rate limit of 0 would refuse every attempt: {value!r}")
-    return items
 
 
 def client_bucket(address: str) -> str:
@@ -168,7 +111,7 @@ def storage_uri(redis_url: str) -> str:
 
 
 class RateLimiter:
-    """Counts attempts per action, client and email address in Redis; see the module doc."""
+    """Counts attempts per action, client and email address in Redis (docs/rate-limits.md)."""
 
     def __init__(
         self,
@@ -236,7 +179,7 @@ class RateLimiter:
 
         Raises RateLimitedError if the per-client or the per-email limit of
         ``action`` refuses it. Lets the attempt through when rate limits are
-        disabled, or when Redis fails or is slow (see the module doc).
+        disabled, or when Redis fails or is slow (fail open).
         """
         if not self.enabled:
             return

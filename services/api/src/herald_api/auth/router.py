@@ -8,21 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import TypeAdapter, ValidationError
 
-from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError, log_in
-from herald_api.auth.models import AccessToken, Email
-from herald_api.auth.tokens import access_token_response
-from herald_api.core.deps import (
-    ClientAddressDep,
-    HasherDep,
-    RateLimiterDep,
-    ResourcesDep,
-    SessionDep,
-)
-from herald_api.core.errors import (
-    BODY_TOO_LARGE,
-    DATABASE_UNAVAILABLE,
-    RATE_LIMIT_RESPONSES,
-)
+from herald_api.auth.deps import AuthDep, RateLimitsDep
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
+from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
+from herald_api.auth.schemas import AccessToken, Email
+from herald_api.core.errors import BODY_TOO_LARGE, DATABASE_UNAVAILABLE
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -60,11 +50,8 @@ def normalised_email(username: str) -> str | None:
 async def log_in_for_access_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     response: Response,
-    session: SessionDep,
-    hasher: HasherDep,
-    resources: ResourcesDep,
-    limiter: RateLimiterDep,
-    client: ClientAddressDep,
+    limits: RateLimitsDep,
+    auth: AuthDep,
 ) -> AccessToken:
     """Log in with the OAuth2 password flow: ``username`` is the email address.
 
@@ -87,9 +74,9 @@ async def log_in_for_access_token(
     ``Authorization: Bearer <token>``.
     """
     email = normalised_email(form.username)
-    await limiter.check("login", client=client, email=email)
+    await limits.check("login", email=email)
     try:
-        claims = await log_in(session=session, hasher=hasher, email=email, password=form.password)
+        issued = await auth.login.log_in(email=email, password=form.password)
     except InvalidCredentialsError:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -100,4 +87,4 @@ async def log_in_for_access_token(
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED
         ) from None
-    return access_token_response(response, claims=claims, settings=resources.settings)
+    return token_response(response, issued)

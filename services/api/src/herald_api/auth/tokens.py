@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
-from fastapi import Response
+from pydantic import SecretStr
 
-from herald_api.auth.models import AccessToken
 from herald_api.core.settings import Settings
 
 ALGORITHM = "HS256"
@@ -51,57 +50,55 @@ class InvalidAccessTokenError(Exception):
     """The token is malformed, forged, expired, or not meant for this API."""
 
 
-def issue_access_token(
-    *, user_id: uuid.UUID, version: int, settings: Settings, now: datetime | None = None
-) -> IssuedToken:
-    issued_at = now or datetime.now(UTC)
-    ttl = settings.access_token_ttl_seconds
-    claims = {
-        "sub": str(user_id),
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "iat": issued_at,
-        "exp": issued_at + timedelta(seconds=ttl),
-        "jti": uuid.uuid4().hex,
-        "ver": version,
-    }
-    token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
-    return IssuedToken(token=token, expires_in=ttl)
+class AccessTokens:
+    """Issues and checks access tokens under one key and lifetime, built once from settings."""
 
+    def __init__(self, *, secret: SecretStr, ttl_seconds: int) -> None:
+        self._secret = secret
+        self.ttl_seconds = ttl_seconds
 
-def decode_access_token(token: str, *, settings: Settings) -> AccessClaims:
-    """What a valid token says; ``InvalidAccessTokenError`` otherwise."""
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            leeway=LEEWAY,
-            options={
-                "require": _REQUIRED_CLAIMS,
-                "strict_aud": True,
-                "enforce_minimum_key_length": True,
-            },
-        )
-        user_id = uuid.UUID(claims["sub"])
-    except (jwt.PyJWTError, ValueError, TypeError) as exc:
-        # Only the check that failed (ExpiredSignatureError, ...): pyjwt's messages
-        # may quote parts of the token, and what is raised here may be logged.
-        raise InvalidAccessTokenError(type(exc).__name__) from None
-    version = claims["ver"]
-    if type(version) is not int:  # bool is an int subclass: refuse true/false too
-        raise InvalidAccessTokenError("InvalidVersionError")
-    return AccessClaims(user_id=user_id, version=version)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AccessTokens:
+        """``HERALD_JWT_SECRET`` and ``HERALD_ACCESS_TOKEN_TTL_SECONDS``."""
+        return cls(secret=settings.jwt_secret, ttl_seconds=settings.access_token_ttl_seconds)
 
+    def issue(self, claims: AccessClaims, *, now: datetime | None = None) -> IssuedToken:
+        """A token saying ``claims``, valid for ``ttl_seconds`` from ``now``."""
+        issued_at = now or datetime.now(UTC)
+        payload = {
+            "sub": str(claims.user_id),
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": issued_at,
+            "exp": issued_at + timedelta(seconds=self.ttl_seconds),
+            "jti": uuid.uuid4().hex,
+            "ver": claims.version,
+        }
+        token = jwt.encode(payload, self._secret.get_secret_value(), algorithm=ALGORITHM)
+        return IssuedToken(token=token, expires_in=self.ttl_seconds)
 
-def access_token_response(
-    response: Response, *, claims: AccessClaims, settings: Settings
-) -> AccessToken:
-    """A fresh access token for ``claims``, with ``response`` made uncacheable."""
-    issued = issue_access_token(user_id=claims.user_id, version=claims.version, settings=settings)
-    # RFC 6749 5.1: a response carrying a token must not be cached.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return AccessToken(access_token=issued.token, expires_in=issued.expires_in)
+    def decode(self, token: str) -> AccessClaims:
+        """What a valid token says; ``InvalidAccessTokenError`` otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret.get_secret_value(),
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=LEEWAY,
+                options={
+                    "require": _REQUIRED_CLAIMS,
+                    "strict_aud": True,
+                    "enforce_minimum_key_length": True,
+                },
+            )
+            user_id = uuid.UUID(claims["sub"])
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            # Only the check that failed (ExpiredSignatureError, ...): pyjwt's messages
+            # may quote parts of the token, and what is raised here may be logged.
+            raise InvalidAccessTokenError(type(exc).__name__) from None
+        version = claims["ver"]
+        if type(version) is not int:  # bool is an int subclass: refuse true/false too
+            raise InvalidAccessTokenError("InvalidVersionError")
+        return AccessClaims(user_id=user_id, version=version)

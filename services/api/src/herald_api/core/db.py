@@ -3,6 +3,8 @@ batched deletes."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 from sqlalchemy import Delete
 from sqlalchemy import exc as sa_exc
@@ -83,3 +85,8 @@ async def delete_in_batches(
         deleted += batch
         if batch < batch_size:
             return deleted
+
+
+def utcnow() -> datetime:
+    """Now, in UTC: the Python-side default of every timestamp column."""
+    return datetime.now(UTC)

@@ -1,22 +1,9 @@
-"""Error bodies.
+"""Error answers of every room: a 422 that never echoes its input (a password), a 503
+with ``Retry-After`` when PostgreSQL is unreachable (nothing was written), and a 4xx that
+says why for a body the API cannot read (413, 415, 400), never a 500.
 
-FastAPI's default 422 body echoes each rejected ``input``; for a signup that
-would put a password in the response, so the handler drops it and keeps what
-names the field and the rule.
-
-A request that fails because PostgreSQL cannot be reached gets a 503 with
-``Retry-After`` instead of a 500: the client did nothing wrong and may retry.
-Its transaction never committed (the session rolled back), so nothing of it
-was written.
-
-A request body the API cannot read gets a 4xx that says why, never a 500:
-larger than ``MAX_BODY_BYTES`` (413), not JSON (415), or JSON that cannot be
-decoded (400: not UTF-8, nested too deeply, a number too long). Routes that
-take a body document these with ``BODY_RESPONSES``.
-
-An attempt over a rate limit (``herald_api.ratelimit``) gets a 429 with
-``Retry-After``: the seconds until the limit that refused has room again.
-Routes that check a limit document it with ``RATE_LIMIT_RESPONSES``.
+Routes that take a body document these with ``BODY_RESPONSES``; the domains install
+handlers of their own errors (``auth.http``: 429; ``accounts.http``: the wrong password).
 """
 
 from __future__ import annotations
@@ -32,9 +19,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from herald_api.accounts.password_change import WrongPasswordError
-from herald_api.auth import ratelimit
-from herald_api.auth.ratelimit import RateLimitedError
 from herald_api.core.db import CONNECTIVITY_ERRORS, is_unavailable
 from herald_api.core.errortext import describe
 
@@ -42,9 +26,6 @@ DATABASE_UNAVAILABLE = "The accounts database is unavailable; try again shortly.
 
 MAX_BODY_BYTES = 64 * 1024
 """The largest request body the API reads; every body it accepts is far smaller."""
-WRONG_PASSWORD = "The password is not right."  # noqa: S105  # a message, no password
-"""The answer (400) to a step confirmed with the account's password when it is another
-one (``WrongPasswordError``)."""
 
 BODY_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
 NOT_JSON = "The request body must be JSON, sent with Content-Type: application/json."
@@ -65,16 +46,7 @@ BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 """The answers of every route that reads a JSON body, for its ``responses=``."""
 
-RATE_LIMIT_RESPONSES = ratelimit.RATE_LIMIT_RESPONSES
-"""The 429 of every route that checks a rate limit, for its ``responses=``."""
-
 log = structlog.get_logger(__name__)
-
-
-def too_many_attempts(retry_after: int) -> str:
-    """The 429 detail for ``retry_after`` seconds."""
-    unit = "second" if retry_after == 1 else "seconds"
-    return f"Too many attempts; try again in {retry_after} {unit}."
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -141,25 +113,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
-async def rate_limited(request: Request, exc: Exception) -> JSONResponse:
-    # The limiter logged and counted the refusal: a route that catches the error
-    # itself (to answer alike either way) must not hide it from the metrics.
-    assert isinstance(exc, RateLimitedError)
-    return JSONResponse(
-        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-        content={"detail": too_many_attempts(exc.retry_after)},
-        headers={"Retry-After": str(exc.retry_after)},
-    )
-
-
-async def wrong_password(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=status.HTTP_400_BAD_REQUEST, content={"detail": WRONG_PASSWORD})
-
-
 def install(app: FastAPI) -> None:
+    """Install the handlers of validation, body and database errors."""
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(RateLimitedError, rate_limited)
-    app.add_exception_handler(WrongPasswordError, wrong_password)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for error in CONNECTIVITY_ERRORS:
         app.add_exception_handler(error, database_unavailable)

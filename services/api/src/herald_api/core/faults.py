@@ -2,11 +2,10 @@
 
 ``HERALD_API_CRASH_AT=<point>`` makes the API process end at once, as a
 SIGKILL or an OOM kill would, the first time it reaches that point; unset (the
-default) no point does anything. (``HERALD_FAULT_EXIT_AFTER_COMMIT=true``, the
-older switch, is ``after_commit``.) The crash-point tests
-(``services/api/tests/test_crash_points.py``) run a real API with it, let it
-die there, and check that the message is still delivered: once, or
-deduplicated by the job key and the notifier's delivery record. Never lost.
+default) no point does anything (``HERALD_FAULT_EXIT_AFTER_COMMIT=true``, the
+older switch, is ``after_commit``). Only the crash-test subclasses of the outbox's
+parts (``outbox.crashing``, installed by ``outbox.open_outbox`` when a point is
+set) reach the points: the code requests run holds no switch.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ CrashPoint = Literal[
 ]
 """Where the API can be made to crash:
 
-- ``after_commit``: a signup committed its user and outbox row, nothing pushed;
+- ``after_commit``: a message and the change causing it committed (a signup's
+  user and welcome email, say), nothing pushed;
 - ``after_push``: the fast path's push was accepted by Redis, the row not yet
   queued for its relayed mark;
 - ``before_relayed_mark``: the batched relayed marks are about to be written;

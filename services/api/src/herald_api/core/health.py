@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
-from herald_api.core.deps import ResourcesDep
+from herald_api.core.deps import InfrastructureDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -24,16 +24,16 @@ async def live() -> dict[str, str]:
     "/ready",
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "A dependency is down."}},
 )
-async def ready(resources: ResourcesDep, response: Response) -> dict[str, Any]:
+async def ready(infrastructure: InfrastructureDep, response: Response) -> dict[str, Any]:
     """PostgreSQL and Redis both answer."""
-    timeout = resources.settings.readiness_timeout_seconds
+    timeout = infrastructure.settings.readiness_timeout_seconds
 
     async def postgres() -> None:
-        async with resources.engine.connect() as conn:
+        async with infrastructure.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def redis() -> None:
-        await resources.notifier_queue.redis.ping()  # type: ignore[attr-defined]
+        await infrastructure.notifier_queue.redis.ping()  # type: ignore[attr-defined]
 
     checks = dict(
         zip(

@@ -6,11 +6,24 @@ import os
 from functools import cache
 from typing import Literal
 
+from limits import RateLimitItem, parse_many
 from pydantic import Field, PostgresDsn, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herald_api.auth.ratelimit import parse_limits
 from herald_api.core.faults import CrashPoint, Faults
+
+
+def parse_limits(value: str) -> list[RateLimitItem]:
+    """Parse a limits string ("10/minute;100/hour"); ValueError unless each amount is >= 1.
+
+    Here, not in ``auth.ratelimit``: the settings check every HERALD_RATE_LIMIT_* at startup.
+    """
+    items = parse_many(value)
+    if not items:
+        raise ValueError(f"no rate limit in {value!r}")
+    if any(item.amount < 1 for item in items):
+        raise ValueError(f"a rate limit of 0 would refuse every attempt: {value!r}")
+    return items
 
 
 class Settings(BaseSettings):
@@ -197,7 +210,7 @@ class Settings(BaseSettings):
         default=None,
         description="For crash tests only: the API process ends at once (exit status 70, no "
         "cleanup) the first time it reaches this point of a message's life (the list: "
-        "herald_api.faults). Unset: never.",
+        "herald_api.core.faults). Unset: never.",
     )
 
     @field_validator("internal_token", mode="before")

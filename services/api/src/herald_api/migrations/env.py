@@ -9,8 +9,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-from herald_api.auth import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+# Each room's tables, registered on SQLModel.metadata for autogenerate.
+from herald_api.accounts import models as account_models  # noqa: F401
+from herald_api.auth import models as auth_models  # noqa: F401
 from herald_api.core.settings import get_settings
+from herald_api.outbox import models as outbox_models  # noqa: F401
 
 target_metadata = SQLModel.metadata
 

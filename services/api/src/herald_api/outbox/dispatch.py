@@ -1,15 +1,7 @@
-"""How a request hands queue messages over: stage them in its transaction, push them after.
-
-The route never enqueues by itself: it asks ``signup`` to register a user, and
-``signup`` asks the dispatcher to stage the welcome email in the same
-transaction as the user (``outbox.stage``) and, once that transaction
-committed, to push it to Redis at once (the fast path). Whatever the fast path
-could not push stays pending in the outbox for the relay (``herald_api.relay``).
-
-A pushed row is marked relayed by ``RelayedMarks``, in batches after the
-response: the mark only keeps the relay from pushing the row again once its
-grace period is over, so the request need not wait for a second transaction
-(about a seventh of the API's event-loop time per signup, py-spy).
+"""The outbox fast path: a service stages a message in its transaction, and once that
+committed the dispatcher pushes it to Redis at once; whatever it could not push stays
+pending for the relay. Pushed rows are marked relayed in batches after the response
+(``RelayedMarks``). docs/api.md says why.
 """
 
 from __future__ import annotations
@@ -28,9 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.core.db import DATABASE_ERRORS
 from herald_api.core.errortext import describe
-from herald_api.core.faults import NO_FAULTS, Faults
-from herald_api.core.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
 from herald_api.outbox import table as outbox
+from herald_api.outbox.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
 from herald_shared.messages import Message
 from herald_shared.tasks import enqueue, task_for
 
@@ -68,11 +59,9 @@ class RelayedMarks:
         sessions: async_sessionmaker[AsyncSession],
         *,
         interval_seconds: float = 0.1,
-        faults: Faults = NO_FAULTS,
     ) -> None:
         self.sessions = sessions
         self.interval_seconds = interval_seconds
-        self.faults = faults
         self._pending: set[uuid.UUID] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -97,7 +86,6 @@ class RelayedMarks:
         if not self._pending:
             return 0
         batch = list(self._pending)
-        self.faults.reach("before_relayed_mark", messages=len(batch))
         self._pending.clear()
         try:
             async with self.sessions() as session:
@@ -121,6 +109,8 @@ class RelayedMarks:
 
 
 class Dispatcher:
+    """Stages messages in a caller's transaction and pushes them after its commit."""
+
     def __init__(
         self,
         queues: Mapping[str, Queue],
@@ -128,15 +118,12 @@ class Dispatcher:
         marks: RelayedMarks,
         timeout_seconds: float,
         grace_seconds: float,
-        faults: Faults = NO_FAULTS,
     ) -> None:
         """``queues``: each base queue name (``herald_shared.queues``) and its connected queue."""
         self.queues = queues
         self.marks = marks
         self.timeout_seconds = timeout_seconds
         self.grace_seconds = grace_seconds
-        self.faults = faults
-        """Crash tests only: where this process dies (the callers reach ``after_commit``)."""
         self._paused_until = 0.0
         self._last_failure = ""
 
@@ -187,7 +174,6 @@ class Dispatcher:
             # None: a job with this key was already in flight (the relay was faster).
             already_queued=job is None,
         )
-        self.faults.reach("after_push", message_id=str(message.message_id))
         self.marks.add(message.message_id)
         return True
 

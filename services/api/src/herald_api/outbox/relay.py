@@ -1,11 +1,8 @@
 """The outbox relay: push every message the fast path could not, until none is pending.
 
-One relay runs in each API process (started by ``resources.open_resources``).
-A pass claims up to a batch of due rows with ``FOR UPDATE SKIP LOCKED`` (so
-replicas share the work and never push one row at the same time), pushes them
-to SAQ one by one, and in the same transaction marks the pushed rows relayed
-and defers the rest. A pass that fails (Redis or PostgreSQL down) is logged and
-retried after an exponential backoff; nothing stops the loop but ``stop()``.
+One relay runs in each API process. A pass claims due rows (``FOR UPDATE SKIP
+LOCKED``: replicas share the work), pushes them, and in the same transaction marks
+the pushed rows relayed and defers the rest; a failed pass is retried after a backoff.
 """
 
 from __future__ import annotations
@@ -18,22 +15,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import structlog
-from saq import Queue
+from saq import Job, Queue
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.auth.models import OutboxMessage
 from herald_api.core.db import DATABASE_ERRORS
 from herald_api.core.errortext import describe
-from herald_api.core.faults import NO_FAULTS, Faults
-from herald_api.core.metrics import (
+from herald_api.outbox import table as outbox
+from herald_api.outbox.dispatch import PUSH_ERRORS
+from herald_api.outbox.metrics import (
     OUTBOX_OLDEST_UNSETTLED,
     OUTBOX_PENDING,
     OUTBOX_RELAY_ERRORS,
     OUTBOX_RELAYED,
 )
-from herald_api.outbox import table as outbox
-from herald_api.outbox.dispatch import PUSH_ERRORS
+from herald_api.outbox.models import OutboxMessage
 from herald_shared.messages import Message
 from herald_shared.tasks import TASKS, enqueue
 
@@ -65,6 +61,8 @@ class PassResult:
 
 
 class Relay:
+    """Pushes the outbox's due pending rows to their queues, in a loop of passes."""
+
     def __init__(
         self,
         *,
@@ -74,10 +72,8 @@ class Relay:
         poll_seconds: float,
         max_backoff_seconds: float,
         push_timeout_seconds: float,
-        faults: Faults = NO_FAULTS,
     ) -> None:
         """``queues``: each base queue name (``herald_shared.queues``) and its connected queue."""
-        self.faults = faults
         self.sessions = sessions
         self.queues = queues
         self.batch_size = batch_size
@@ -146,14 +142,12 @@ class Relay:
                     result.rejected += 1
                     continue
                 try:
-                    async with asyncio.timeout(self.push_timeout_seconds):
-                        job = await enqueue(queue, message)
+                    job = await self._push(queue, message)
                 except PUSH_ERRORS as exc:
                     result.push_error = describe(exc)
                     unpushed = [later.message_id for later in rows[index:]]
                     break
                 pushed.append(row.message_id)
-                self.faults.reach("relay_after_push", message_id=str(row.message_id))
                 result.relayed[type(message).__name__] += 1
                 result.already_queued += job is None
             await outbox.mark_all_relayed(session, pushed)
@@ -170,6 +164,11 @@ class Relay:
             await session.commit()
         self._report(result, seconds=time.perf_counter() - started)
         return result
+
+    async def _push(self, queue: Queue, message: Message) -> Job | None:
+        """Push one message within the push timeout; ``None``: its job was in flight already."""
+        async with asyncio.timeout(self.push_timeout_seconds):
+            return await enqueue(queue, message)
 
     def _prepare(self, row: OutboxMessage) -> tuple[Queue, Message]:
         message = outbox.message_of(row)

@@ -1,16 +1,6 @@
-"""The transactional outbox table: what the fast path, the relay and the purge do to it.
-
-A message is staged in the transaction of the change that causes it, so both
-commit or neither does. Rows are marked relayed only after SAQ took the job:
-delivery to Redis is at least once (the job key, the message id, refuses a
-duplicate push while the first is in flight; the notifier dedupes the rest).
-
-A relayed row stays in the books until the reconciliation
-(``herald_api.reconciliation``) reads its message's fate in Redis and settles
-it (delivered, dead or skipped); only settled rows are ever purged.
-
-Every time here is PostgreSQL's clock, never the API's, so replicas with
-drifting clocks agree on when a row is due.
+"""The outbox table's SQL: what the fast path, the relay, the reconciliation and the purge
+do to it. Every time is PostgreSQL's clock, so replicas agree on when a row is due
+(docs/api.md explains the row's life).
 """
 
 from __future__ import annotations
@@ -26,8 +16,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from herald_api.auth.models import OutboxMessage
 from herald_api.core.db import delete_in_batches
+from herald_api.outbox.models import OutboxMessage
 from herald_shared.messages import Message
 from herald_shared.tasks import TASKS, task_for
 
@@ -39,7 +29,7 @@ NEVER: ColumnElement[datetime] = literal_column("'infinity'::timestamptz")
 
 
 async def stage(session: AsyncSession, message: Message, *, grace_seconds: float) -> None:
-    """Insert ``message`` into the outbox inside ``session``'s transaction (no commit).
+    """Insert ``message`` into the outbox in ``session``'s transaction (its owner commits).
 
     The relay leaves the row alone for ``grace_seconds``: the time the fast
     path has to push it right after the commit.

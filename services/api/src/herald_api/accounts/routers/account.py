@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Response, status
 
-from herald_api.accounts import email_change
-from herald_api.accounts.deletion import delete_account
-from herald_api.accounts.password_change import change_password, confirm_password
-from herald_api.auth.models import (
+from herald_api.accounts.deps import AccountServiceDep
+from herald_api.accounts.http import WRONG_PASSWORD
+from herald_api.accounts.schemas import (
     Accepted,
-    AccessToken,
     EmailChange,
     PasswordChange,
     PasswordConfirmation,
     UserPublic,
 )
-from herald_api.auth.ratelimit import RATE_LIMIT_RESPONSES
-from herald_api.auth.tokens import AccessClaims, access_token_response
+from herald_api.auth import CurrentUserDep, RateLimitsDep
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
+from herald_api.auth.schemas import AccessToken
 from herald_api.core.background import after_response
-from herald_api.core.deps import (
-    ClientAddressDep,
-    CurrentUserDep,
-    DispatcherDep,
-    HasherDep,
-    RateLimiterDep,
-    RequestIdDep,
-    ResourcesDep,
-    SessionDep,
-)
-from herald_api.core.errors import (
-    BODY_RESPONSES,
-    DATABASE_UNAVAILABLE,
-    WRONG_PASSWORD,
-    require_json_body,
-)
+from herald_api.core.errors import BODY_RESPONSES, DATABASE_UNAVAILABLE, require_json_body
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -79,13 +62,8 @@ async def change_own_password(
     body: PasswordChange,
     user: CurrentUserDep,
     response: Response,
-    session: SessionDep,
-    hasher: HasherDep,
-    dispatcher: DispatcherDep,
-    limiter: RateLimiterDep,
-    client: ClientAddressDep,
-    resources: ResourcesDep,
-    request_id: RequestIdDep,
+    limits: RateLimitsDep,
+    accounts: AccountServiceDep,
 ) -> AccessToken:
     """Change the caller's password; answered with a fresh access token.
 
@@ -96,18 +74,13 @@ async def change_own_password(
     request included, stops working; the account's address is told that its
     password changed.
     """
-    await limiter.check("login", client=client, email=user.email)
-    changed = await change_password(
-        session,
-        hasher,
-        dispatcher,
-        user=user,
+    await limits.check("login", email=user.email)
+    changed = await accounts.change_password(
+        user,
         current_password=body.current_password.get_secret_value(),
         new_password=body.new_password.get_secret_value(),
-        request_id=request_id,
     )
-    claims = AccessClaims(user_id=changed.id, version=changed.token_version)
-    return access_token_response(response, claims=claims, settings=resources.settings)
+    return token_response(response, changed.token)
 
 
 @router.delete(
@@ -119,10 +92,8 @@ async def change_own_password(
 async def delete_own_account(
     body: PasswordConfirmation,
     user: CurrentUserDep,
-    session: SessionDep,
-    hasher: HasherDep,
-    limiter: RateLimiterDep,
-    client: ClientAddressDep,
+    limits: RateLimitsDep,
+    accounts: AccountServiceDep,
 ) -> None:
     """Delete the caller's account, confirmed with its password (``400`` if wrong;
     each attempt counts against the login rate limits, as a password guess).
@@ -130,8 +101,8 @@ async def delete_own_account(
     The account, its link tokens and its outbox messages are deleted; every
     access token of the account stops working; the address can sign up again.
     """
-    await limiter.check("login", client=client, email=user.email)
-    await delete_account(session, hasher, user=user, password=body.password.get_secret_value())
+    await limits.check("login", email=user.email)
+    await accounts.delete_account(user, password=body.password.get_secret_value())
 
 
 @router.post(
@@ -144,12 +115,8 @@ async def change_own_email(
     body: EmailChange,
     user: CurrentUserDep,
     background: BackgroundTasks,
-    session: SessionDep,
-    hasher: HasherDep,
-    limiter: RateLimiterDep,
-    client: ClientAddressDep,
-    resources: ResourcesDep,
-    request_id: RequestIdDep,
+    limits: RateLimitsDep,
+    accounts: AccountServiceDep,
 ) -> Accepted:
     """Ask to move the caller's account to ``new_email``, confirmed with its password
     (``400`` if wrong; counted as a login attempt).
@@ -161,23 +128,12 @@ async def change_own_email(
     (``POST /api/v1/auth/verify``); then the new one counts as verified and
     the previous one is told.
     """
-    await limiter.check("login", client=client, email=user.email)
-    await limiter.check("resend", client=client, email=body.new_email)
-    user_id, _ = await confirm_password(
-        session, hasher, user=user, password=body.password.get_secret_value()
-    )
-    settings = resources.settings
+    await limits.check("login", email=user.email)
+    await limits.check("resend", email=body.new_email)
+    confirmed = await accounts.confirm_password(user, body.password.get_secret_value())
     after_response(
         background,
-        lambda: email_change.request_change(
-            sessions=resources.sessions,
-            dispatcher=resources.dispatcher,
-            user_id=user_id,
-            new_email=body.new_email,
-            secret=settings.link_secret,
-            valid_for=timedelta(hours=settings.verification_link_hours),
-            request_id=request_id,
-        ),
+        lambda: accounts.request_email_change(user_id=confirmed.user_id, new_email=body.new_email),
         failed="email_change.request_failed",
     )
     return Accepted(email=body.new_email, detail=EMAIL_CHANGE_REQUESTED)

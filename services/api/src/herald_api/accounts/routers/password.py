@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import structlog
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
 
-from herald_api.accounts import password_reset
-from herald_api.auth.models import Accepted, EmailRequest, NewPassword, UserPublic
-from herald_api.auth.ratelimit import RATE_LIMIT_RESPONSES
+from herald_api.accounts.deps import AccountServiceDep
+from herald_api.accounts.schemas import Accepted, EmailRequest, NewPassword, UserPublic
+from herald_api.accounts.service import LinkInvalidError
+from herald_api.auth import RateLimitsDep
+from herald_api.auth.http import RATE_LIMIT_RESPONSES
 from herald_api.core.background import after_response
-from herald_api.core.deps import (
-    ClientAddressDep,
-    DispatcherDep,
-    HasherDep,
-    RateLimiterDep,
-    RequestIdDep,
-    ResourcesDep,
-    SessionDep,
-)
 from herald_api.core.errors import BODY_RESPONSES, require_json_body
 
 router = APIRouter(prefix="/auth/password", tags=["auth"])
-
-log = structlog.get_logger(__name__)
 
 RESET_LINK_INVALID = (
     "This password reset link is invalid, expired or already used. Ask for a new one."
@@ -44,10 +32,8 @@ RESET_REQUESTED = (
 async def forgot_password(
     body: EmailRequest,
     background: BackgroundTasks,
-    resources: ResourcesDep,
-    limiter: RateLimiterDep,
-    client: ClientAddressDep,
-    request_id: RequestIdDep,
+    limits: RateLimitsDep,
+    accounts: AccountServiceDep,
 ) -> Accepted:
     """Email a link to choose a new password (earlier reset links stop working).
 
@@ -55,18 +41,10 @@ async def forgot_password(
     work runs after the response, so neither the answer nor its timing tells
     whether the address has an account.
     """
-    await limiter.check("password_reset", client=client, email=body.email)
-    settings = resources.settings
+    await limits.check("password_reset", email=body.email)
     after_response(
         background,
-        lambda: password_reset.request_reset(
-            sessions=resources.sessions,
-            dispatcher=resources.dispatcher,
-            email=body.email,
-            secret=settings.link_secret,
-            valid_for=timedelta(minutes=settings.password_reset_link_minutes),
-            request_id=request_id,
-        ),
+        lambda: accounts.request_password_reset(body.email),
         failed="password_reset.request_failed",
     )
     return Accepted(email=body.email, detail=RESET_REQUESTED)
@@ -82,13 +60,7 @@ async def forgot_password(
     dependencies=[Depends(require_json_body)],
 )
 async def reset_password(
-    body: NewPassword,
-    session: SessionDep,
-    hasher: HasherDep,
-    dispatcher: DispatcherDep,
-    limiter: RateLimiterDep,
-    client: ClientAddressDep,
-    request_id: RequestIdDep,
+    body: NewPassword, limits: RateLimitsDep, accounts: AccountServiceDep
 ) -> UserPublic:
     """Spend the token of a password reset link on a new password.
 
@@ -98,16 +70,13 @@ async def reset_password(
     address is told that its password changed. An unknown, spent or expired
     token gets one 400.
     """
-    await limiter.check("password_reset", client=client)
-    password_hash = await hasher.hash(body.password.get_secret_value())
-    reset = await password_reset.reset_password(
-        session, dispatcher, token=body.token, password_hash=password_hash, request_id=request_id
-    )
-    if reset is None:
-        await session.rollback()
-        raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail=RESET_LINK_INVALID)
-    user, notice = reset
-    await session.commit()
-    log.info("password.reset", user_id=str(user.id))
-    await dispatcher.publish_after_commit(session, notice, user_id=user.id)
+    await limits.check("password_reset")
+    try:
+        user = await accounts.reset_password(
+            token=body.token, password=body.password.get_secret_value()
+        )
+    except LinkInvalidError:
+        raise HTTPException(
+            status_code=status.HTTP_400_BAD_REQUEST, detail=RESET_LINK_INVALID
+        ) from None
     return UserPublic.of(user)

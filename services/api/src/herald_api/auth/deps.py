@@ -1,0 +1,98 @@
+"""Auth's FastAPI dependencies: the caller's user, and rate limits bound to its address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
+
+from herald_api.auth.models import User
+from herald_api.auth.ratelimit import Action, RateLimiter
+from herald_api.auth.runtime import Auth
+from herald_api.auth.tokens import InvalidAccessTokenError
+from herald_api.core.deps import ClientAddressDep, InfrastructureDep
+
+log = structlog.get_logger(__name__)
+
+
+async def get_auth(request: Request) -> Auth:
+    auth: Auth = request.app.state.auth
+    return auth
+
+
+AuthDep = Annotated[Auth, Depends(get_auth)]
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """The rate limiter, bound to the address of the request's client."""
+
+    limiter: RateLimiter
+    client: str
+
+    async def check(self, action: Action, *, email: str | None = None) -> None:
+        """Count one ``action`` attempt (``RateLimiter.check``); 429 over a limit."""
+        await self.limiter.check(action, client=self.client, email=email)
+
+
+async def get_limits(auth: AuthDep, client: ClientAddressDep) -> ClientLimits:
+    return ClientLimits(limiter=auth.rate_limiter, client=client)
+
+
+RateLimitsDep = Annotated[ClientLimits, Depends(get_limits)]
+
+
+_access_token = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    auto_error=False,
+    scheme_name="AccessToken",
+    description="An access token from POST /api/v1/auth/token (username = email address).",
+)
+
+NOT_AUTHENTICATED = "A valid access token is required."
+
+
+def _not_authenticated(error: str | None = None) -> HTTPException:
+    # RFC 6750 3.1: a request without a token gets no error code, a bad token "invalid_token".
+    challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=NOT_AUTHENTICATED,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+async def get_current_user(
+    auth: AuthDep,
+    infrastructure: InfrastructureDep,
+    token: Annotated[str | None, Depends(_access_token)],
+) -> User:
+    """The user the request's bearer access token was issued to; 401 for any other request.
+
+    One answer for a missing, forged, expired or foreign token, a deleted
+    user's, and one issued before the user's password last changed: the
+    caller learns only that it must log in (again).
+    """
+    if not token:  # no Authorization header, another scheme, or "Bearer" alone
+        raise _not_authenticated()
+    try:
+        claims = auth.tokens.decode(token)
+    except InvalidAccessTokenError as exc:
+        log.info("access_token.rejected", reason=str(exc))
+        raise _not_authenticated("invalid_token") from None
+    async with infrastructure.sessions() as session:
+        user = await session.get(User, claims.user_id)
+    if user is None:
+        log.info("access_token.rejected", reason="user_gone", user_id=str(claims.user_id))
+        raise _not_authenticated("invalid_token")
+    if user.token_version != claims.version:
+        # Issued before the password last changed: that change signed it out.
+        log.info("access_token.rejected", reason="revoked", user_id=str(user.id))
+        raise _not_authenticated("invalid_token")
+    return user
+
+
+CurrentUserDep = Annotated[User, Depends(get_current_user)]

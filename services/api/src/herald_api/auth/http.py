@@ -1,0 +1,58 @@
+"""Auth's HTTP surface that is not a route: the 429 answer of a rate limit, and the
+uncacheable access-token response."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from herald_api.auth.ratelimit import RateLimitedError
+from herald_api.auth.schemas import AccessToken
+from herald_api.auth.tokens import IssuedToken
+
+RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    HTTPStatus.TOO_MANY_REQUESTS.value: {
+        "description": "Too many attempts from this client address or for this email "
+        "address; try again after Retry-After seconds.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds until the limit that refused has room again.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+}
+"""The answer of every route that checks a rate limit, for its ``responses=``."""
+
+
+def too_many_attempts(retry_after: int) -> str:
+    """The 429 detail for ``retry_after`` seconds."""
+    unit = "second" if retry_after == 1 else "seconds"
+    return f"Too many attempts; try again in {retry_after} {unit}."
+
+
+async def rate_limited(request: Request, exc: Exception) -> JSONResponse:
+    # The limiter logged and counted the refusal: a route that catches the error
+    # itself (to answer alike either way) must not hide it from the metrics.
+    assert isinstance(exc, RateLimitedError)
+    return JSONResponse(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        content={"detail": too_many_attempts(exc.retry_after)},
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Answer ``RateLimitedError`` with 429 and ``Retry-After``."""
+    app.add_exception_handler(RateLimitedError, rate_limited)
+
+
+def token_response(response: Response, issued: IssuedToken) -> AccessToken:
+    """The body carrying ``issued``, with ``response`` made uncacheable."""
+    # RFC 6749 5.1: a response carrying a token must not be cached.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return AccessToken(access_token=issued.token, expires_in=issued.expires_in)

@@ -1,0 +1,56 @@
+"""What auth holds open for the API's lifetime: the hasher's threads, the rate limiter's
+Redis pool, the token codec, and the login service built on them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from herald_api.auth.login import LoginService
+from herald_api.auth.passwords import PasswordHasher
+from herald_api.auth.ratelimit import RateLimiter
+from herald_api.auth.tokens import AccessTokens
+from herald_api.core.infrastructure import Infrastructure
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Auth:
+    hasher: PasswordHasher
+    rate_limiter: RateLimiter
+    tokens: AccessTokens
+    login: LoginService
+
+
+@asynccontextmanager
+async def open_auth(infrastructure: Infrastructure) -> AsyncIterator[Auth]:
+    """Build auth's parts from the settings; close the hasher and the limiter when closing."""
+    settings = infrastructure.settings
+    hasher = PasswordHasher(
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+        workers=settings.hash_workers,
+    )
+    rate_limiter = RateLimiter.from_settings(settings)
+    if not settings.rate_limits_enabled:
+        log.warning(
+            "rate_limit.disabled",
+            setting="HERALD_RATE_LIMITS_ENABLED",
+            effect="signups, logins, verification resends and password resets are not rate limited",
+        )
+    tokens = AccessTokens.from_settings(settings)
+    try:
+        yield Auth(
+            hasher=hasher,
+            rate_limiter=rate_limiter,
+            tokens=tokens,
+            login=LoginService(sessions=infrastructure.sessions, hasher=hasher, tokens=tokens),
+        )
+    finally:
+        hasher.close()
+        await rate_limiter.close()
