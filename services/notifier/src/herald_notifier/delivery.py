@@ -1,8 +1,7 @@
 """Delivery records: each message is sent at most once, whoever runs its jobs.
 
-One Redis string per message, ``herald:{queue}:delivery:{message_id}`` (the
-queue name carries the deployment's namespace), in the Redis that holds the
-jobs. Its value is the message's state:
+One Redis string per message, ``herald:{queue}:delivery:{message_id}``, in the
+Redis that holds the jobs. Its value is the message's state:
 
 - ``claimed:{owner}:{lease_until_ms}``: an attempt (``owner`` =
   ``worker/job key/attempt``) is sending it; the claim is live until
@@ -14,28 +13,9 @@ jobs. Its value is the message's state:
 - ``unconfirmed:{owner}:{ms}``: the attempt sent DATA and never heard the
   reply (connection lost, timeout, cancelled): the relay may have the message.
 
-Claim = ``SET NX`` with a lease inside the value rather than a bare ``PX``:
-the record outlives the lease, so an attempt that finds an *expired* claim
-knows a worker died holding it (after the DATA, perhaps) and counts a
-possible duplicate before sending again; and the lease follows the heartbeat
-(~10 s), not the job timeout, so a crashed worker's message is free again by
-the time SAQ's sweeper hands its job on. Records expire after the record
-TTL (``HERALD_NOTIFIER_DELIVERY_RECORD_DAYS``, 30 days): a redelivery older
-than that is sent again.
-
-**The window that cannot be closed** (RFC 1047): between the relay's 250 and
-the ``sent`` record being durable, a crash leaves the message sent but
-unrecorded, and the next attempt sends it again. The handler writes the
-record straight after the 250 (no await in between but that ``SET``, QUIT
-comes after), so the window is one Redis round trip (measured by
-``herald_notifier_delivery_mark_seconds``); plus, with compose's AOF
-``appendfsync everysec``, up to ~1 s in which an acknowledged ``SET`` is
-lost if *Redis* crashes (and any write not yet replicated if a replica is
-promoted). The same loss can drop a claim; the job itself is in the same
-Redis and comes back as it was a second earlier. Every redelivery that finds
-an expired claim or an ``unconfirmed`` record is counted in
-``herald_notifier_possible_duplicates_total``; the Message-ID is the same
-on every attempt, so mail clients can collapse a duplicate.
+Records expire after ``HERALD_NOTIFIER_DELIVERY_RECORD_DAYS``. Why a lease in
+the value, and the window between the relay's 250 and the ``sent`` record
+that cannot be closed: docs/notifier.md ("Delivery records").
 """
 
 from __future__ import annotations

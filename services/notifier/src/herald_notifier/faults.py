@@ -10,12 +10,17 @@ that point: delivered once, or delivered and counted as a possible duplicate.
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
+from herald_notifier.delivery import Claim, DeliveryRecords
 from herald_shared import faults
 from herald_shared.faults import CRASH_STATUS, crash
 
-__all__ = ["CRASH_STATUS", "NO_FAULTS", "CrashPoint", "Faults", "crash"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["CRASH_STATUS", "NO_FAULTS", "CrashPoint", "CrashingDeliveryRecords", "Faults", "crash"]
 
 CrashPoint = Literal[
     "after_dequeue",
@@ -46,3 +51,27 @@ Faults = faults.Faults[CrashPoint]
 
 NO_FAULTS: Faults = Faults()
 """The switch of every process not under a crash test."""
+
+
+class CrashingDeliveryRecords(DeliveryRecords):
+    """Delivery records that also reach the delivery crash points: ``after_claim``
+    (a claim ours to send under), ``after_smtp_accept`` (the ``sent`` mark about
+    to be written) and ``after_mark`` (written). The worker makes these instead
+    of plain ones only when a crash point is set, so the handler has no switch."""
+
+    def __init__(
+        self, redis: Redis, *, queue_name: str, record_ttl: timedelta, faults: Faults
+    ) -> None:
+        super().__init__(redis, queue_name=queue_name, record_ttl=record_ttl)
+        self.faults = faults
+
+    async def claim(self, message_id: object, *, owner: str, lease_seconds: float) -> Claim:
+        claim = await super().claim(message_id, owner=owner, lease_seconds=lease_seconds)
+        if claim.outcome.ours:
+            self.faults.reach("after_claim", message_id=str(message_id))
+        return claim
+
+    async def mark_sent(self, claim: Claim, *, at: datetime | None = None) -> None:
+        self.faults.reach("after_smtp_accept")
+        await super().mark_sent(claim, at=at)
+        self.faults.reach("after_mark")

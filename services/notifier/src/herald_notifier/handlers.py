@@ -1,18 +1,11 @@
-"""The notifier's handler of every email task (``send_email``; the worker
-registers it once per row of ``herald_notifier.catalogue``), and the
-resources it finds in SAQ's ctx.
+"""The one handler of every email task (``send_email``; the worker registers
+it once per row of ``herald_notifier.catalogue``), and the resources it finds
+in SAQ's ctx.
 
-It returns what became of its message, which SAQ keeps as the job's result:
-
-- ``sent``: the relay accepted the email;
-- ``duplicate_suppressed``: an earlier attempt had sent it (its delivery
-  record says so), so nothing was sent again;
-- ``link_expired``: the email's link (``catalogue.link_of``) had expired when
-  the attempt started, so nothing was sent: a dead link helps no one, and
-  retrying cannot revive it. The job completes (no retry, no dead letter), and
-  the recipient can ask for a new link.
-
-A failure raises instead (see ``send_email``).
+Its result, which SAQ keeps as the job's: ``sent``, ``duplicate_suppressed``
+(an earlier attempt had sent it) or ``link_expired`` (its link had expired:
+nothing sent, no retry). A failure raises instead. Why: docs/notifier.md
+("Results and failures").
 """
 
 from __future__ import annotations
@@ -34,7 +27,6 @@ from herald_notifier.catalogue import link_of
 from herald_notifier.consumer import DEFAULT_LEASE_SECONDS, lease_of
 from herald_notifier.delivery import Claim, DeliveryRecords, Outcome
 from herald_notifier.failures import classify, give_up, note_failure
-from herald_notifier.faults import NO_FAULTS, Faults
 from herald_notifier.mailer import Mailer
 from herald_notifier.metrics import (
     CLAIM_CONFLICTS,
@@ -64,7 +56,6 @@ class Resources:
     renderer: Renderer
     mailer: Mailer
     deliveries: DeliveryRecords
-    faults: Faults = NO_FAULTS
 
 
 class ClaimHeldError(Exception):
@@ -148,7 +139,6 @@ async def deliver(
     claim = await _claim(ctx, deliveries, message, recipient_domain=recipient_domain)
     if claim.outcome == Outcome.SENT:
         return "duplicate_suppressed"
-    resources.faults.reach("after_claim", message_id=str(message.message_id))
     if lease is not None:
         lease.keep(lambda: deliveries.renew(claim))
     await _send(ctx, resources, claim, email, recipient_domain=recipient_domain)
@@ -218,9 +208,7 @@ async def _send(
             await _end_claim(deliveries, claim, reply_lost=session.reply_lost(exc))
             raise
         # The relay said 250: record it before anything else, QUIT included.
-        resources.faults.reach("after_smtp_accept")
         await _mark_sent(deliveries, claim)
-        resources.faults.reach("after_mark")
     finally:
         await session.close(polite=polite)
 

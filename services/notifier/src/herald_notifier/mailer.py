@@ -1,21 +1,10 @@
 """Hand emails to the SMTP relay, over connections kept open between emails.
 
-Opening a session per email (connect, greeting, EHLO, STARTTLS/AUTH if
-configured, QUIT) took four more round trips than the transaction itself
-and a thread-pool ``getfqdn`` for the EHLO name: a third of the notifier's
-CPU in the profile. The ``Mailer`` keeps up to ``HERALD_SMTP_POOL_SIZE``
-idle connections and hands one to each ``Session``.
-
-A kept connection is only ever one whose last transaction ended with a 250
-to DATA: a connection that saw any failure is closed (the relay may be in
-any state). RFC 5321 leaves the session ready for the next MAIL FROM after
-a completed transaction, so no RSET precedes it, and no NOOP either: a relay
-that closed an idle connection is noticed by its EOF (aiosmtplib closes the
-connection), and a connection idle longer than ``HERALD_SMTP_POOL_IDLE_SECONDS``
-is retired instead of reused, before relays' own idle timeouts (RFC 5321
-asks servers to wait at least 5 minutes). If a kept connection still fails
-and is gone before DATA (dropped, ``421`` closing, a timeout) the relay has
-nothing of the message, so the send goes again once on a new connection.
+The ``Mailer`` keeps up to ``HERALD_SMTP_POOL_SIZE`` idle connections and hands
+one to each ``Session``. Only a connection whose last transaction ended with a
+250 to DATA is kept; one idle longer than ``HERALD_SMTP_POOL_IDLE_SECONDS`` is
+retired; a send that fails before DATA on a kept connection goes again once on
+a new one. Why: docs/notifier.md ("SMTP connections").
 """
 
 from __future__ import annotations

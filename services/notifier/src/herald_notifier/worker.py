@@ -1,33 +1,11 @@
-"""The SAQ worker settings of the notifier.
+"""The SAQ worker settings of the notifier: its queue, one consumer per row of
+the catalogue, and the resources its startup makes.
 
 ``saq herald_notifier.worker.settings`` runs it with SAQ's own CLI;
 ``herald-notifier`` (``herald_notifier.cli``) runs it with Herald's logging.
-
-**Crash recovery bound.** When a worker is SIGKILLed (or OOM-killed) with
-``N`` jobs running, each of its jobs runs again on another worker within
-
-    heartbeat + sweep + backoff(k) + schedule + send
-
-- ``heartbeat`` (10 s, the task's policy): the job was touched at most
-  ``heartbeat / 3`` s before the kill and is stuck ``heartbeat`` s after its
-  last touch; its delivery claim's lease lapses at the same time;
-- ``sweep`` (``HERALD_NOTIFIER_SWEEP_SECONDS``, 5 s): one live worker sweeps
-  per interval (SAQ's default is 60 s), and re-queues every stuck job in one
-  step each, without waiting on the dead worker (``NotifierQueue.sweep``;
-  SAQ waited up to 5 s per stuck job, one after the other: ``N x 5 s``), so
-  ``N`` drops out;
-- ``backoff(k)``: the retry delay after attempt ``k``, up to
-  ``2 ** (k - 1)`` s (1 s after a first attempt);
-- ``schedule``: the next 1 s poll that moves a due retry to the queue.
-
-With the defaults that is 17 s + send, for any concurrency. Measured before
-the sweep stopped waiting (it then also waited 1 s for the abort; local
-Redis, a fresh notifier process started at the kill, 5 runs): one job
-13.0-13.3 s; ten jobs (concurrency 10, every slot busy) 12.9-13.3 s for all
-ten (SAQ's sequential sweep took 22.7 s for the last of the ten).
-``timeout`` plays no part: a job with a heartbeat is stuck long before it
-times out. ``test_exactly_once`` checks the bound with a 2 s heartbeat and a
-1 s sweep.
+A SIGKILLed worker's jobs run again elsewhere within about 17 s + send
+(heartbeat + sweep + backoff + schedule; docs/notifier.md, "Crash recovery
+bound"; checked by ``test_exactly_once``).
 """
 
 from __future__ import annotations
@@ -40,7 +18,7 @@ from typing import Any
 from herald_notifier.catalogue import CATALOGUE
 from herald_notifier.consumer import consumer
 from herald_notifier.delivery import DeliveryRecords
-from herald_notifier.faults import Faults
+from herald_notifier.faults import CrashingDeliveryRecords, Faults
 from herald_notifier.handlers import RESOURCES, Resources, send_email
 from herald_notifier.mailer import Mailer
 from herald_notifier.metrics import record_attempt, track_queue_depth
@@ -64,12 +42,14 @@ def connect_queue(settings: Settings) -> NotifierQueue:
 
 
 def delivery_records(queue: NotifierQueue, settings: Settings) -> DeliveryRecords:
-    """The delivery records of ``queue``, on its Redis."""
-    return DeliveryRecords(
-        queue.redis,
-        queue_name=queue.name,
-        record_ttl=timedelta(days=settings.notifier_delivery_record_days),
-    )
+    """The delivery records of ``queue``, on its Redis; under a crash test
+    (``HERALD_NOTIFIER_CRASH_AT``), ones that reach its delivery crash points."""
+    ttl = timedelta(days=settings.notifier_delivery_record_days)
+    if queue.faults.crash_at is not None:
+        return CrashingDeliveryRecords(
+            queue.redis, queue_name=queue.name, record_ttl=ttl, faults=queue.faults
+        )
+    return DeliveryRecords(queue.redis, queue_name=queue.name, record_ttl=ttl)
 
 
 def build_settings(settings: Settings) -> dict[str, Any]:
@@ -92,7 +72,6 @@ def build_settings(settings: Settings) -> dict[str, Any]:
             ),
             mailer=Mailer(settings),
             deliveries=delivery_records(queue, settings),
-            faults=queue.faults,
         )
         serve_metrics(settings.metrics_host, settings.metrics_port)
         ctx[QUEUE_DEPTH] = asyncio.create_task(track_queue_depth(queue))
