@@ -6,41 +6,21 @@ from email.headerregistry import Address, AddressHeader, HeaderRegistry
 from typing import Literal, Self
 
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from herald_notifier.faults import CrashPoint
-from herald_shared.logs import LogFormat
+from herald_shared.settings import CommonSettings, MetricsPort
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class Settings(BaseSettings):
+class Settings(CommonSettings):
     """Everything the notifier reads from its environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_",
-        env_file=".env",
-        extra="ignore",
-        frozen=True,
-        # A rejected value may be a secret (a too-short HERALD_LINK_SECRET):
-        # errors name the field and the rule, never the value.
-        hide_input_in_errors=True,
-    )
+    # The rest of the config (HERALD_ prefix, .env, errors that hide inputs) is
+    # CommonSettings'.
+    model_config = SettingsConfigDict(frozen=True)
 
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
-        description="Redis holding the SAQ queues.",
-    )
-    queue_namespace: str = Field(
-        default="",
-        description="Prefix of every queue name, so several deployments can share one Redis.",
-    )
-    log_level: LogLevel = Field(default="INFO", description="Lowest log level written.")
-    log_format: LogFormat = Field(
-        default="auto",
-        description="json, console, or auto (JSON unless stdout is a terminal).",
-    )
     smtp_host: str = Field(default="127.0.0.1", description="SMTP relay host.")
     smtp_port: int = Field(default=1025, ge=1, le=65535, description="SMTP relay port.")
     smtp_security: SmtpSecurity = Field(
@@ -101,16 +81,7 @@ class Settings(BaseSettings):
     notifier_concurrency: int = Field(
         default=10, ge=1, description="Jobs one notifier process runs at once."
     )
-    metrics_host: str = Field(
-        default="0.0.0.0",  # noqa: S104  (scraped from outside the container)
-        description="Address the Prometheus metrics server binds.",
-    )
-    metrics_port: int = Field(
-        default=9101,
-        ge=0,
-        le=65535,
-        description="Port of the Prometheus metrics server (GET /metrics); 0 disables it.",
-    )
+    metrics_port: MetricsPort = 9101
     notifier_sweep_seconds: int = Field(
         default=5,
         ge=1,
@@ -137,12 +108,7 @@ class Settings(BaseSettings):
         "in production.",
     )
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("log_format", "smtp_security", mode="before")
+    @field_validator("smtp_security", mode="before")
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
