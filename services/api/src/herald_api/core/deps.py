@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald_api.core.infrastructure import Infrastructure
 from herald_api.core.settings import Settings
+from herald_shared import internal_api
 
 UNKNOWN_CLIENT = "unknown"
 """The client address of a request whose transport gave none (all such requests share it)."""
@@ -76,7 +77,7 @@ async def require_internal_token(
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="A valid internal bearer token is required.",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers={"WWW-Authenticate": internal_api.SCHEME},
         )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import Field, PostgresDsn, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald_api.core.faults import CrashPoint, Faults
+from herald_shared.internal_api import InternalToken
+from herald_shared.settings import CommonSettings, MetricsPort
 
 
 def parse_limits(value: str) -> list[RateLimitItem]:
@@ -26,11 +26,8 @@ def parse_limits(value: str) -> list[RateLimitItem]:
     return items
 
 
-class Settings(BaseSettings):
-    # Errors name the variable and the rule, never the value: it may be a secret.
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_file=".env", extra="ignore", hide_input_in_errors=True
-    )
+class Settings(CommonSettings):
+    """The API's settings: ``CommonSettings`` (Redis, namespace, logs, metrics) and its own."""
 
     api_host: str = Field(default="127.0.0.1", description="Address `herald-api serve` binds.")
     api_port: int = Field(default=8000, description="Port `herald-api serve` listens on.")
@@ -58,17 +55,6 @@ class Settings(BaseSettings):
         gt=0,
         description="How long opening a database connection may take before the request "
         "gets a 503 (asyncpg's own default is 60 s).",
-    )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis URL SAQ queues live in."
-    )
-    queue_namespace: str = Field(
-        default="",
-        description="Prefix of every queue name, so several deployments can share one Redis.",
-    )
-    log_level: str = Field(default="INFO", description="Log level of every logger.")
-    log_format: Literal["auto", "json", "console"] = Field(
-        default="auto", description="auto: JSON unless stdout is a terminal."
     )
     hash_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
@@ -100,18 +86,9 @@ class Settings(BaseSettings):
         description="How long a signup waits for Redis to accept its welcome email before "
         "logging the failure and answering anyway.",
     )
-    metrics_host: str = Field(
-        default="0.0.0.0",  # noqa: S104  (scraped from outside the container)
-        description="Address the Prometheus metrics server binds.",
-    )
-    metrics_port: int = Field(
-        default=9100,
-        ge=0,
-        le=65535,
-        description="Port of the Prometheus metrics server (GET /metrics); 0 disables it. "
-        "Not the API's own port: counts of signups by outcome must not be public, or they "
-        "would tell whether an address has an account.",
-    )
+    # Not the API's own port: counts of signups by outcome must not be public, or they
+    # would tell whether an address has an account.
+    metrics_port: MetricsPort = 9100
     readiness_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long /health/ready waits for each dependency."
     )
@@ -175,9 +152,8 @@ class Settings(BaseSettings):
         description="How long a new outbox row is left to the signup's own push before "
         "the relay may take it.",
     )
-    internal_token: SecretStr | None = Field(
+    internal_token: InternalToken = Field(
         default=None,
-        min_length=16,
         description="Bearer token of the internal endpoints (/internal/v1, called by the "
         "scheduler); at least 16 characters. Unset: those endpoints answer 404.",
     )
@@ -212,12 +188,6 @@ class Settings(BaseSettings):
         "cleanup) the first time it reaches this point of a message's life (the list: "
         "herald_api.core.faults). Unset: never.",
     )
-
-    @field_validator("internal_token", mode="before")
-    @classmethod
-    def _empty_token_is_unset(cls, value: object) -> object:
-        # Compose passes an unset variable through as "", which means "no token".
-        return None if value == "" else value
 
     @field_validator(
         "rate_limit_signup_per_client",

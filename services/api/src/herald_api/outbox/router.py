@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import HTTPException, status
-from pydantic import BaseModel, Field
 
 from herald_api.core.deps import InfrastructureDep
 from herald_api.core.errors import BODY_RESPONSES
@@ -12,21 +11,9 @@ from herald_api.outbox import table
 from herald_api.outbox.deps import OutboxDep
 from herald_api.outbox.metrics import RECONCILE_OUTCOMES
 from herald_api.outbox.reconciliation import ReconciliationError
+from herald_shared.internal_api import PURGE_OUTBOX, RECONCILE_OUTBOX, Reconciled
 
 router = internal_router()
-
-
-class Reconciled(BaseModel):
-    delivered: int = Field(description="Rows settled: their message was sent.")
-    skipped: int = Field(
-        description="Rows settled: their job completed without sending (its link had expired)."
-    )
-    dead: int = Field(description="Rows settled as dead: their message is a dead letter.")
-    waiting: int = Field(description="Rows whose job will still run: checked again later.")
-    repushed: int = Field(description="Rows whose message Redis had lost: pushed again.")
-    oldest_unsettled_seconds: float = Field(
-        description="Age of the oldest row whose delivery is not confirmed yet (0: none)."
-    )
 
 
 RECONCILE_RESPONSES: dict[int | str, dict[str, str]] = BODY_RESPONSES | {
@@ -36,7 +23,7 @@ RECONCILE_RESPONSES: dict[int | str, dict[str, str]] = BODY_RESPONSES | {
 }
 
 
-@router.post("/outbox/purge", responses=BODY_RESPONSES)
+@router.post(PURGE_OUTBOX.path, responses=BODY_RESPONSES)
 async def purge_outbox(
     _: Authorized, body: OlderThan, infrastructure: InfrastructureDep
 ) -> Deleted:
@@ -46,7 +33,7 @@ async def purge_outbox(
     return Deleted(deleted=deleted)
 
 
-@router.post("/outbox/reconcile", responses=RECONCILE_RESPONSES)
+@router.post(RECONCILE_OUTBOX.path, responses=RECONCILE_RESPONSES)
 async def reconcile_outbox(_: Authorized, body: OlderThan, outbox: OutboxDep) -> Reconciled:
     """Check in Redis every unsettled outbox row last known in flight more than
     ``older_than_seconds`` ago: settle the delivered, skipped and dead ones, push

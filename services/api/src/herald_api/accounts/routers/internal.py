@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
 from herald_api.accounts.deps import HousekeepingDep
 from herald_api.core.errors import BODY_RESPONSES
 from herald_api.core.internal import Authorized, Deleted, OlderThan, internal_router
+from herald_shared.internal_api import (
+    PURGE_TOKENS,
+    PURGE_UNVERIFIED_USERS,
+    REMIND_UNVERIFIED_USERS,
+    Reminded,
+)
 
 router = internal_router()
 
 
-class Reminded(BaseModel):
-    reminded: int = Field(description="Users sent a reminder.")
-
-
-@router.post("/users/remind-unverified", responses=BODY_RESPONSES)
+@router.post(REMIND_UNVERIFIED_USERS.path, responses=BODY_RESPONSES)
 async def remind_unverified_users(
     _: Authorized, body: OlderThan, housekeeping: HousekeepingDep
 ) -> Reminded:
@@ -25,7 +25,7 @@ async def remind_unverified_users(
     return Reminded(reminded=reminded)
 
 
-@router.post("/users/purge-unverified", responses=BODY_RESPONSES)
+@router.post(PURGE_UNVERIFIED_USERS.path, responses=BODY_RESPONSES)
 async def purge_unverified_users(
     _: Authorized, body: OlderThan, housekeeping: HousekeepingDep
 ) -> Deleted:
@@ -34,7 +34,7 @@ async def purge_unverified_users(
     return Deleted(deleted=deleted)
 
 
-@router.post("/tokens/purge", responses=BODY_RESPONSES)
+@router.post(PURGE_TOKENS.path, responses=BODY_RESPONSES)
 async def purge_tokens(_: Authorized, body: OlderThan, housekeeping: HousekeepingDep) -> Deleted:
     """Delete link tokens spent or expired more than ``older_than_seconds`` ago."""
     deleted = await housekeeping.purge_tokens(older_than=body.age)
