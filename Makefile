@@ -49,10 +49,11 @@ test: install ## Unit and integration tests of shared and every service (real Po
 	@HERALD_TEST_BACKENDS=$(BACKENDS) $(UV) run --no-sync python -m herald_testing.preflight test
 	HERALD_TEST_BACKENDS=$(BACKENDS) $(UV) run --no-sync pytest $(TEST_PATHS) $(ARGS)
 
-lint: install ## ruff (lint + format), mypy --strict, hadolint, compose config
+lint: install ## ruff (lint + format), mypy --strict, import contracts (.importlinter), hadolint, compose config
 	$(UV) run --no-sync ruff check $(LINT_PATHS)
 	$(UV) run --no-sync ruff format --check $(LINT_PATHS)
 	$(UV) run --no-sync mypy $(LINT_PATHS)
+	$(UV) run --no-sync lint-imports --no-cache
 	$(UV) run --no-sync hadolint services/Dockerfile tests-e2e/faults/Dockerfile
 	@# `compose config --quiet` prints problems but may still exit 0: any output fails.
 	@if $(COMPOSE) version >/dev/null 2>&1; then \

@@ -71,7 +71,7 @@ PATHS: list[tuple[str, str]] = [
     ("database (SQLAlchemy + asyncpg)", r"/sqlalchemy/|/asyncpg/"),
     ("HTTP server (uvicorn + httptools)", r"/uvicorn/|/httptools/"),
     ("request handling (FastAPI + Starlette)", r"/fastapi/|/starlette/"),
-    ("signup route (herald_api signup)", r"herald_api/signup\.py"),
+    ("signup (herald_api AccountService.sign_up)", r"herald_api/accounts/service\.py"),
     ("outbox + dispatch (herald_api)", r"herald_api/(outbox|dispatch|relay)\.py"),
     ("pydantic validation / serialisation", r"/pydantic(_core)?/"),
 ]
