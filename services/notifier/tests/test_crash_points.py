@@ -12,6 +12,7 @@ dead-lettered. Never lost. Dying inside DATA (the relay holding its reply) is
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,41 @@ async def recovered(
         return [await wait_for_job(queue, key, finished, within=within) for key in keys]
 
 
+@dataclass(frozen=True)
+class Crashes:
+    """A crash test's two notifiers, on the test's Redis namespace and log folder:
+    one that dies at a point, then one without the fault."""
+
+    redis_url: str
+    queue_namespace: str
+    settings_for: SettingsFor
+    queue: Queue
+    tmp_path: Path
+
+    async def crashed_at(self, point: CrashPoint, *, smtp_port: int) -> dict[str, Any]:
+        return await crashed_at(
+            point,
+            redis_url=self.redis_url,
+            queue_namespace=self.queue_namespace,
+            smtp_port=smtp_port,
+            tmp_path=self.tmp_path,
+        )
+
+    async def recovered(self, port: int, keys: list[str], *, within: float = 15) -> list[Job]:
+        return await recovered(self.settings_for, self.queue, port, keys, within=within)
+
+
+@pytest.fixture
+def crashes(
+    redis_url: str,
+    queue_namespace: str,
+    settings_for: SettingsFor,
+    notifier_queue: Queue,
+    tmp_path: Path,
+) -> Crashes:
+    return Crashes(redis_url, queue_namespace, settings_for, notifier_queue, tmp_path)
+
+
 async def abandoned(queue: Queue, job: Job) -> Job:
     """``job`` as a worker that died mid-attempt left it: in the active list,
     marked active, untouched for 5 s."""
@@ -128,11 +164,8 @@ async def in_no_list(queue: Queue, job: Job) -> bool:
 async def test_a_crash_before_anything_is_sent_delivers_once(
     point: CrashPoint,
     cause: str | None,
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay()
     job = quick_job("ada@example.com")
@@ -140,14 +173,8 @@ async def test_a_crash_before_anything_is_sent_delivers_once(
 
     with serve_smtp(relay) as port:
         await notifier_queue.enqueue(job)
-        await crashed_at(
-            point,
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
-        [done] = await recovered(settings_for, notifier_queue, port, [job.key])
+        await crashes.crashed_at(point, smtp_port=port)
+        [done] = await crashes.recovered(port, [job.key])
 
     assert (done.status, done.result) == (Status.COMPLETE, "sent")
     assert len(relay.received) == 1
@@ -158,41 +185,29 @@ async def test_a_crash_before_anything_is_sent_delivers_once(
 
 
 async def test_a_crash_after_the_relay_accepted_before_the_sent_mark_resends_counted(
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay()
     job = quick_job("grace@example.com")
-    crashes = possible_duplicates("crash")
+    counted_crashes = possible_duplicates("crash")
 
     with serve_smtp(relay) as port:
         await notifier_queue.enqueue(job)
-        await crashed_at(
-            "after_smtp_accept",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
+        await crashes.crashed_at("after_smtp_accept", smtp_port=port)
         assert len(relay.received) == 1
-        [done] = await recovered(settings_for, notifier_queue, port, [job.key])
+        [done] = await crashes.recovered(port, [job.key])
 
     # RFC 1047's window: sent twice, and counted, with one Message-ID to collapse.
     assert (done.status, done.result) == (Status.COMPLETE, "sent")
     assert len(relay.received) == 2
     assert len({str(message["Message-ID"]) for message in relay.received}) == 1
-    assert possible_duplicates("crash") == crashes + 1
+    assert possible_duplicates("crash") == counted_crashes + 1
 
 
 async def test_a_crash_after_the_sent_mark_completes_without_sending_again(
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay()
     job = quick_job("linus@example.com")
@@ -201,14 +216,8 @@ async def test_a_crash_after_the_sent_mark_completes_without_sending_again(
 
     with serve_smtp(relay) as port:
         await notifier_queue.enqueue(job)
-        await crashed_at(
-            "after_mark",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
-        [done] = await recovered(settings_for, notifier_queue, port, [job.key])
+        await crashes.crashed_at("after_mark", smtp_port=port)
+        [done] = await crashes.recovered(port, [job.key])
 
     assert (done.status, done.result, done.attempts) == (
         Status.COMPLETE,
@@ -221,11 +230,8 @@ async def test_a_crash_after_the_sent_mark_completes_without_sending_again(
 
 
 async def test_a_crash_before_the_retry_of_a_refused_attempt_delivers_once(
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay(["451 4.3.0 try again later"])
     job = quick_job("edsger@example.com")
@@ -233,15 +239,9 @@ async def test_a_crash_before_the_retry_of_a_refused_attempt_delivers_once(
 
     with serve_smtp(relay) as port:
         await notifier_queue.enqueue(job)
-        await crashed_at(
-            "before_retry",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
+        await crashes.crashed_at("before_retry", smtp_port=port)
         stored = await notifier_queue.job(job.key)
-        [done] = await recovered(settings_for, notifier_queue, port, [job.key])
+        [done] = await crashes.recovered(port, [job.key])
 
     assert stored is not None
     assert stored.status == Status.ACTIVE  # the retry never written: still the dead attempt's
@@ -255,27 +255,18 @@ async def test_a_crash_before_the_retry_of_a_refused_attempt_delivers_once(
 
 
 async def test_a_crash_before_the_dead_letter_leaves_the_failure_to_the_next_attempt(
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
     dead_letters: DeadLetters,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay(["550 5.1.1 no such user"] * 2)
     job = quick_job("nobody@example.com")
 
     with serve_smtp(relay) as port:
         await notifier_queue.enqueue(job)
-        await crashed_at(
-            "before_dead_letter",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
+        await crashes.crashed_at("before_dead_letter", smtp_port=port)
         letters_after_crash = await dead_letters.entries()
-        [done] = await recovered(settings_for, notifier_queue, port, [job.key])
+        [done] = await crashes.recovered(port, [job.key])
 
     assert letters_after_crash == []
     [letter] = await dead_letters.entries()
@@ -285,24 +276,16 @@ async def test_a_crash_before_the_dead_letter_leaves_the_failure_to_the_next_att
 
 
 async def test_a_crash_after_the_dead_letter_leaves_the_job_failed_with_its_letter(
-    redis_url: str,
-    queue_namespace: str,
     notifier_queue: Queue,
     dead_letters: DeadLetters,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay(["550 5.1.1 no such user"])
     job = quick_job("nobody@example.com")
 
     with serve_smtp(relay) as port:
         await notifier_queue.enqueue(job)
-        await crashed_at(
-            "after_dead_letter",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
+        await crashes.crashed_at("after_dead_letter", smtp_port=port)
 
     done = await notifier_queue.job(job.key)
     [letter] = await dead_letters.entries()
@@ -322,27 +305,18 @@ async def test_a_crash_after_the_dead_letter_leaves_the_job_failed_with_its_lett
 async def test_a_sweeper_crashing_before_its_requeue_leaves_the_job_to_the_next_sweep(
     retries: int,
     outcome: Status,
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
     dead_letters: DeadLetters,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay()
     job = await abandoned(notifier_queue, quick_job("barbara@example.com", retries=retries))
     before = await notifier_queue.job(job.key)
 
     with serve_smtp(relay) as port:
-        await crashed_at(
-            "sweep_before_requeue",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
+        await crashes.crashed_at("sweep_before_requeue", smtp_port=port)
         after_crash = await notifier_queue.job(job.key)
-        [done] = await recovered(settings_for, notifier_queue, port, [job.key])
+        [done] = await crashes.recovered(port, [job.key])
 
     assert before is not None
     assert after_crash is not None
@@ -357,26 +331,17 @@ async def test_a_sweeper_crashing_before_its_requeue_leaves_the_job_to_the_next_
 
 
 async def test_a_sweeper_killed_in_the_middle_of_a_sweep_loses_none_of_the_stuck_jobs(
-    redis_url: str,
-    queue_namespace: str,
-    settings_for: SettingsFor,
     notifier_queue: Queue,
-    tmp_path: Path,
+    crashes: Crashes,
 ) -> None:
     relay = ScriptedRelay()
     jobs = [await abandoned(notifier_queue, quick_job(f"user{n}@example.com")) for n in range(5)]
 
     with serve_smtp(relay) as port:
         # Dies right after the first of the five re-queues it makes.
-        await crashed_at(
-            "sweep_after_requeue",
-            redis_url=redis_url,
-            queue_namespace=queue_namespace,
-            smtp_port=port,
-            tmp_path=tmp_path,
-        )
+        await crashes.crashed_at("sweep_after_requeue", smtp_port=port)
         stored = [await notifier_queue.job(job.key) for job in jobs]
-        done = await recovered(settings_for, notifier_queue, port, [job.key for job in jobs])
+        done = await crashes.recovered(port, [job.key for job in jobs])
 
     statuses = [job.status for job in stored if job is not None]
     assert Status.QUEUED in statuses  # the crash came after a re-queue...
