@@ -55,6 +55,20 @@ async def relayed(
     return await insert_pending(count, relayed_at=ago, checked_at=ago)
 
 
+async def reconcile(client: httpx.AsyncClient) -> httpx.Response:
+    """Ask for the reconciliation of rows relayed over five minutes ago, as the scheduler does."""
+    return await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+
+
+async def relayed_and_pushed(
+    insert_pending: InsertPending, db: asyncpg.Connection, queue: Queue
+) -> uuid.UUID:
+    """One row relayed long ago whose message is in Redis, as the relay left it."""
+    [message_id] = await relayed(insert_pending)
+    await push(db, queue, message_id)
+    return message_id
+
+
 async def push(db: asyncpg.Connection, queue: Queue, message_id: uuid.UUID) -> None:
     """Push the row's message as the relay did."""
     payload = await db.fetchval("SELECT payload FROM outbox WHERE message_id = $1", message_id)
@@ -90,19 +104,18 @@ async def test_a_delivered_message_settles_its_row(
     notifier_queue: Queue,
     insert_pending: InsertPending,
 ) -> None:
-    [message_id] = await relayed(insert_pending)
-    await push(db, notifier_queue, message_id)
+    message_id = await relayed_and_pushed(insert_pending, db, notifier_queue)
     await delivered(notifier_queue, message_id)
     before = reconciled("delivered")
 
-    response = await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+    response = await reconcile(client)
 
     assert response.status_code == 200
     assert response.json()["delivered"] == 1
     assert (await row(db, message_id))["settled_as"] == "delivered"
     assert reconciled("delivered") == before + 1
     # Off the books: the next pass does not look at it again.
-    again = (await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)).json()
+    again = (await reconcile(client)).json()
     assert again["delivered"] == again["waiting"] == again["repushed"] == 0
 
 
@@ -112,11 +125,10 @@ async def test_a_job_completed_unsent_settles_its_row_as_skipped(
     notifier_queue: Queue,
     insert_pending: InsertPending,
 ) -> None:
-    [message_id] = await relayed(insert_pending)
-    await push(db, notifier_queue, message_id)
+    message_id = await relayed_and_pushed(insert_pending, db, notifier_queue)
     await delivered(notifier_queue, message_id, result="link_expired")
 
-    response = await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+    response = await reconcile(client)
 
     assert response.json()["skipped"] == 1
     assert (await row(db, message_id))["settled_as"] == "skipped"
@@ -129,8 +141,7 @@ async def test_a_dead_letter_settles_its_row_as_dead_visibly(
     notifier_queue: Queue,
     insert_pending: InsertPending,
 ) -> None:
-    [message_id] = await relayed(insert_pending)
-    await push(db, notifier_queue, message_id)
+    message_id = await relayed_and_pushed(insert_pending, db, notifier_queue)
     job = await notifier_queue.dequeue()
     assert job is not None
     letters = dead_letters_key(notifier_queue.name)
@@ -139,7 +150,7 @@ async def test_a_dead_letter_settles_its_row_as_dead_visibly(
     before = reconciled("dead")
 
     with capture_logs() as logs:
-        response = await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+        response = await reconcile(client)
 
     assert response.json()["dead"] == 1
     assert (await row(db, message_id))["settled_as"] == "dead"
@@ -156,11 +167,10 @@ async def test_a_live_job_is_waited_for_and_checked_again_only_after_the_interva
     notifier_queue: Queue,
     insert_pending: InsertPending,
 ) -> None:
-    [message_id] = await relayed(insert_pending)
-    await push(db, notifier_queue, message_id)
+    message_id = await relayed_and_pushed(insert_pending, db, notifier_queue)
 
-    first = (await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)).json()
-    second = (await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)).json()
+    first = (await reconcile(client)).json()
+    second = (await reconcile(client)).json()
 
     assert (first["waiting"], first["repushed"]) == (1, 0)
     assert second["waiting"] == 0
@@ -180,7 +190,7 @@ async def test_a_message_redis_lost_is_pushed_again_under_its_own_key(
     before = reconciled("repushed")
 
     with capture_logs() as logs:
-        response = await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+        response = await reconcile(client)
 
     assert response.json()["repushed"] == 1
     job = await notifier_queue.job(str(message_id))
@@ -202,15 +212,14 @@ async def test_a_job_left_in_no_list_by_a_dying_sweep_is_pushed_again(
     notifier_queue: Queue,
     insert_pending: InsertPending,
 ) -> None:
-    [message_id] = await relayed(insert_pending)
-    await push(db, notifier_queue, message_id)
+    message_id = await relayed_and_pushed(insert_pending, db, notifier_queue)
     job = await notifier_queue.dequeue()
     assert job is not None
     await notifier_queue.abort(job, error="swept")
     # The abort key, which refuses an enqueue of the key, lives 5 s; the sweep died long ago.
     await redis_of(notifier_queue).redis.delete(job.abort_id)
 
-    response = await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+    response = await reconcile(client)
 
     assert response.json()["repushed"] == 1
     stored = await notifier_queue.job(str(message_id))
@@ -231,7 +240,7 @@ async def test_rows_pending_or_checked_recently_are_left_alone(
     await insert_pending(2, created_at="now() - interval '1 hour'", available_at="'infinity'")
     recent = await relayed(insert_pending, 2, ago="now() - interval '1 minute'")
 
-    response = await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)
+    response = await reconcile(client)
 
     body = response.json()
     assert body["repushed"] == body["waiting"] == 0
@@ -265,7 +274,7 @@ async def test_the_oldest_unsettled_row_is_measured(
     await insert_pending(1, created_at="now() - interval '2 hours'", available_at="'infinity'")
     await insert_pending(1, created_at="now() - interval '1 hour'")
 
-    body = (await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)).json()
+    body = (await reconcile(client)).json()
 
     assert 7200 <= body["oldest_unsettled_seconds"] < 7300
     gauge = REGISTRY.get_sample_value("herald_api_outbox_oldest_unsettled_seconds")
@@ -273,7 +282,7 @@ async def test_the_oldest_unsettled_row_is_measured(
 
 
 async def test_without_unsettled_rows_the_oldest_is_zero(client: httpx.AsyncClient) -> None:
-    body = (await client.post(RECONCILE, json=FIVE_MINUTES, headers=AUTH)).json()
+    body = (await reconcile(client)).json()
 
     assert body["oldest_unsettled_seconds"] == 0
 
