@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald_shared.logs import LogFormat, LogLevel
 
-__all__ = ["CommonSettings", "MetricsPort"]
+__all__ = ["CommonSettings", "LinkSecret", "MetricsPort"]
 
 MetricsPort = Annotated[
     int,
@@ -26,6 +26,19 @@ MetricsPort = Annotated[
     ),
 ]
 """The type of ``metrics_port``; a service gives it its default (``= 9101``)."""
+
+LinkSecret = Annotated[
+    SecretStr,
+    Field(
+        min_length=32,
+        description="Key that derives the tokens of emailed links from the token ids in queue "
+        "messages (HMAC-SHA256, herald_shared.tokens); the API and the notifier must hold the "
+        "same value. Required, at least 32 characters, e.g. `openssl rand -base64 48`. Whoever "
+        "holds it can make a valid link from any token id; changing it voids every link sent.",
+    ),
+]
+"""The type of ``link_secret``, read by the API (which issues links) and the notifier
+(which writes them into emails): required, so it has no default."""
 
 
 class CommonSettings(BaseSettings):

@@ -9,7 +9,7 @@ from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from herald_notifier.faults import CrashPoint
-from herald_shared.settings import CommonSettings, MetricsPort
+from herald_shared.settings import CommonSettings, LinkSecret, MetricsPort
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
@@ -56,13 +56,7 @@ class Settings(CommonSettings):
         default="Herald <no-reply@herald.localhost>",
         description="From header of every email; its domain also names the Message-ID.",
     )
-    link_secret: SecretStr = Field(
-        min_length=32,
-        description="Key the tokens of emailed links are derived from (HMAC-SHA256 of the "
-        "token id in the queue message, see herald_shared.tokens): the same value as the "
-        "API's HERALD_LINK_SECRET. Required, at least 32 characters; whoever holds it can "
-        "make a valid link from any token id.",
-    )
+    link_secret: LinkSecret
     verify_url: HttpUrl = Field(
         default=HttpUrl("http://localhost:8000/verify-email"),
         description="The page an email verification link (and an email change confirmation "

@@ -10,7 +10,7 @@ from pydantic import Field, PostgresDsn, SecretStr, ValidationInfo, field_valida
 
 from herald_api.core.faults import CrashPoint, Faults
 from herald_shared.internal_api import InternalToken
-from herald_shared.settings import CommonSettings, MetricsPort
+from herald_shared.settings import CommonSettings, LinkSecret, MetricsPort
 
 
 def parse_limits(value: str) -> list[RateLimitItem]:
@@ -157,12 +157,7 @@ class Settings(CommonSettings):
         description="Bearer token of the internal endpoints (/internal/v1, called by the "
         "scheduler); at least 16 characters. Unset: those endpoints answer 404.",
     )
-    link_secret: SecretStr = Field(
-        min_length=32,
-        description="Key that derives the tokens of emailed links from the token ids in "
-        "queue messages (HMAC-SHA256); the notifier must hold the same value. At least 32 "
-        "characters, e.g. `openssl rand -base64 48`. Changing it voids every link sent.",
-    )
+    link_secret: LinkSecret
     verification_link_hours: int = Field(
         default=48,
         ge=1,
