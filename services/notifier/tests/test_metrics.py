@@ -8,14 +8,12 @@ values before and after what it does; the HTTP endpoint is scraped from a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 
-import httpx
 from prometheus_client import REGISTRY
 from saq import Job, Queue, Status
 from saq.job import TERMINAL_STATUSES
@@ -28,6 +26,7 @@ from herald_testing.jobs import running_worker
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.ports import free_port
+from herald_testing.processes import scrape_metrics
 from herald_testing.waiting import eventually
 
 TASK = SEND_WELCOME_EMAIL.name
@@ -167,7 +166,11 @@ async def test_the_notifier_process_serves_its_metrics_over_http(
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        text = await scrape(f"http://127.0.0.1:{port}/metrics", process)
+        text = await scrape_metrics(
+            f"http://127.0.0.1:{port}/metrics",
+            process,
+            lambda text: "herald_notifier_queue_jobs{" in text,
+        )
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=15)
     finally:
@@ -182,17 +185,3 @@ async def test_the_notifier_process_serves_its_metrics_over_http(
     assert f'herald_notifier_queue_jobs{{queue="{queue_namespace}:notifier",state="queued"}}' in (
         text
     )
-
-
-async def scrape(url: str, process: asyncio.subprocess.Process) -> str:
-    """The metrics page at ``url`` once it is served and shows the queue depth."""
-    async with httpx.AsyncClient(timeout=2) as http:
-        for _ in range(300):
-            if process.returncode is not None:
-                raise AssertionError(f"the notifier exited with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                response = await http.get(url)
-                if response.status_code == 200 and "herald_notifier_queue_jobs{" in response.text:
-                    return response.text
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"no metrics at {url}")

@@ -8,17 +8,14 @@ values before and after what it does; the HTTP endpoint is scraped from a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, cast
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 from saq import Job, Queue, Status, Worker
@@ -31,6 +28,7 @@ from herald_scheduler.worker import build_settings
 from herald_shared import tasks
 from herald_testing.messages import welcome_email
 from herald_testing.ports import free_port
+from herald_testing.processes import scrape_metrics
 
 JOB = "report_notifier_queue"
 
@@ -153,7 +151,7 @@ async def test_the_scheduler_process_serves_its_metrics_over_http(
         re.MULTILINE,
     )
     try:
-        text = await scrape_until(
+        text = await scrape_metrics(
             f"http://127.0.0.1:{port}/metrics",
             process,
             lambda text: bool((found := completed.search(text)) and float(found[1]) >= 1),
@@ -169,24 +167,3 @@ async def test_the_scheduler_process_serves_its_metrics_over_http(
     queue = f"{queue_namespace}:notifier"
     assert f'herald_scheduler_notifier_queue_jobs{{queue="{queue}",state="queued"}} 0.0' in text
     assert f'herald_scheduler_notifier_queue_failed_jobs{{queue="{queue}"}} 0.0' in text
-
-
-async def scrape_until(
-    url: str,
-    process: asyncio.subprocess.Process,
-    done: Callable[[str], bool],
-    *,
-    within: float = 15.0,
-) -> str:
-    """The metrics page at ``url`` once ``done(text)`` holds."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise AssertionError(f"the scheduler exited with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                response = await http.get(url)
-                if response.status_code == 200 and done(response.text):
-                    return response.text
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"metrics at {url} not as expected within {within} s")

@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,3 +139,25 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.kill()
         await process.wait()
+
+
+async def scrape_metrics(
+    url: str,
+    process: asyncio.subprocess.Process,
+    done: Callable[[str], bool],
+    *,
+    within: float = 15.0,
+) -> str:
+    """The Prometheus page at ``url`` of a service ``process`` once ``done(text)``
+    holds; fails at once if the process exits first."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise AssertionError(f"the process exited with {process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                response = await http.get(url)
+                if response.status_code == 200 and done(response.text):
+                    return response.text
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no metrics at {url} within {within} s")
