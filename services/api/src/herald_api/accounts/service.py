@@ -252,14 +252,9 @@ class AccountService:
                 reset=link,
                 request_id=self.request_id,
             )
-            await self.dispatcher.stage(session, message)
-            await session.commit()
-            log.info(
-                "password_reset.requested",
-                user_id=str(user.id),
-                message_id=str(message.message_id),
+            await self._commit_and_publish(
+                session, message, event="password_reset.requested", user_id=user.id
             )
-            await self.dispatcher.publish_after_commit(session, message, user_id=user.id)
             return True
 
     async def reset_password(self, *, token: str, password: str) -> User:
@@ -353,12 +348,9 @@ class AccountService:
                 confirmation=link,
                 request_id=self.request_id,
             )
-            await self.dispatcher.stage(session, message)
-            await session.commit()
-            log.info(
-                "email_change.requested", user_id=str(user_id), message_id=str(message.message_id)
+            await self._commit_and_publish(
+                session, message, event="email_change.requested", user_id=user_id
             )
-            await self.dispatcher.publish_after_commit(session, message, user_id=user_id)
             return True
 
     async def delete_account(self, user: User, *, password: str) -> None:
@@ -381,6 +373,16 @@ class AccountService:
             )
             await session.commit()
         log.info("user.deleted", user_id=str(user_id), outbox_messages_deleted=dropped.rowcount)
+
+    async def _commit_and_publish(
+        self, session: AsyncSession, message: AccountEmail, *, event: str, user_id: uuid.UUID
+    ) -> None:
+        """Stage ``message`` in the open transaction, commit, log ``event``, then publish
+        it (the outbox's fast path): the end of a unit of work that emails one link."""
+        await self.dispatcher.stage(session, message)
+        await session.commit()
+        log.info(event, user_id=str(user_id), message_id=str(message.message_id))
+        await self.dispatcher.publish_after_commit(session, message, user_id=user_id)
 
     async def _replace_password(
         self,
