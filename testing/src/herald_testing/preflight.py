@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from herald_testing import backends
 from herald_testing.maildev import MAILDEV_MISSING, maildev_binary, maildev_source
+from herald_testing.pgbouncer import pgbouncer_binary
 from herald_testing.ports import port_open
 
 
@@ -44,7 +45,14 @@ def test_backends() -> list[str]:
         used.append(f"MailDev ({'from npm' if maildev == 'npm' else _where(maildev, 1025)})")
     if not problems:
         print(f"herald: the tests use {', '.join(used)}", flush=True)
+        if pgbouncer_binary() is None:
+            print(f"herald: {PGBOUNCER_MISSING}", flush=True)
     return problems
+
+
+PGBOUNCER_MISSING = (
+    "pgbouncer not installed: the PgBouncer tests are skipped (Debian: apt install pgbouncer)"
+)
 
 
 def _where(source: str, port: int) -> str:

@@ -3,7 +3,9 @@ batched deletes."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from sqlalchemy import Delete
@@ -35,6 +37,9 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    connect_args: dict[str, Any] = {"timeout": settings.database_connect_timeout_seconds}
+    if settings.database_pooler == "transaction":
+        connect_args |= TRANSACTION_POOLER_CONNECT_ARGS
     return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.database_pool_size,
@@ -42,8 +47,26 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # A statement's error must never carry its parameters (a password hash)
         # into a log line or an error body.
         hide_parameters=True,
-        connect_args={"timeout": settings.database_connect_timeout_seconds},
+        connect_args=connect_args,
     )
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+TRANSACTION_POOLER_CONNECT_ARGS: dict[str, Any] = {
+    # asyncpg's own cache of named prepared statements: a name prepared on one
+    # server connection is unknown (or another statement) on the next.
+    "statement_cache_size": 0,
+    # SQLAlchemy's asyncpg dialect keeps a cache of its own.
+    "prepared_statement_cache_size": 0,
+    # The statements SQLAlchemy still prepares (to read result columns) get
+    # names no other client can have prepared on the same server connection.
+    "prepared_statement_name_func": _unique_statement_name,
+}
+"""What SQLAlchemy's asyncpg dialect docs ("Prepared Statement Name with PGBouncer") and
+asyncpg's FAQ prescribe behind a transaction-mode pooler."""
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

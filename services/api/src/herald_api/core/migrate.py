@@ -22,16 +22,16 @@ def alembic_config(settings: Settings) -> Config:
     config = Config()
     config.set_main_option("script_location", "herald_api:migrations")
     # ConfigParser interpolation: a literal % in a password must be doubled.
-    config.set_main_option("sqlalchemy.url", settings.sqlalchemy_url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", settings.migration_url.replace("%", "%%"))
     return config
 
 
 async def ensure_database(settings: Settings) -> None:
     """Create the accounts database when the server lacks it."""
-    url = make_url(settings.sqlalchemy_url)
+    url = make_url(settings.migration_url)
     name = url.database
     if not name:
-        raise ValueError("HERALD_DATABASE_URL names no database")
+        raise ValueError("the migration database URL names no database")
     maintenance = url.set(drivername="postgresql", database="postgres")
     conn = await asyncpg.connect(maintenance.render_as_string(hide_password=False))
     try:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Literal, Self
 
 from limits import RateLimitItem, parse_many
-from pydantic import Field, PostgresDsn, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    PostgresDsn,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from herald_api.core.faults import CrashPoint, Faults
 from herald_shared.internal_api import InternalToken
@@ -50,6 +58,20 @@ class Settings(CommonSettings):
         "postgresql+asyncpg://). `herald-api migrate` creates the database if missing.",
     )
     database_pool_size: int = Field(default=10, ge=1, description="Connections kept open.")
+    database_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="`transaction` when HERALD_DATABASE_URL points at a transaction-mode "
+        "pooler (PgBouncer pool_mode=transaction): every prepared-statement cache is off and "
+        "each statement gets a unique name, since consecutive transactions of one connection "
+        "may run on different server connections (PgBouncer before 1.21 does not track "
+        "prepared statements). Migrations then need HERALD_MIGRATION_DATABASE_URL.",
+    )
+    migration_database_url: PostgresDsn | None = Field(
+        default=None,
+        description="Direct PostgreSQL URL `herald-api migrate` uses (never a pooler: it "
+        "creates the database and holds one transaction for the whole migration). Unset: "
+        "HERALD_DATABASE_URL, which is refused when HERALD_DATABASE_POOLER=transaction.",
+    )
     database_connect_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -207,12 +229,21 @@ class Settings(CommonSettings):
             ) from None
         return value
 
-    @field_validator("database_url", mode="after")
+    @field_validator("database_url", "migration_database_url", mode="after")
     @classmethod
-    def _use_asyncpg(cls, url: PostgresDsn) -> PostgresDsn:
-        if url.scheme in {"postgresql", "postgres"}:
+    def _use_asyncpg(cls, url: PostgresDsn | None) -> PostgresDsn | None:
+        if url is not None and url.scheme in {"postgresql", "postgres"}:
             return PostgresDsn(str(url).replace(f"{url.scheme}://", "postgresql+asyncpg://", 1))
         return url
+
+    @model_validator(mode="after")
+    def _migrations_bypass_the_pooler(self) -> Self:
+        if self.database_pooler == "transaction" and self.migration_database_url is None:
+            raise ValueError(
+                "HERALD_DATABASE_POOLER=transaction needs HERALD_MIGRATION_DATABASE_URL: "
+                "migrations connect to PostgreSQL directly, never through the pooler"
+            )
+        return self
 
     @property
     def faults(self) -> Faults:
@@ -230,6 +261,11 @@ class Settings(CommonSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return str(self.database_url)
+
+    @property
+    def migration_url(self) -> str:
+        """Where ``herald-api migrate`` connects: PostgreSQL itself, never a pooler."""
+        return str(self.migration_database_url or self.database_url)
 
 
 @cache

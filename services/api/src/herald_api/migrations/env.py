@@ -19,7 +19,7 @@ target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    return context.config.get_main_option("sqlalchemy.url") or get_settings().sqlalchemy_url
+    return context.config.get_main_option("sqlalchemy.url") or get_settings().migration_url
 
 
 def run_migrations_offline() -> None:
