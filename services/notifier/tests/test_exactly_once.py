@@ -102,6 +102,7 @@ async def notifier_process(
         "HERALD_LOG_FORMAT": "json",
         "HERALD_METRICS_PORT": "0",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "0",
+        "HERALD_NOTIFIER_FINISHED_JOB_SECONDS": str(FINISHED_JOB_SECONDS),
         **env,
     }
     process = await asyncio.create_subprocess_exec(
