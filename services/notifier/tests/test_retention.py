@@ -12,12 +12,13 @@ import redis.asyncio as aioredis
 from saq import Queue, Status
 
 from herald_notifier.dead_letters import DeadLetters
+from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.ledger import Standing, delivery_record_key, job_key, read_standings
 from herald_shared.messages import AccountEmail
 from herald_shared.tasks import enqueue
-from herald_testing.jobs import running_worker, wait_for_job
+from herald_testing.jobs import finished, running_worker, wait_for_job
 from herald_testing.messages import verification_link, welcome_email
 from herald_testing.smtp import ScriptedRelay, serve_smtp
 from herald_testing.waiting import eventually
@@ -136,3 +137,22 @@ async def test_a_finished_job_kept_for_operators_holds_its_outcome_not_its_messa
     assert 0 < await notifier_redis.ttl(job.id) <= 120
     left = await left_of(notifier_redis, notifier_queue, message)
     assert not [value for value in left.values() if ADDRESS.encode() in value]
+
+
+async def test_a_message_recorded_skipped_is_never_sent(
+    settings_for: SettingsFor, notifier_queue: Queue, deliveries: DeliveryRecords
+) -> None:
+    """What a deleted account's job meets (the API records its messages ``skipped``)."""
+    message = welcome_email(email=ADDRESS, display_name=NAME)
+    assert await deliveries.mark_skipped(message.message_id)
+    relay = ScriptedRelay()
+
+    with serve_smtp(relay) as port:
+        async with running_worker(build_settings(settings_for(smtp_port=port))):
+            job = await enqueue(notifier_queue, message)
+            assert job is not None
+            done = await wait_for_job(notifier_queue, job.key, finished)
+
+    assert (done.status, done.result, done.attempts) == (Status.COMPLETE, "skipped", 1)
+    assert relay.received == []
+    assert await deliveries.record(message.message_id) == "skipped:"
