@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from saq import Job, Queue, Status
@@ -95,7 +94,7 @@ async def test_a_job_waiting_out_a_retry_delay_is_live(notifier_queue: Queue) ->
 
 async def test_a_sent_message_is_sent_whatever_its_job(notifier_queue: Queue) -> None:
     message, job = await running(notifier_queue)
-    await record(notifier_queue, message, f"sent:{datetime.now(UTC).isoformat()}")
+    await record(notifier_queue, message, "sent:")
 
     assert await standing(notifier_queue, message) is Standing.SENT
     await notifier_queue.finish(job, Status.COMPLETE, result="sent")
@@ -104,7 +103,20 @@ async def test_a_sent_message_is_sent_whatever_its_job(notifier_queue: Queue) ->
     assert await standing(notifier_queue, message) is Standing.SENT
 
 
-async def test_a_job_completed_without_a_send_is_completed(notifier_queue: Queue) -> None:
+async def test_a_job_completed_without_a_send_is_completed_once_gone(
+    notifier_queue: Queue,
+) -> None:
+    """The notifier records ``skipped`` and deletes the job as it completes."""
+    message, job = await running(notifier_queue)
+    await record(notifier_queue, message, "skipped:")
+
+    assert await standing(notifier_queue, message) is Standing.LIVE
+    await notifier_queue.finish(job, Status.COMPLETE, result="link_expired")
+    await redis_queue(notifier_queue).redis.delete(job.id)
+    assert await standing(notifier_queue, message) is Standing.COMPLETED
+
+
+async def test_a_job_an_older_notifier_kept_complete_is_completed(notifier_queue: Queue) -> None:
     message, job = await running(notifier_queue)
     await notifier_queue.finish(job, Status.COMPLETE, result="link_expired")
 
@@ -151,7 +163,9 @@ async def test_a_job_a_sweep_left_half_aborted_is_stranded(notifier_queue: Queue
 async def test_a_job_redis_lost_is_missing_even_with_a_claim(notifier_queue: Queue) -> None:
     message = welcome()
     assert await standing(notifier_queue, message) is Standing.MISSING
-    await record(notifier_queue, message, "unconfirmed:w/k/1:1")
+    await record(notifier_queue, message, "unconfirmed:")
+    assert await standing(notifier_queue, message) is Standing.MISSING
+    await record(notifier_queue, message, "claimed:w/k/1:1")
     assert await standing(notifier_queue, message) is Standing.MISSING
 
 
@@ -168,7 +182,7 @@ async def test_a_batch_is_read_at_once_each_in_its_own_standing(notifier_queue: 
     done, job = await running(notifier_queue)
     live = await queued(notifier_queue)
     missing = welcome()
-    await record(notifier_queue, done, "sent:2026-12-01T00:00:00+00:00")
+    await record(notifier_queue, done, "sent:")
     await notifier_queue.finish(job, Status.COMPLETE, result="sent")
 
     standings = await read_standings(

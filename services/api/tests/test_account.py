@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
-from saq import Queue
+from redis.asyncio import Redis
+from saq import Queue, Status
+from saq.queue.redis import RedisQueue
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
+from herald_shared.ledger import (
+    dead_letters_index_key,
+    dead_letters_key,
+    delivery_record_key,
+    job_key,
+)
 from herald_shared.messages import EmailChangedEmail, EmailChangeEmail, PasswordChangedEmail
 from herald_shared.tasks import (
     SEND_EMAIL_CHANGE_EMAIL,
@@ -20,6 +30,7 @@ from herald_shared.tasks import (
 )
 from herald_shared.tokens import derive
 from herald_testing.clients import OpenClient
+from herald_testing.ports import free_port
 
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery staple"
@@ -255,6 +266,118 @@ async def test_deleting_needs_a_valid_token_and_a_password(
     assert without_token.status_code == 401
     assert without_body.status_code == 422
     assert await db.fetchval("SELECT count(*) FROM users") == 1
+
+
+def redis_of(queue: Queue) -> Redis:
+    assert isinstance(queue, RedisQueue)
+    return queue.redis
+
+
+async def dead_letter(queue: Queue, user_id: object) -> str:
+    """A dead letter of ``user_id``'s, in the notifier's layout (``herald_shared.ledger``)."""
+    message_id = str(uuid.uuid4())
+    payload = {"message_id": message_id, "user_id": str(user_id), "email": EMAIL}
+    letter = json.dumps({"task": SEND_PASSWORD_CHANGED_EMAIL.name, "payload": payload})
+    redis = redis_of(queue)
+    await redis.hset(dead_letters_key(queue.name), message_id, letter)  # type: ignore[misc]
+    await redis.zadd(dead_letters_index_key(queue.name), {message_id: 1.0})
+    return message_id
+
+
+async def keys_holding(queue: Queue, *texts: str) -> list[str]:
+    """The keys of ``queue``'s namespace whose value holds any of ``texts``."""
+    redis, found = redis_of(queue), []
+    async for key in redis.scan_iter(match=f"*{queue.name}*", count=1000):
+        kind = (await redis.type(key)).decode()
+        if kind == "string":
+            value = await redis.get(key) or b""
+        elif kind == "hash":
+            value = b" ".join(await redis.hvals(key))  # type: ignore[misc]
+        else:
+            continue
+        if any(text.encode() in value for text in texts):
+            found.append(key.decode())
+    return found
+
+
+async def test_deleting_forgets_the_account_in_redis(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    token = await logged_in(client, db)  # its welcome email's job waits in the queue
+    user_id = await db.fetchval("SELECT id FROM users")
+    [welcome] = await db.fetchval("SELECT array_agg(message_id) FROM outbox")
+    theirs, someone_elses = (
+        await dead_letter(notifier_queue, user_id),
+        await dead_letter(notifier_queue, uuid.uuid4()),
+    )
+    assert await keys_holding(notifier_queue, EMAIL)
+
+    assert (await delete_me(client, token, PASSWORD)).status_code == 204
+
+    redis = redis_of(notifier_queue)
+    assert await notifier_queue.count("incomplete") == 0
+    assert await redis.get(job_key(notifier_queue.name, welcome)) is None
+    # Should its job come back (a push racing the deletion), its record stops it.
+    assert await redis.get(delivery_record_key(notifier_queue.name, welcome)) == b"skipped:"
+    letters = await redis.hkeys(dead_letters_key(notifier_queue.name))  # type: ignore[misc]
+    assert letters == [someone_elses.encode()]
+    assert theirs.encode() not in await redis.zrange(
+        dead_letters_index_key(notifier_queue.name), 0, -1
+    )
+    # Only the other account's letter still holds the address (the test gave it the same).
+    assert await keys_holding(notifier_queue, EMAIL, "Ada") == [
+        dead_letters_key(notifier_queue.name)
+    ]
+
+
+async def test_a_job_running_as_its_account_is_deleted_is_left_to_its_worker_unsent(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    """The worker's next step meets the ``skipped`` record: it sends nothing and retries
+    nothing (the notifier's tests show how an attempt takes it)."""
+    token = await logged_in(client, db)
+    running = await notifier_queue.dequeue()
+    assert running is not None
+    await running.update(status=Status.ACTIVE)
+    record = delivery_record_key(notifier_queue.name, running.key)
+    await redis_of(notifier_queue).set(record, "claimed:worker/job/1:99999999999999")
+
+    assert (await delete_me(client, token, PASSWORD)).status_code == 204
+
+    still = await notifier_queue.job(running.key)
+    assert still is not None
+    assert still.status == Status.ACTIVE
+    assert await redis_of(notifier_queue).get(record) == b"skipped:"
+
+
+async def test_a_sent_message_stays_recorded_sent(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    token = await logged_in(client, db)
+    done = await notifier_queue.dequeue()
+    assert done is not None
+    record = delivery_record_key(notifier_queue.name, done.key)
+    await redis_of(notifier_queue).set(record, "sent:")
+    await redis_of(notifier_queue).delete(done.id)  # the notifier deletes a finished job
+
+    assert (await delete_me(client, token, PASSWORD)).status_code == 204
+
+    assert await redis_of(notifier_queue).get(record) == b"sent:"
+
+
+async def test_deleting_with_redis_down_still_deletes_and_says_what_was_not_forgotten(
+    settings: Settings, open_client: OpenClient, db: asyncpg.Connection
+) -> None:
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with open_client(down) as http:
+        token = await logged_in(http, db)
+        with capture_logs() as logs:
+            response = await delete_me(http, token, PASSWORD)
+
+    assert response.status_code == 204
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    [failed] = [entry for entry in logs if entry["event"] == "user.redis_forget_failed"]
+    assert failed["messages"] == 1
 
 
 # --- moving one's account to another address -----------------------------------------------

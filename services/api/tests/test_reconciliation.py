@@ -76,14 +76,15 @@ async def push(db: asyncpg.Connection, queue: Queue, message_id: uuid.UUID) -> N
 
 
 async def delivered(queue: Queue, message_id: uuid.UUID, *, result: str = "sent") -> None:
-    """The notifier ran the job to completion; with ``result`` ``sent``, its record says so."""
+    """The notifier ran the job to completion as it does: its record says ``sent`` (any
+    other ``result``: ``skipped``, completed unsent), and the finished job is deleted."""
     job = await queue.dequeue()
     assert job is not None
     assert job.key == str(message_id)
-    if result == "sent":
-        record = delivery_record_key(queue.name, message_id)
-        await redis_of(queue).redis.set(record, "sent:2026-12-10T00:00:00+00:00")
+    record = delivery_record_key(queue.name, message_id)
+    await redis_of(queue).redis.set(record, "sent:" if result == "sent" else "skipped:")
     await queue.finish(job, Status.COMPLETE, result=result)
+    await redis_of(queue).redis.delete(job.id)
 
 
 async def row(db: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.Record:

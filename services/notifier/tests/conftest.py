@@ -14,6 +14,7 @@ from herald_notifier.dead_letters import DeadLetters
 from herald_notifier.delivery import DeliveryRecords
 from herald_notifier.settings import Settings
 from herald_shared import queues
+from herald_testing.jobs import FINISHED_JOB_SECONDS
 from herald_testing.messages import LINK_SECRET
 
 
@@ -23,11 +24,14 @@ def settings_for(redis_url: str, queue_namespace: str) -> Callable[..., Settings
     deriving link tokens with ``herald_testing.messages.LINK_SECRET``.
 
     The metrics server is off: the registry is read in-process, and a port
-    bound by one test would stay bound for the whole run.
+    bound by one test would stay bound for the whole run. Finished jobs are kept
+    (without their message) for ``FINISHED_JOB_SECONDS``, so that a test can read
+    how each ended; production deletes them (``test_retention``).
     """
 
     def make(*, smtp_port: int, smtp_host: str = "127.0.0.1", **overrides: Any) -> Settings:
         overrides.setdefault("metrics_port", 0)
+        overrides.setdefault("notifier_finished_job_seconds", FINISHED_JOB_SECONDS)
         overrides.setdefault("link_secret", LINK_SECRET)
         return Settings(
             redis_url=redis_url,

@@ -19,6 +19,7 @@ from saq import Queue, Status
 
 from herald_notifier.cli import quiet_job_lines
 from herald_shared.tasks import enqueue
+from herald_testing.jobs import FINISHED_JOB_SECONDS
 from herald_testing.messages import LINK_SECRET, link_token, welcome_email
 from herald_testing.smtp import serve_smtp
 from herald_testing.waiting import eventually
@@ -71,6 +72,7 @@ async def test_sigterm_lets_the_send_in_flight_finish_then_exits_cleanly(
             "HERALD_SMTP_PORT": str(port),
             "HERALD_LOG_FORMAT": "json",
             "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "3",
+            "HERALD_NOTIFIER_FINISHED_JOB_SECONDS": str(FINISHED_JOB_SECONDS),
             "HERALD_METRICS_PORT": "0",
         }
         process = await asyncio.create_subprocess_exec(

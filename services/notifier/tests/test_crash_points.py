@@ -26,7 +26,7 @@ from herald_notifier.faults import CRASH_STATUS, CrashPoint
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.tasks import SEND_WELCOME_EMAIL
-from herald_testing.jobs import finished, running_worker, wait_for_job
+from herald_testing.jobs import FINISHED_JOB_SECONDS, finished, running_worker, wait_for_job
 from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.processes import running_notifier
 from herald_testing.smtp import ScriptedRelay, serve_smtp
@@ -72,6 +72,7 @@ async def crashed_at(
         "HERALD_QUEUE_NAMESPACE": queue_namespace,
         "HERALD_SMTP_PORT": str(smtp_port),
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "0",
+        "HERALD_NOTIFIER_FINISHED_JOB_SECONDS": str(FINISHED_JOB_SECONDS),
         "HERALD_NOTIFIER_SWEEP_SECONDS": str(SWEEP_SECONDS),
         "HERALD_NOTIFIER_CRASH_AT": point,
     }

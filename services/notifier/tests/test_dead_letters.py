@@ -20,7 +20,7 @@ from herald_notifier.queue import NotifierQueue
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
-from herald_testing.jobs import finished, running_worker, wait_for_job
+from herald_testing.jobs import FINISHED_JOB_SECONDS, finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.ports import free_port
@@ -174,7 +174,9 @@ async def test_malformed_payloads_are_dead_lettered_and_later_mail_still_flows(
 async def test_a_job_swept_with_no_attempt_left_is_dead_lettered_as_stuck(
     redis_url: str, notifier_queue: Queue, dead_letters: DeadLetters
 ) -> None:
-    queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name)
+    queue = NotifierQueue.connect_url(
+        redis_url, name=notifier_queue.name, finished_job_seconds=FINISHED_JOB_SECONDS
+    )
     await queue.connect()
     message = welcome_email(email="ken@example.com")
     job = SEND_WELCOME_EMAIL.job(message)

@@ -31,7 +31,7 @@ from herald_notifier.queue import NotifierQueue
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings
 from herald_shared.tasks import SEND_WELCOME_EMAIL, enqueue
-from herald_testing.jobs import finished, running_worker, wait_for_job
+from herald_testing.jobs import FINISHED_JOB_SECONDS, finished, running_worker, wait_for_job
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.messages import LINK_SECRET, welcome_email
 from herald_testing.smtp import serve_smtp
@@ -102,6 +102,7 @@ async def notifier_process(
         "HERALD_LOG_FORMAT": "json",
         "HERALD_METRICS_PORT": "0",
         "HERALD_NOTIFIER_SHUTDOWN_GRACE_SECONDS": "0",
+        "HERALD_NOTIFIER_FINISHED_JOB_SECONDS": str(FINISHED_JOB_SECONDS),
         **env,
     }
     process = await asyncio.create_subprocess_exec(
@@ -477,7 +478,9 @@ async def test_a_worker_taken_for_dead_that_finishes_late_leaves_the_requeued_jo
     job.heartbeat = 30  # its next beat is 10 s away: it cannot notice the sweep in time
     job.retry_delay = 0.1
     refused = value("herald_notifier_stale_attempt_writes_total", op="finish")
-    sweeper = NotifierQueue.connect_url(redis_url, name=notifier_queue.name)
+    sweeper = NotifierQueue.connect_url(
+        redis_url, name=notifier_queue.name, finished_job_seconds=FINISHED_JOB_SECONDS
+    )
     await sweeper.connect()
 
     with relaying(relay) as port, captured() as logs:

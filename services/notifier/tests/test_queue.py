@@ -12,13 +12,16 @@ from saq.utils import now
 
 from herald_notifier.queue import NotifierQueue
 from herald_shared.tasks import SEND_WELCOME_EMAIL
+from herald_testing.jobs import FINISHED_JOB_SECONDS
 from herald_testing.messages import welcome_email
 
 
 @pytest.fixture
 async def queue(redis_url: str, notifier_queue: Queue) -> AsyncIterator[NotifierQueue]:
     """The notifier's queue on this test's namespace, as a sweeping worker has it."""
-    queue = NotifierQueue.connect_url(redis_url, name=notifier_queue.name)
+    queue = NotifierQueue.connect_url(
+        redis_url, name=notifier_queue.name, finished_job_seconds=FINISHED_JOB_SECONDS
+    )
     await queue.connect()
     yield queue
     await queue.disconnect()

@@ -33,7 +33,8 @@ def test_defaults_suit_the_local_stack() -> None:
     assert settings.notifier_shutdown_grace_seconds == 20
     assert settings.notifier_sweep_seconds == 5
     assert settings.notifier_crash_at is None  # no crash point unless a crash test sets one
-    assert settings.notifier_delivery_record_days == 30
+    assert settings.notifier_delivery_record_days == 7
+    assert settings.notifier_finished_job_seconds == 0  # a finished job is deleted
     assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 9101)
     assert str(settings.verify_url) == "http://localhost:8000/verify-email"
     assert str(settings.reset_url) == "http://localhost:8000/reset-password"

@@ -5,12 +5,16 @@ notifier, so it reads what the notifier and SAQ leave in Redis (the queue name
 carries the deployment's namespace):
 
 - the notifier's delivery record, ``herald:{queue}:delivery:{message_id}``, a
-  string ``sent:...``, ``claimed:...`` or ``unconfirmed:...``;
+  string ``sent:``, ``skipped:`` (completed without a send: its link had
+  expired, or its account was deleted), ``claimed:...`` or ``unconfirmed:``;
+  what stays of a message once its job finished (docs/notifier.md, "Retention");
 - its dead letters, the hash ``herald:{queue}:dead_letters`` (field: message
   id) and its index ``herald:{queue}:dead_letters:by_time``;
 - SAQ's job, ``saq:job:{queue}:{message_id}`` (the job key is the message id,
   see ``herald_shared.tasks.Task.job``), stored as ``json.dumps(job.to_dict())``
-  with ``status`` left out while it is SAQ's default, ``new``; and SAQ's
+  with ``status`` left out while it is SAQ's default, ``new``; the notifier
+  deletes it as it finishes (an older notifier kept it ``complete`` for its
+  ``ttl``, still read as settled); and SAQ's
   ``saq:{queue}:incomplete`` sorted set (every unfinished job, queued, running
   or waiting for a retry) and ``saq:{queue}:active`` list.
 
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SENT_PREFIX",
+    "SKIPPED_PREFIX",
+    "SKIP_UNLESS_SENT",
     "SaqStructure",
     "Standing",
     "dead_letters_index_key",
@@ -83,6 +89,19 @@ def saq_key(queue_name: str, structure: SaqStructure) -> str:
 SENT_PREFIX = b"sent:"
 """How a delivery record that says "the relay accepted it" begins."""
 
+SKIPPED_PREFIX = b"skipped:"
+"""How a delivery record that says "completed, never to be sent" begins (a link that had
+expired, an account deleted): the job that wrote it is gone, the record settles the row."""
+
+SKIP_UNLESS_SENT = """
+local record = redis.call('GET', KEYS[1])
+if record and string.sub(record, 1, 5) == 'sent:' then return 0 end
+redis.call('SET', KEYS[1], 'skipped:', 'PX', ARGV[1])
+return 1
+"""
+"""Lua: make the record (KEYS[1]) ``skipped:`` for ARGV[1] ms unless it says ``sent:``
+(1 if written). Overwrites a claim: an attempt holding one loses its lease and stops."""
+
 
 class Standing(enum.StrEnum):
     """Where one message stands, and so what its outbox row waits for."""
@@ -92,11 +111,13 @@ class Standing(enum.StrEnum):
     DEAD = "dead"
     """A dead letter holds it (and no job of it will run): settle the row as dead."""
     COMPLETED = "completed"
-    """Its job completed without a send (e.g. the link had expired): settled."""
+    """Completed without a send (e.g. the link had expired): its record says ``skipped``
+    (or an older notifier's job is still stored ``complete``). Settled."""
     LIVE = "live"
     """A job of it will still run: wait."""
     MISSING = "missing"
-    """No job, no record, no letter (Redis lost it, or its job expired): push again."""
+    """No job, no ``sent``/``skipped`` record, no letter (Redis lost it, or the record
+    expired before the row was settled): push again."""
     STRANDED = "stranded"
     """A job that will never run again and settled nothing: unfinished but in no list
     (a sweep that died half-way), or failed or aborted without a dead letter. Push again."""
@@ -168,7 +189,8 @@ def standing_of(
         return Standing.LIVE
     if dead_lettered:
         return Standing.DEAD
-    if job_status is Status.COMPLETE:
+    skipped = record is not None and record.startswith(SKIPPED_PREFIX)
+    if skipped or job_status is Status.COMPLETE:
         return Standing.COMPLETED
     if job_status is None:
         return Standing.MISSING

@@ -67,6 +67,13 @@ class Task(Generic[M]):
     - ``retry_delay`` / ``retry_backoff``: SAQ's full-jitter exponential
       backoff: before attempt ``k + 1`` it waits ``U(0, min(retry_backoff,
       retry_delay * 2 ** (k - 1)))`` seconds.
+    - ``ttl``: how long SAQ keeps a finished job, message included. The
+      notifier does not honour it: it deletes a finished job (or keeps it
+      without its message, ``HERALD_NOTIFIER_FINISHED_JOB_SECONDS``) and its
+      delivery record is what stays. 10 min bounds the address and name an
+      older notifier (before issue 13) keeps during a rolling deploy, and is
+      still longer than the outbox reconciliation takes to read its ``complete``
+      (docs/notifier.md, "Retention").
     """
 
     name: str
@@ -77,7 +84,7 @@ class Task(Generic[M]):
     heartbeat: int
     retry_delay: float
     retry_backoff: float
-    ttl: int = 7 * 24 * 3600
+    ttl: int = 600
 
     def job(self, message: M) -> Job:
         """The SAQ job carrying ``message``; its key is the message id."""

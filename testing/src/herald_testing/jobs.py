@@ -10,6 +10,10 @@ from typing import Any
 from saq import Job, Queue, Worker
 from saq.job import TERMINAL_STATUSES
 
+FINISHED_JOB_SECONDS = 600
+"""How long the notifier tests' queues keep a finished job readable (without its message),
+so that a test can read how each ended; a production notifier deletes it at once."""
+
 
 @contextlib.asynccontextmanager
 async def running_worker(saq_settings: Mapping[str, Any]) -> AsyncIterator[Worker[Any]]:

@@ -8,24 +8,29 @@ Redis that holds the jobs. Its value is the message's state:
   ``lease_until_ms`` (Redis time), which the attempt's heartbeat pushes
   forward (``herald_notifier.consumer.Lease``). A live claim makes every other
   attempt back off: never two concurrent sends of one message.
-- ``sent:{iso timestamp}``: the relay accepted it (250 to DATA). Any later
-  attempt acknowledges its job without sending.
-- ``unconfirmed:{owner}:{ms}``: the attempt sent DATA and never heard the
-  reply (connection lost, timeout, cancelled): the relay may have the message.
+- ``sent:``: the relay accepted it (250 to DATA). Any later attempt
+  acknowledges its job without sending.
+- ``skipped:``: it is never to be sent (its link had expired when an attempt
+  ran, or its account was deleted); any later attempt ends its job unsent.
+- ``unconfirmed:``: an attempt sent DATA and never heard the reply
+  (connection lost, timeout, cancelled): the relay may have the message.
 
-Records expire after ``HERALD_NOTIFIER_DELIVERY_RECORD_DAYS``. Why a lease in
-the value, and the window between the relay's 250 and the ``sent`` record
-that cannot be closed: docs/notifier.md ("Delivery records").
+The values that outlive a job say their state and nothing else (no time, no
+owner: no code reads one, and the record's TTL tells when it was written): what
+stays of a message is ``MEMORY USAGE`` 136 bytes. Records expire after
+``HERALD_NOTIFIER_DELIVERY_RECORD_DAYS``. Why a lease in the value, the window
+between the relay's 250 and the ``sent`` record that cannot be closed, and why
+7 days: docs/notifier.md ("Delivery records", "Retention").
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from herald_shared.ledger import delivery_record_prefix
+from herald_shared.ledger import SKIP_UNLESS_SENT, delivery_record_prefix
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -37,6 +42,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local outcome = 'claimed'
 if record then
   if string.sub(record, 1, 5) == 'sent:' then return {'sent', record} end
+  if string.sub(record, 1, 8) == 'skipped:' then return {'skipped', record} end
   if string.sub(record, 1, 12) == 'unconfirmed:' then
     outcome = 'unconfirmed'
   else
@@ -67,8 +73,7 @@ if not record or string.sub(record, 1, #prefix) ~= prefix then return 0 end
 if ARGV[2] == 'release' then
   redis.call('DEL', KEYS[1])
 else
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[1], 'unconfirmed:' .. ARGV[1] .. ':' .. t[1] .. '000', 'PX', ARGV[3])
+  redis.call('SET', KEYS[1], 'unconfirmed:', 'PX', ARGV[3])
 end
 return 1
 """
@@ -87,6 +92,8 @@ class Outcome(enum.StrEnum):
     """Another attempt holds a live claim: not ours, try later."""
     SENT = "sent"
     """Already sent: nothing to do."""
+    SKIPPED = "skipped"
+    """Never to be sent (its link expired, its account was deleted): nothing to do."""
 
     @property
     def ours(self) -> bool:
@@ -123,6 +130,7 @@ class DeliveryRecords:
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._end = redis.register_script(_END)
+        self._skip = redis.register_script(SKIP_UNLESS_SENT)
 
     def key(self, message_id: object) -> str:
         """The Redis key of ``message_id``'s record."""
@@ -159,12 +167,18 @@ class DeliveryRecords:
         )
         return bool(renewed)
 
-    async def mark_sent(self, claim: Claim, *, at: datetime | None = None) -> None:
+    async def mark_sent(self, claim: Claim) -> None:
         """Record the message as sent: one unconditional ``SET``, so that
         nothing but one round trip follows the relay's 250."""
-        stamp = (at or datetime.now(UTC)).isoformat(timespec="milliseconds")
-        await self.redis.set(claim.key, f"sent:{stamp}", px=self.record_ttl_ms)
+        await self.redis.set(claim.key, "sent:", px=self.record_ttl_ms)
         claim.settled = True
+
+    async def mark_skipped(self, message_id: object) -> bool:
+        """Record ``message_id`` as completed unsent (its link had expired), unless it
+        was sent: the outbox settles its row by this once the job is gone. ``True`` if
+        written."""
+        written = await self._skip(keys=[self.key(message_id)], args=[self.record_ttl_ms])
+        return bool(written)
 
     async def release(self, claim: Claim) -> bool:
         """Drop the claim if it is still ours: the message was not sent and the

@@ -10,7 +10,7 @@ that point: delivered once, or delivered and counted as a possible duplicate.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 from herald_notifier.delivery import Claim, DeliveryRecords
@@ -71,7 +71,7 @@ class CrashingDeliveryRecords(DeliveryRecords):
             self.faults.reach("after_claim", message_id=str(message_id))
         return claim
 
-    async def mark_sent(self, claim: Claim, *, at: datetime | None = None) -> None:
+    async def mark_sent(self, claim: Claim) -> None:
         self.faults.reach("after_smtp_accept")
-        await super().mark_sent(claim, at=at)
+        await super().mark_sent(claim)
         self.faults.reach("after_mark")

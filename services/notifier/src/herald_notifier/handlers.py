@@ -2,10 +2,11 @@
 it once per row of ``herald_notifier.catalogue``), and the resources it finds
 in SAQ's ctx.
 
-Its result, which SAQ keeps as the job's: ``sent``, ``duplicate_suppressed``
-(an earlier attempt had sent it) or ``link_expired`` (its link had expired:
-nothing sent, no retry). A failure raises instead. Why: docs/notifier.md
-("Results and failures").
+Its result, which SAQ reports as the job's: ``sent``, ``duplicate_suppressed``
+(an earlier attempt had sent it), ``link_expired`` (its link had expired:
+nothing sent, no retry; its delivery record says ``skipped``) or ``skipped``
+(its record said so: the account was deleted). A failure raises instead. Why:
+docs/notifier.md ("Results and failures").
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ async def send_email(ctx: dict[str, Any], message: AccountEmail) -> str:
     now = datetime.now(UTC)
     link = link_of(message)
     if link is not None and link.expires_at <= now:
-        # Before any claim: nothing is sent, so nothing is recorded.
+        # Before any claim, nothing sent. The job is deleted as it completes: the
+        # record is what tells the outbox this message is settled (docs, "Retention").
+        await resources.deliveries.mark_skipped(message.message_id)
         return skip_expired(link, recipient_domain=domain)
     try:
         email = resources.renderer.render(message, now=now)
@@ -132,13 +135,15 @@ async def deliver(
     recipient_domain: str,
 ) -> str:
     """Claim ``message``, send ``email``, record it sent (see
-    ``herald_notifier.delivery``); what became of it: ``sent`` or
-    ``duplicate_suppressed``."""
+    ``herald_notifier.delivery``); what became of it: ``sent``,
+    ``duplicate_suppressed`` or ``skipped``."""
     lease = lease_of(ctx)
     deliveries = resources.deliveries
     claim = await _claim(ctx, deliveries, message, recipient_domain=recipient_domain)
     if claim.outcome == Outcome.SENT:
         return "duplicate_suppressed"
+    if claim.outcome == Outcome.SKIPPED:
+        return "skipped"
     if lease is not None:
         lease.keep(lambda: deliveries.renew(claim))
     await _send(ctx, resources, claim, email, recipient_domain=recipient_domain)
@@ -154,7 +159,7 @@ async def _claim(
     ctx: dict[str, Any], deliveries: DeliveryRecords, message: Message, *, recipient_domain: str
 ) -> Claim:
     """Claim ``message`` for this attempt; raises ``ClaimHeldError`` if another
-    attempt holds it. A claim found ``sent`` is returned (nothing to do)."""
+    attempt holds it. A claim found ``sent`` or ``skipped`` is returned (nothing to do)."""
     lease = lease_of(ctx)
     claim = await deliveries.claim(
         message.message_id,
@@ -166,6 +171,9 @@ async def _claim(
         log.info(
             "email.duplicate_suppressed", record=claim.previous, recipient_domain=recipient_domain
         )
+    elif claim.outcome == Outcome.SKIPPED:
+        EMAILS_SKIPPED.labels("recorded_skipped").inc()
+        log.info("email.skipped", reason="recorded_skipped", recipient_domain=recipient_domain)
     elif claim.outcome == Outcome.HELD:
         CLAIM_CONFLICTS.inc()
         log.info("email.claim_held", holder=claim.previous, recipient_domain=recipient_domain)

@@ -62,10 +62,12 @@ EMAIL_SEND_SECONDS = Histogram(
 EMAILS_SKIPPED = Counter(
     "herald_notifier_emails_skipped_total",
     "Jobs completed without sending their email, by reason: link_expired (its "
-    "verification or reset link had expired when the attempt started).",
+    "verification or reset link had expired when the attempt started), recorded_skipped "
+    "(its delivery record says skipped: its account was deleted, or another attempt found "
+    "its link expired).",
     ["reason"],
 )
-SKIP_REASONS = ("link_expired",)
+SKIP_REASONS = ("link_expired", "recorded_skipped")
 DUPLICATES_SUPPRESSED = Counter(
     "herald_notifier_duplicates_suppressed_total",
     "Jobs whose message was already sent: acknowledged without sending again.",

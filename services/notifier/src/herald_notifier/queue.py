@@ -3,6 +3,9 @@ state made in one step (``herald_notifier.saq_redis.JobStore``), and the
 notifier's "never lost" at the points where SAQ decides a job's fate:
 
 - ``finish``: a job failing for good is failed and dead-lettered in one step;
+  a finished job is deleted (or kept ``finished_job_seconds`` without its
+  message): what stays of a message is its delivery record (docs/notifier.md,
+  "Retention");
 - ``finish`` and ``retry`` change the job only while it is still the ending
   attempt's (a late write is refused and counted);
 - ``retry``: a shutdown's cancellation does not spend an attempt;
@@ -48,19 +51,36 @@ class NotifierQueue(RedisQueue):
     """SAQ's Redis queue, changing jobs in one step and dead-lettering what
     fails for good (see module docs)."""
 
-    def __init__(self, redis: Redis, *, name: str, faults: Faults = NO_FAULTS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        name: str,
+        faults: Faults = NO_FAULTS,
+        finished_job_seconds: int = 0,
+    ) -> None:
+        """``finished_job_seconds``: how long a finished job stays readable (its
+        status, result, attempts; never its message); 0 deletes it as it finishes."""
         super().__init__(redis, name=name)
         self.faults = faults
+        self.finished_job_seconds = finished_job_seconds
         self.store = JobStore(self)
         self.dead_letters = DeadLetters(redis, queue_name=name)
         self._suspects: set[str] = set()
 
     @classmethod
-    def connect_url(cls, url: str, *, name: str, faults: Faults = NO_FAULTS) -> NotifierQueue:
+    def connect_url(
+        cls, url: str, *, name: str, faults: Faults = NO_FAULTS, finished_job_seconds: int = 0
+    ) -> NotifierQueue:
         """A queue on the Redis at ``url`` (not yet connected)."""
         from redis import asyncio as aioredis  # noqa: PLC0415  (as SAQ's from_url)
 
-        return cls(aioredis.from_url(url), name=name, faults=faults)
+        return cls(
+            aioredis.from_url(url),
+            name=name,
+            faults=faults,
+            finished_job_seconds=finished_job_seconds,
+        )
 
     async def dequeue(
         self,
@@ -173,6 +193,8 @@ class NotifierQueue(RedisQueue):
             result=result,
             error=error,
             letter=self._letter_write(letter) if letter is not None else None,
+            # Not the job's own ttl (the producer's): deleted unless kept a while.
+            keep_seconds=self.finished_job_seconds or -1,
         )
         if not outcome.done:
             return False

@@ -2,8 +2,8 @@
 lays a job out in Redis, and what SAQ's worker state says about a running job.
 
 - ``JobStore``: each change of a job's state in one Lua script (re-queue,
-  finish with its dead letter), only if the stored job is still what the
-  caller expects;
+  finish with its dead letter, the finished job kept without its message or
+  deleted), only if the stored job is still what the caller expects;
 - ``touch``: the heartbeat, as a compare-and-set;
 - ``worker_cancel_cause``: why SAQ's worker cancels an attempt.
 
@@ -195,17 +195,24 @@ class JobStore:
         result: Any = None,
         error: str | None = None,
         letter: LetterWrite | None = None,
+        keep_seconds: int | None = None,
     ) -> Finished:
         """End ``job`` with ``status`` (``Queue.finish``'s fields), storing
-        ``letter`` in the same step, if the stored job is ``expected``."""
+        ``letter`` in the same step, if the stored job is ``expected``.
+
+        The finished job is stored without its kwargs (the message: address and
+        name), for ``keep_seconds`` with SAQ's ``ttl`` meaning (> 0: that long, 0:
+        forever, -1: deleted at once); ``None``: the job's own ``ttl``.
+        """
         job.status = status
         job.result = result
         job.error = error
         job.completed = now()
         if status == Status.COMPLETE:
             job.progress = 1.0
+        ttl = job.ttl if keep_seconds is None else keep_seconds
         keys = [job.id, self.active, self.incomplete]
-        args: list[Any] = [*_guard(expected), self.queue.serialize(job), job.ttl, status.value]
+        args: list[Any] = [*_guard(expected), self._without_kwargs(job), ttl, status.value]
         if letter is not None:
             keys += [letter.letters_key, letter.index_key]
             args += [letter.message_id, letter.letter_json, letter.failed_at]
@@ -213,6 +220,13 @@ class JobStore:
         if not outcome:
             return Finished(done=False)
         return Finished(done=True, letter_added=bool(outcome[1]))
+
+    def _without_kwargs(self, job: Job) -> bytes | str:
+        kwargs, job.kwargs = job.kwargs, None
+        try:
+            return self.queue.serialize(job)
+        finally:
+            job.kwargs = kwargs
 
 
 def _guard(expected: Expected) -> list[str | bytes]:

@@ -84,10 +84,21 @@ class Settings(CommonSettings):
         "part of how soon a crashed worker's jobs run again.",
     )
     notifier_delivery_record_days: int = Field(
-        default=30,
+        default=7,
         ge=1,
-        description="Days a delivery record (sent, or a crashed claim) is kept: a redelivery of "
-        "a message within this window is never sent twice.",
+        description="Days a delivery record (sent, skipped, or a crashed claim) is kept: a "
+        "redelivery of a message within this window is never sent twice, and the API's outbox "
+        "settles a row by its record. Keep it above the longest the scheduler's reconciliation "
+        "may be down: a record gone before its row is settled costs one more send "
+        "(docs/notifier.md, Retention).",
+    )
+    notifier_finished_job_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="Seconds a finished job stays readable in Redis (status, result, attempts, "
+        "failure note; never its message, address or name), e.g. for SAQ's web UI while "
+        "debugging; 0 deletes it as it finishes. What stays of a sent email is its delivery "
+        "record.",
     )
     notifier_shutdown_grace_seconds: int = Field(
         default=20,

@@ -38,6 +38,7 @@ def connect_queue(settings: Settings) -> NotifierQueue:
         settings.redis_url,
         name=queues.queue_name(queues.NOTIFIER, namespace=settings.queue_namespace),
         faults=Faults(settings.notifier_crash_at),
+        finished_job_seconds=settings.notifier_finished_job_seconds,
     )
 
 

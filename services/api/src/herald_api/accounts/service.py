@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, NamedTuple
 
 import structlog
@@ -355,8 +355,9 @@ class AccountService:
 
     async def delete_account(self, user: User, *, password: str) -> None:
         """Delete ``user``'s account, its link tokens and its outbox messages once
-        ``password`` is confirmed. Raises ``WrongPasswordError`` when it is another one
-        (or it changed meanwhile: the account is then left as it is)."""
+        ``password`` is confirmed, then what Redis holds of it (``Dispatcher.forget``).
+        Raises ``WrongPasswordError`` when it is another one (or it changed meanwhile:
+        the account is then left as it is)."""
         confirmed = await self.confirm_password(user, password)
         user_id = confirmed.user_id
         async with self.sessions() as session:
@@ -369,10 +370,19 @@ class AccountService:
                 raise WrongPasswordError
             # No index on the payload: deletions are rare, and one would cost every signup.
             dropped = await session.exec(
-                delete(OutboxMessage).where(OutboxMessage.payload["user_id"].astext == str(user_id))
+                delete(OutboxMessage)
+                .where(OutboxMessage.payload["user_id"].astext == str(user_id))
+                .returning(col(OutboxMessage.message_id))
             )
+            message_ids = list(dropped.scalars())
             await session.commit()
-        log.info("user.deleted", user_id=str(user_id), outbox_messages_deleted=dropped.rowcount)
+        forgotten = await self.dispatcher.forget(user_id=user_id, message_ids=message_ids)
+        log.info(
+            "user.deleted",
+            user_id=str(user_id),
+            outbox_messages_deleted=len(message_ids),
+            **(asdict(forgotten) if forgotten is not None else {}),
+        )
 
     async def _commit_and_publish(
         self, session: AsyncSession, message: AccountEmail, *, event: str, user_id: uuid.UUID

@@ -9,18 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import suppress
 
 import structlog
 from redis.exceptions import RedisError
 from saq import Job, Queue
+from saq.queue.redis import RedisQueue
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.core.db import DATABASE_ERRORS
 from herald_api.core.errortext import describe
 from herald_api.outbox import table as outbox
+from herald_api.outbox.forget import Forgotten, forget_messages
 from herald_api.outbox.metrics import MESSAGES_ENQUEUE_FAILED, MESSAGES_ENQUEUED
 from herald_shared.messages import Message
 from herald_shared.tasks import enqueue, task_for
@@ -176,6 +178,40 @@ class Dispatcher:
         )
         self.marks.add(message.message_id)
         return True
+
+    async def forget(
+        self, *, user_id: uuid.UUID, message_ids: Sequence[uuid.UUID]
+    ) -> Forgotten | None:
+        """After a deleted account's commit, forget in Redis what it still holds of
+        ``user_id``: its messages (``message_ids``, from its deleted outbox rows) and dead
+        letters (``herald_api.outbox.forget``). ``None`` if Redis failed: logged, never
+        raised (the deletion committed)."""
+        total = Forgotten()
+        try:
+            for queue in self.queues.values():
+                if not isinstance(queue, RedisQueue):
+                    continue
+                async with asyncio.timeout(self.timeout_seconds):
+                    done = await forget_messages(
+                        queue.redis, queue_name=queue.name, user_id=user_id, message_ids=message_ids
+                    )
+                total = Forgotten(
+                    jobs_deleted=total.jobs_deleted + done.jobs_deleted,
+                    jobs_running=total.jobs_running + done.jobs_running,
+                    dead_letters_deleted=total.dead_letters_deleted + done.dead_letters_deleted,
+                )
+        except Exception as exc:
+            # Its queued jobs may still be sent, and its dead letters stay, until an
+            # operator deletes them (the log says whose).
+            log.error(
+                "user.redis_forget_failed",
+                user_id=str(user_id),
+                messages=len(message_ids),
+                error=describe(exc),
+                exc_info=not isinstance(exc, PUSH_ERRORS),
+            )
+            return None
+        return total
 
     async def _push(self, queue: Queue, message: Message) -> Job | None:
         """``enqueue`` with a timeout, paused for a while after a failure."""
