@@ -97,7 +97,7 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
         raise SimulatedCrashError(status)
 
     monkeypatch.setattr(os, "_exit", crash)
-    hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1)
+    hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1, queue_depth=4)
     dispatcher = CrashingDispatcher(
         {queues.NOTIFIER: notifier_queue},
         marks=RelayedMarks(sessions),

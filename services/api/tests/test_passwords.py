@@ -15,7 +15,7 @@ PASSWORD = "correct horse battery staple"
 
 @pytest.fixture
 def hasher() -> Iterator[PasswordHasher]:
-    hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1)
+    hasher = PasswordHasher(memory_kib=19_456, time_cost=2, parallelism=1, workers=1, queue_depth=4)
     yield hasher
     hasher.close()
 

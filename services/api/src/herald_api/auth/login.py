@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api.auth.models import User
 from herald_api.auth.passwords import PasswordHasher
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
+from herald_api.core.admission import OverloadedError
 from herald_api.core.db import DATABASE_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -99,9 +100,14 @@ async def _rehash(
 ) -> None:
     """Store a hash of ``password`` with today's parameters, unless it changed meanwhile.
 
-    Best effort: the login goes on if this fails, and the next one tries again.
+    Best effort: the login goes on if this fails, and the next one tries again; with
+    the hash queue full it is not even tried (the login's own hash was admitted).
     """
-    new_hash = await hasher.hash(password)
+    try:
+        new_hash = await hasher.hash(password)
+    except OverloadedError:
+        log.info("login.rehash_deferred", user_id=str(user_id))
+        return
     # Only over the hash just verified: a password change committed meanwhile wins.
     statement = (
         update(User)

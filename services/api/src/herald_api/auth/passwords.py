@@ -1,20 +1,28 @@
 """Password hashing and verification with argon2id, off the event loop.
 
 argon2-cffi releases the GIL while hashing, so a thread pool sized to the CPU
-count hashes in parallel; its queue bounds the work, so an overload raises
-latency for everyone instead of starving the loop.
+count hashes in parallel. Hashes running or waiting are bounded (workers + queue
+depth): past the bound a hash is refused at once with ``OverloadedError`` (a 503),
+so an overload sheds requests instead of raising everyone's latency without end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import structlog
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from herald_api.core.admission import OverloadedError
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +34,10 @@ def _encode(password: str) -> bytes:
 
 
 class PasswordHasher:
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, workers: int) -> None:
+    def __init__(
+        self, *, memory_kib: int, time_cost: int, parallelism: int, workers: int, queue_depth: int
+    ) -> None:
+        """``workers`` threads hash; at most ``queue_depth`` more hashes wait for them."""
         self._argon2 = Argon2Hasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -34,18 +45,22 @@ class PasswordHasher:
             type=Type.ID,
         )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        # Taken on the event loop, given back by the thread that ran (or the shutdown that
+        # cancelled) the hash: a request abandoned meanwhile does not free a slot its hash
+        # still occupies.
+        self._slots = threading.BoundedSemaphore(workers + queue_depth)
         # A hash of nothing anyone knows, with today's parameters: verifying
         # against it costs what verifying a real user's password costs.
         self._dummy_hash = self._argon2.hash(secrets.token_urlsafe(32))
 
     async def hash(self, password: str) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._argon2.hash, password)
+        """The argon2id hash of ``password``; ``OverloadedError`` if the hash queue is full."""
+        return await self._run(self._argon2.hash, password)
 
     async def verify(self, hash: str, password: str) -> bool:
-        """Whether ``password`` is the one ``hash`` was made from."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._verify, hash, password)
+        """Whether ``password`` is the one ``hash`` was made from; ``OverloadedError`` if
+        the hash queue is full."""
+        return await self._run(self._verify, hash, password)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend what ``verify`` spends, for a login whose user does not exist.
@@ -77,6 +92,20 @@ class PasswordHasher:
             or stored.hash_len < current.hash_len
             or stored.salt_len < current.salt_len
         )
+
+    async def _run(self, work: Callable[..., T], *args: str) -> T:
+        if not self._slots.acquire(blocking=False):
+            raise OverloadedError("hash")
+        try:
+            future = self._executor.submit(work, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    def _release(self, _: Future[Any]) -> None:
+        self._slots.release()
 
     def _verify(self, hash: str, password: str) -> bool:
         try:

@@ -12,7 +12,7 @@ from herald_api.auth.deps import AuthDep, RateLimitsDep
 from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
 from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
 from herald_api.auth.schemas import AccessToken, Email
-from herald_api.core.errors import BODY_TOO_LARGE, DATABASE_UNAVAILABLE
+from herald_api.core.errors import BODY_TOO_LARGE, UNAVAILABLE_RESPONSES
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -34,7 +34,7 @@ LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     status.HTTP_413_CONTENT_TOO_LARGE: {"description": BODY_TOO_LARGE},
     **RATE_LIMIT_RESPONSES,
-    status.HTTP_503_SERVICE_UNAVAILABLE: {"description": DATABASE_UNAVAILABLE},
+    **UNAVAILABLE_RESPONSES,
 }
 
 

@@ -35,6 +35,7 @@ async def open_auth(infrastructure: Infrastructure) -> AsyncIterator[Auth]:
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
         workers=settings.hash_workers,
+        queue_depth=settings.hash_queue_depth,
     )
     rate_limiter = RateLimiter.from_settings(settings)
     if not settings.rate_limits_enabled:

@@ -17,7 +17,8 @@ from herald_api.core.settings import Settings
 
 CONNECTIVITY_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.DBAPIError,  # OperationalError, InterfaceError, or any with connection_invalidated
-    sa_exc.TimeoutError,  # no pooled connection became free in time
+    # Not sa_exc.TimeoutError (no pooled connection became free in time): the pool is
+    # exhausted, PostgreSQL may be fine; admission sheds the request.
     # asyncpg's own errors reach us unwrapped while a connection is being opened.
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
@@ -37,12 +38,35 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    """The engine of every session: at most pool size + overflow connections, and a
+    request waits at most the pool timeout for one (then ``sa_exc.TimeoutError``, shed)."""
+    return _engine(
+        settings,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
+
+
+def create_probe_engine(settings: Settings) -> AsyncEngine:
+    """An engine of one connection for /health/ready alone, so that a readiness probe
+    never waits for (or takes) a connection of the requests' pool."""
+    return _engine(
+        settings, pool_size=1, max_overflow=0, pool_timeout=settings.readiness_timeout_seconds
+    )
+
+
+def _engine(
+    settings: Settings, *, pool_size: int, max_overflow: int, pool_timeout: float
+) -> AsyncEngine:
     connect_args: dict[str, Any] = {"timeout": settings.database_connect_timeout_seconds}
     if settings.database_pooler == "transaction":
         connect_args |= TRANSACTION_POOLER_CONNECT_ARGS
     return create_async_engine(
         settings.sqlalchemy_url,
-        pool_size=settings.database_pool_size,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         # A statement's error must never carry its parameters (a password hash)
         # into a log line or an error body.

@@ -1,9 +1,11 @@
 """Error answers of every room: a 422 that never echoes its input (a password), a 503
-with ``Retry-After`` when PostgreSQL is unreachable (nothing was written), and a 4xx that
-says why for a body the API cannot read (413, 415, 400), never a 500.
+with ``Retry-After`` when PostgreSQL is unreachable (nothing was written) or the server
+is busy (``admission``), and a 4xx that says why for a body the API cannot read (413,
+415, 400), never a 500.
 
-Routes that take a body document these with ``BODY_RESPONSES``; the domains install
-handlers of their own errors (``auth.http``: 429; ``accounts.http``: the wrong password).
+Routes that take a body document these with ``BODY_RESPONSES``, routes that hash or use
+the database ``UNAVAILABLE_RESPONSES``; the domains install handlers of their own errors
+(``auth.http``: 429; ``accounts.http``: the wrong password).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from herald_api.core import admission
 from herald_api.core.db import CONNECTIVITY_ERRORS, is_unavailable
 from herald_api.core.errortext import describe
 
@@ -45,6 +48,18 @@ BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: {"description": NOT_JSON},
 }
 """The answers of every route that reads a JSON body, for its ``responses=``."""
+
+UNAVAILABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "description": "Nothing was done; try again after Retry-After seconds. Either the "
+        "server is busy: more password hashes or database connections are waiting than "
+        f'it takes on, answered at once ("{admission.OVERLOADED}"); or the accounts '
+        f'database is unreachable ("{DATABASE_UNAVAILABLE}").',
+        "headers": admission.RETRY_AFTER_HEADER,
+    }
+}
+"""The answer of every route that hashes a password or opens a database session (it
+may be shed, ``admission``), for its ``responses=``."""
 
 log = structlog.get_logger(__name__)
 
@@ -114,8 +129,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    """Install the handlers of validation, body and database errors."""
+    """Install the handlers of validation, body, database and overload errors."""
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for error in CONNECTIVITY_ERRORS:
         app.add_exception_handler(error, database_unavailable)
+    admission.install(app)

@@ -1,4 +1,5 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes. Neither waits for a password hash or a connection of
+the requests' pool, so both answer at once however loaded the API is."""
 
 from __future__ import annotations
 
@@ -25,11 +26,16 @@ async def live() -> dict[str, str]:
     responses={status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "A dependency is down."}},
 )
 async def ready(infrastructure: InfrastructureDep, response: Response) -> dict[str, Any]:
-    """PostgreSQL and Redis both answer."""
+    """PostgreSQL and Redis both answer.
+
+    PostgreSQL is asked on a connection of the probe's own, never one of the requests'
+    pool: a process shedding load (503 at once) is still ready, and taking it out of the
+    load balancer would only send its share to the others.
+    """
     timeout = infrastructure.settings.readiness_timeout_seconds
 
     async def postgres() -> None:
-        async with infrastructure.engine.connect() as conn:
+        async with infrastructure.probe_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def redis() -> None:

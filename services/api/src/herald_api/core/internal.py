@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 
 from herald_api.core.deps import InternalAuthDep
-from herald_api.core.errors import require_json_body
+from herald_api.core.errors import UNAVAILABLE_RESPONSES, require_json_body
 from herald_shared import internal_api
 from herald_shared.internal_api import Deleted, OlderThan
 
@@ -23,8 +23,13 @@ AUTH_RESPONSES: dict[int | str, dict[str, str]] = {
 
 
 def internal_router() -> APIRouter:
-    """A router of internal endpoints (each room that has some makes its own)."""
-    return APIRouter(prefix=internal_api.PREFIX, tags=["internal"], responses=AUTH_RESPONSES)
+    """A router of internal endpoints (each room that has some makes its own); each may
+    be shed (503) like any route that opens a database session."""
+    return APIRouter(
+        prefix=internal_api.PREFIX,
+        tags=["internal"],
+        responses={**AUTH_RESPONSES, **UNAVAILABLE_RESPONSES},
+    )
 
 
 async def _authorized_json(_: InternalAuthDep, request: Request) -> None:

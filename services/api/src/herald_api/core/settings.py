@@ -34,6 +34,11 @@ def parse_limits(value: str) -> list[RateLimitItem]:
     return items
 
 
+HASH_QUEUE_PER_WORKER = 4
+"""Default waiting hashes per hash thread: an accepted request waits for at most 4 hashes
+per thread before its own, about 5 x 35 ms on 2 cores (docs/api.md, "Overload")."""
+
+
 class Settings(CommonSettings):
     """The API's settings: ``CommonSettings`` (Redis, namespace, logs, metrics) and its own."""
 
@@ -72,6 +77,18 @@ class Settings(CommonSettings):
         "creates the database and holds one transaction for the whole migration). Unset: "
         "HERALD_DATABASE_URL, which is refused when HERALD_DATABASE_POOLER=transaction.",
     )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="Connections opened beyond the pool size while it is all in use (closed "
+        "again when returned); pool size + overflow is the most this process opens.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=0.025,
+        ge=0,
+        description="How long a request waits for a pooled connection when every one is in "
+        "use before it is shed: 503 with Retry-After (admission control; 0: no wait).",
+    )
     database_connect_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
@@ -82,6 +99,13 @@ class Settings(CommonSettings):
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
         description="Threads hashing passwords (argon2id is CPU-bound; default: CPU count).",
+    )
+    hash_queue_depth: int = Field(
+        default_factory=lambda data: HASH_QUEUE_PER_WORKER * data["hash_workers"],
+        ge=0,
+        description="Password hashes that may wait for a hash thread (default: 4 per "
+        "HERALD_HASH_WORKERS). A request needing a hash past them is shed at once: 503 "
+        "with Retry-After (admission control).",
     )
     argon2_memory_kib: int = Field(
         default=19_456, ge=19_456, description="argon2id memory cost (OWASP minimum: 19 MiB)."

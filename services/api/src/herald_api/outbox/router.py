@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import HTTPException, status
 
 from herald_api.core.deps import InfrastructureDep
-from herald_api.core.errors import BODY_RESPONSES
+from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES
 from herald_api.core.internal import Authorized, Deleted, OlderThan, internal_router
 from herald_api.outbox import table
 from herald_api.outbox.deps import OutboxDep
@@ -16,9 +18,13 @@ from herald_shared.internal_api import PURGE_OUTBOX, RECONCILE_OUTBOX, Reconcile
 router = internal_router()
 
 
-RECONCILE_RESPONSES: dict[int | str, dict[str, str]] = BODY_RESPONSES | {
-    status.HTTP_503_SERVICE_UNAVAILABLE: {
-        "description": "Redis failed during the pass; what was done before is kept."
+_UNAVAILABLE = UNAVAILABLE_RESPONSES[status.HTTP_503_SERVICE_UNAVAILABLE]
+
+RECONCILE_RESPONSES: dict[int | str, dict[str, Any]] = BODY_RESPONSES | {
+    status.HTTP_503_SERVICE_UNAVAILABLE: _UNAVAILABLE
+    | {
+        "description": "Redis failed during the pass; what was done before is kept. "
+        + _UNAVAILABLE["description"]
     }
 }
 

@@ -19,7 +19,7 @@ from herald_api.auth import CurrentUserDep, RateLimitsDep
 from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
 from herald_api.auth.schemas import AccessToken
 from herald_api.core.background import after_response
-from herald_api.core.errors import BODY_RESPONSES, DATABASE_UNAVAILABLE, require_json_body
+from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES, require_json_body
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -34,7 +34,7 @@ UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
         "no longer exists.",
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
-    status.HTTP_503_SERVICE_UNAVAILABLE: {"description": DATABASE_UNAVAILABLE},
+    **UNAVAILABLE_RESPONSES,
 }
 
 CONFIRMED_BY_PASSWORD: dict[int | str, dict[str, Any]] = {

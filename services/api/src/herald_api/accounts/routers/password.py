@@ -10,7 +10,7 @@ from herald_api.accounts.service import LinkInvalidError
 from herald_api.auth import RateLimitsDep
 from herald_api.auth.http import RATE_LIMIT_RESPONSES
 from herald_api.core.background import after_response
-from herald_api.core.errors import BODY_RESPONSES, require_json_body
+from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES, require_json_body
 
 router = APIRouter(prefix="/auth/password", tags=["auth"])
 
@@ -56,6 +56,7 @@ async def forgot_password(
         status.HTTP_400_BAD_REQUEST: {"description": RESET_LINK_INVALID},
         **BODY_RESPONSES,
         **RATE_LIMIT_RESPONSES,
+        **UNAVAILABLE_RESPONSES,
     },
     dependencies=[Depends(require_json_body)],
 )

@@ -8,7 +8,7 @@ from herald_api.accounts.deps import AccountServiceDep
 from herald_api.accounts.schemas import Accepted, UserCreate
 from herald_api.auth import RateLimitsDep
 from herald_api.auth.http import RATE_LIMIT_RESPONSES
-from herald_api.core.errors import BODY_RESPONSES, require_json_body
+from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES, require_json_body
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -18,7 +18,7 @@ SIGNUP_ACCEPTED = "Check your inbox: we sent an email to this address."
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**BODY_RESPONSES, **RATE_LIMIT_RESPONSES},
+    responses={**BODY_RESPONSES, **RATE_LIMIT_RESPONSES, **UNAVAILABLE_RESPONSES},
     dependencies=[Depends(require_json_body)],
 )
 async def create_user(

@@ -10,7 +10,7 @@ from herald_api.accounts.service import AddressTakenError, LinkInvalidError
 from herald_api.auth import RateLimitsDep
 from herald_api.auth.http import RATE_LIMIT_RESPONSES
 from herald_api.core.background import after_response
-from herald_api.core.errors import BODY_RESPONSES, require_json_body
+from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES, require_json_body
 
 router = APIRouter(prefix="/auth/verify", tags=["auth"])
 
@@ -28,6 +28,7 @@ RESEND_ACCEPTED = (
         status.HTTP_400_BAD_REQUEST: {"description": LINK_INVALID},
         status.HTTP_409_CONFLICT: {"description": ADDRESS_TAKEN},
         **BODY_RESPONSES,
+        **UNAVAILABLE_RESPONSES,
     },
     dependencies=[Depends(require_json_body)],
 )
