@@ -49,6 +49,9 @@ def behind_pooler(settings: Settings, pooled_url: str, *, pooler: str) -> Settin
             "database_pooler": pooler,
             "database_pool_size": 6,
             "migration_database_url": str(settings.database_url),
+            # Admission control stays out of the way: every request is admitted.
+            "hash_queue_depth": SIGNUPS * 2,
+            "database_pool_timeout_seconds": 30.0,
         }
     )
 
@@ -115,7 +118,7 @@ async def test_without_the_setting_the_same_load_fails_through_the_pooler(
             failed = [
                 answer
                 for answer in await sign_up_many(http, f"bare{round_}")
-                if isinstance(answer, BaseException) or answer >= 500
+                if isinstance(answer, BaseException) or answer == 500
             ]
             if failed:
                 break
