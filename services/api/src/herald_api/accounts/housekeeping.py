@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.accounts.links import LinkPolicy
-from herald_api.accounts.models import EmailToken
+from herald_api.accounts.models import EmailToken, done_at
 from herald_api.accounts.service import stage_verification_email
 from herald_api.auth.models import User
-from herald_api.core.db import delete_in_batches
+from herald_api.core.db import among, delete_in_batches
 from herald_api.outbox import Dispatcher
 
 log = structlog.get_logger(__name__)
@@ -92,19 +92,22 @@ class Housekeeping:
             .limit(PURGE_BATCH_SIZE)
         )
         return await delete_in_batches(
-            self.sessions, delete(User).where(col(User.id).in_(doomed)), batch_size=PURGE_BATCH_SIZE
+            self.sessions,
+            delete(User).where(among(col(User.id), doomed)),
+            batch_size=PURGE_BATCH_SIZE,
         )
 
     async def purge_tokens(self, *, older_than: timedelta) -> int:
         """Delete link tokens spent or expired more than ``older_than`` ago."""
-        cutoff = func.now() - older_than
+        # least() skips a NULL used_at: "spent or expired before the cutoff", in the
+        # form of the index email_tokens_done_idx.
         doomed = (
             select(col(EmailToken.id))
-            .where(or_(col(EmailToken.used_at) < cutoff, col(EmailToken.expires_at) < cutoff))
+            .where(done_at() < func.now() - older_than)
             .limit(PURGE_BATCH_SIZE)
         )
         return await delete_in_batches(
             self.sessions,
-            delete(EmailToken).where(col(EmailToken.id).in_(doomed)),
+            delete(EmailToken).where(among(col(EmailToken.id), doomed)),
             batch_size=PURGE_BATCH_SIZE,
         )

@@ -367,9 +367,8 @@ class AccountService:
             )
             if deleted.rowcount != 1:
                 raise WrongPasswordError
-            # No index on the payload: deletions are rare, and one would cost every signup.
             dropped = await session.exec(
-                delete(OutboxMessage).where(OutboxMessage.payload["user_id"].astext == str(user_id))
+                delete(OutboxMessage).where(col(OutboxMessage.user_id) == user_id)
             )
             await session.commit()
         log.info("user.deleted", user_id=str(user_id), outbox_messages_deleted=dropped.rowcount)
