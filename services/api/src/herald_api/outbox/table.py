@@ -248,6 +248,7 @@ async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_second
     doomed = (
         select(col(OutboxMessage.message_id))
         .where(col(OutboxMessage.settled_at) < settled_before)
+        .order_by(col(OutboxMessage.settled_at))  # outbox_settled_idx's order: read from it
         .limit(PURGE_BATCH_SIZE)
     )
     return await delete_in_batches(
