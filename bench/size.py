@@ -1,7 +1,7 @@
 """Flat cost at size (issue 13, point 4): each request and job on an empty database, then
 on one holding what 24 h of 100 signups/s leave, and the ratio of the two.
 
-    uv run --group bench python -m bench.size [--users N] [--quick] [--keep]
+    uv run --group bench python -m bench.size [--users N] [--quick] [--keep] [--index-cost]
 
 Two databases, each migrated by ``herald-api migrate``: ``herald_size_<id>_empty``
 (only the few accounts the measures use) and ``herald_size_<id>`` (``--users``
@@ -17,19 +17,22 @@ contract (a mix of the email kinds, welcome first); times spread over 24 h; the
 states are what the relay and the reconciliation leave (relayed at once,
 settled 5-6 minutes later, the last 5 minutes relayed but not settled yet).
 
-On each database a real ``herald-api serve`` answers, one request at a time:
-signup, login, verification resend (request sent to its new link token
-committed: the work runs after the response), account deletion; and each job
-the scheduler calls (the outbox purge, the token purge, the unverified-account
-purge, the reconciliation), each pass given ``--batch`` rows of its own to do,
-as the 10 minutes between two runs leave them. Then, the server stopped, one
-outbox relay pass (``Relay.relay_once``, in this process) over 200 due rows.
-Ages are the scheduler's defaults, shifted by the time since the rows were
-written, so the loaded rows are never due and the planner sees a steady state.
+On each database a real ``herald-api serve`` answers (both run at once, and
+every measure alternates between them, so whatever else loads the machine loads
+both), one request at a time: signup, login, verification resend (timed to its
+new link token committed: the work runs after the response), account deletion;
+and each job the scheduler calls (the outbox purge, the token purge, the
+unverified-account purge, the reconciliation), each pass given ``SizePlan.batch``
+rows of its own to do. Then, the servers stopped, relay passes
+(``Relay.relay_once``, in this process) over 200 due rows each. Ages are the
+scheduler's defaults, shifted by the time since the rows were written, so the
+loaded rows are never due and the planner sees a steady state. docs/benchmarks.md,
+"Flat cost at size", has the figures.
 
 ``--keep`` keeps the loaded database as a template (``herald_size_t<users>_<rev>``)
 and reuses it next time (a file copy instead of the load). Everything else,
-databases and Redis keys, is dropped at the end.
+databases and Redis keys, is dropped at the end. ``--index-cost``: only signups,
+on two empty databases, one without migration 0008's indexes.
 """
 
 from __future__ import annotations
