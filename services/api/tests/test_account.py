@@ -228,11 +228,13 @@ async def test_deleting_drops_the_accounts_outbox_messages_only(
     # One of this user's emails staged but not pushed yet (Redis was down, say),
     # and someone else's; the welcome email's row is there, pushed.
     await db.execute(
-        "INSERT INTO outbox (message_id, task, queue, payload) VALUES "
-        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $1::jsonb), "
-        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $2::jsonb)",
+        "INSERT INTO outbox (message_id, task, queue, payload, user_id) VALUES "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $1::jsonb, $2), "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $3::jsonb, $4)",
         f'{{"user_id": "{user_id}"}}',
+        user_id,
         '{"user_id": "00000000-0000-0000-0000-000000000001"}',
+        uuid.UUID("00000000-0000-0000-0000-000000000001"),
     )
     assert await db.fetchval("SELECT count(*) FROM outbox") == 3
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 
 import asyncpg
 from alembic import command
@@ -56,3 +58,26 @@ async def test_the_migrations_go_down_and_up_again(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
     )
     assert "verification_reminded_at" in {row["column_name"] for row in columns}
+
+
+async def test_outbox_rows_staged_before_0008_get_their_account_from_the_payload(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    config = alembic_config(settings)
+    await asyncio.to_thread(command.downgrade, config, "0006")
+    user_id = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO outbox (message_id, task, queue, payload) VALUES "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $1::jsonb), "
+        "(gen_random_uuid(), 'send_password_changed_email', 'notifier', $2::jsonb)",
+        json.dumps({"user_id": str(user_id)}),
+        json.dumps({"user_id": "not a uuid"}),  # a malformed row, set aside: left alone
+    )
+
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    rows = await db.fetch("SELECT payload->>'user_id' AS claimed, user_id FROM outbox")
+    assert {row["claimed"]: row["user_id"] for row in rows} == {
+        str(user_id): user_id,
+        "not a uuid": None,
+    }

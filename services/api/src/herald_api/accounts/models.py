@@ -7,14 +7,16 @@ from datetime import datetime
 
 from sqlalchemy import (
     Column,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
     String,
     Text,
     func,
+    text,
 )
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from herald_api.core.db import utcnow
 
@@ -28,7 +30,11 @@ class EmailToken(SQLModel, table=True):
     """
 
     __tablename__ = "email_tokens"
-    __table_args__ = (Index("email_tokens_user_idx", "user_id", "purpose"),)
+    __table_args__ = (
+        Index("email_tokens_user_idx", "user_id", "purpose"),
+        # The token purge's: which tokens were spent or expired long ago (``DONE_AT``).
+        Index("email_tokens_done_idx", text("least(used_at, expires_at)")),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = Field(
@@ -46,3 +52,10 @@ class EmailToken(SQLModel, table=True):
     )
     new_email: str | None = Field(default=None, sa_column=Column(String(254), nullable=True))
     """For purpose ``change_email``: the address the link confirms."""
+
+
+def done_at() -> ColumnElement[datetime]:
+    """When a token stopped working: spent, or else expired (``least`` skips a NULL
+    ``used_at``); what the token purge asks about, the expression of
+    ``email_tokens_done_idx``."""
+    return func.least(col(EmailToken.used_at), col(EmailToken.expires_at))

@@ -368,10 +368,9 @@ class AccountService:
             )
             if deleted.rowcount != 1:
                 raise WrongPasswordError
-            # No index on the payload: deletions are rare, and one would cost every signup.
             dropped = await session.exec(
                 delete(OutboxMessage)
-                .where(OutboxMessage.payload["user_id"].astext == str(user_id))
+                .where(col(OutboxMessage.user_id) == user_id)
                 .returning(col(OutboxMessage.message_id))
             )
             message_ids = list(dropped.scalars())

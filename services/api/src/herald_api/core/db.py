@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Delete
+from sqlalchemy import ColumnElement, Delete, any_, func
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Mapped
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from herald_api.core.settings import Settings
+
+T = TypeVar("T")
 
 CONNECTIVITY_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.DBAPIError,  # OperationalError, InterfaceError, or any with connection_invalidated
@@ -132,6 +136,17 @@ async def delete_in_batches(
         deleted += batch
         if batch < batch_size:
             return deleted
+
+
+def among(column: Mapped[T], ids: SelectOfScalar[T]) -> ColumnElement[bool]:
+    """``column = ANY(ARRAY(ids))``: the batch's ids are read first, once, then each row
+    is found by ``column``'s index.
+
+    With ``column IN (ids)`` the planner may join instead, and when it expects
+    thousands of ids (a batch's LIMIT) it reads the whole table to hash them: a
+    purge batch then costs a scan of the table however few rows are due.
+    """
+    return column == any_(func.array(ids.scalar_subquery()))
 
 
 def utcnow() -> datetime:

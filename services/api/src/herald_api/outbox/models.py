@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Text,
+    Uuid,
     func,
     text,
 )
@@ -47,6 +48,8 @@ class OutboxMessage(SQLModel, table=True):
         Index("outbox_unsettled_idx", "created_at", postgresql_where=text("settled_at IS NULL")),
         # The purge's: which rows were settled long ago.
         Index("outbox_settled_idx", "settled_at", postgresql_where=text("settled_at IS NOT NULL")),
+        # An account deletion's: which rows are that account's.
+        Index("outbox_user_idx", "user_id"),
         CheckConstraint(
             "(settled_at IS NULL) = (settled_as IS NULL) "
             "AND settled_as IN ('delivered', 'dead', 'skipped')",
@@ -82,6 +85,8 @@ class OutboxMessage(SQLModel, table=True):
     )
     settled_as: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """``delivered``, ``dead`` (a dead letter) or ``skipped`` (completed unsent: link expired)."""
+    user_id: uuid.UUID | None = Field(default=None, sa_column=Column(Uuid, nullable=True))
+    """The account the message is for (``AccountEmail.user_id``); None for another kind."""
     repushes: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )

@@ -16,9 +16,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from herald_api.core.db import delete_in_batches
+from herald_api.core.db import among, delete_in_batches
 from herald_api.outbox.models import OutboxMessage
-from herald_shared.messages import Message
+from herald_shared.messages import AccountEmail, Message
 from herald_shared.tasks import TASKS, task_for
 
 BACKOFF_BASE_SECONDS = 0.1
@@ -46,6 +46,7 @@ async def stage(session: AsyncSession, message: Message, *, grace_seconds: float
             task=task.name,
             queue=task.queue,
             payload=payload,
+            user_id=message.user_id if isinstance(message, AccountEmail) else None,
             available_at=func.now() + timedelta(seconds=grace_seconds),
         )
     )
@@ -247,11 +248,12 @@ async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_second
     doomed = (
         select(col(OutboxMessage.message_id))
         .where(col(OutboxMessage.settled_at) < settled_before)
+        .order_by(col(OutboxMessage.settled_at))  # outbox_settled_idx's order: read from it
         .limit(PURGE_BATCH_SIZE)
     )
     return await delete_in_batches(
         sessions,
-        delete(OutboxMessage).where(col(OutboxMessage.message_id).in_(doomed)),
+        delete(OutboxMessage).where(among(col(OutboxMessage.message_id), doomed)),
         batch_size=PURGE_BATCH_SIZE,
     )
 
