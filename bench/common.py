@@ -50,10 +50,16 @@ def goal(text: str, met: bool) -> str:
 @dataclass
 class Table:
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
     def add(self, measure: str, value: str, goal: str = "", note: str = "") -> None:
         self.rows.append((measure, value, goal, note))
-        print(f"[bench] {measure}: {value}  {goal}  {note}", file=sys.stderr, flush=True)
+        at = time.perf_counter() - self.started
+        print(
+            f"[bench +{at:.0f} s] {measure}: {value}  {goal}  {note}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def render(self) -> str:
         lines = ["| measure | value | goal | notes |", "| --- | --- | --- | --- |"]
