@@ -37,9 +37,10 @@ shows, with three changes a team copying Herald's choices would make:
   the relay's 250, and nothing retries or records a failed send.
 
 It runs in its own environment, locked in ``fastapi_users_peer.py.lock``:
-fastapi-users-db-sqlalchemy pins ``sqlalchemy<2.1`` and Herald's workspace is
-on 2.1; the versions it shares with Herald (FastAPI, uvicorn, asyncpg,
-pydantic, aiosmtplib) are Herald's. ``herald_shared`` and ``bench.peer_email``
+fastapi-users-db-sqlalchemy pins ``sqlalchemy<2.1`` and fastapi-users
+``email-validator<2.4``, and Herald's workspace is locked on 2.1 and 2.4; the
+versions it shares with Herald (FastAPI, uvicorn, uvloop, httptools, asyncpg,
+pydantic, aiosmtplib, Jinja2) are Herald's. ``herald_shared`` and ``bench.peer_email``
 come from the source tree (``PYTHONPATH``). ``HERALD_DATABASE_URL`` (plain
 ``postgresql://``), ``HERALD_SMTP_HOST``, ``HERALD_SMTP_PORT``,
 ``HERALD_JWT_SECRET`` and ``HERALD_LINK_SECRET`` come from the environment.
