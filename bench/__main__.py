@@ -1,6 +1,6 @@
 """``make bench``: Herald's speed, measured on the real local services; one table.
 
-    uv run --group bench python -m bench [--quick | --profile]
+    uv run --group bench python -m bench [--quick | --profile] [--results PATH]
 
 What it starts, all on this machine: a fresh PostgreSQL database
 ``herald_bench_<id>`` (migrated by ``herald-api migrate``; dropped at the end),
@@ -15,7 +15,9 @@ Measured (items of the speed issue):
 
 1. argon2id hash time with Herald's parameters (median of N, this process);
 2. signups: p50 / p99 latency and signups/s at concurrency 1, 8, 32 (the
-   notifier is not running meanwhile; its jobs wait in Redis);
+   notifier is not running meanwhile; its jobs wait in Redis); then overload
+   (``bench.overload``): 256 clients signing up at once, a 503 counted as
+   shed, with a /health/live prober meanwhile;
 3. notifier: 5,000 WelcomeEmails enqueued while the notifier is paused
    (SIGSTOP), then drained by the one process to the sink (SIGCONT to the
    sink's last accept); the same for 5,000 no-op jobs and a plain SAQ worker
@@ -27,8 +29,12 @@ Measured (items of the speed issue):
    relayed (``bench.outage``);
 6. RSS of the api and notifier processes, idle and after their load;
 7. peers: the same signup as a plain FastAPI app sending the email with
-   ``BackgroundTasks`` (``bench.peer_fastapi``), measured as in 2 and 4; the
-   same welcome-email job on arq (``bench/arq_peer.py``), measured as in 3.
+   ``BackgroundTasks`` (``bench.peer_fastapi``) and on fastapi-users
+   (``bench/fastapi_users_peer.py``), each measured as in 2 and 4; the same
+   welcome-email job on arq (``bench/arq_peer.py``), measured as in 3.
+
+Besides the table it writes the figures to ``bench/results.json``
+(``bench.results``; ``--results`` for another path).
 
 ``--profile`` runs py-spy instead of the table (``bench.profiling``): on the
 API under signup load at concurrency 8 (CPU) and 1 (wall clock, idle threads
@@ -53,6 +59,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -64,8 +71,11 @@ from sqlalchemy.engine import make_url
 from bench import profile_report, render_cost
 from bench.common import (
     BIN,
+    FASTAPI_USERS_SIGNUP,
+    HERALD_SIGNUP,
     PASSWORD,
     ROOT,
+    Endpoint,
     LoadResult,
     Processes,
     SinkLog,
@@ -82,7 +92,10 @@ from bench.common import (
     wait_ready,
 )
 from bench.outage import outage_drain
+from bench.overload import OverloadResult, overload
+from bench.overload import p as maybe_p
 from bench.profiling import RATE, keep_py_spy, start_recording, stop_recording
+from bench.results import Results
 from herald_api.core.settings import Settings as ApiSettings
 from herald_shared import queues
 from herald_shared.tasks import enqueue
@@ -93,22 +106,42 @@ from herald_testing.ports import free_port, wait_for_port
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ARQ_PEER = ROOT / "bench" / "arq_peer.py"
+FASTAPI_USERS_PEER = ROOT / "bench" / "fastapi_users_peer.py"
+RESULTS = ROOT / "bench" / "results.json"
 PROFILES = ROOT / "bench" / "profiles"
 LEVELS = (1, 8, 32)
+OVERLOAD_CLIENTS = 256
 NOTIFIER_CONCURRENCY = 10
 """Herald's default HERALD_NOTIFIER_CONCURRENCY, given to every worker here."""
 
 
 def herald_sources() -> str:
-    """The arq peer's PYTHONPATH: ``bench`` and Herald's shared contract, from the source tree."""
+    """The script peers' PYTHONPATH: ``bench`` and Herald's shared contract (source tree)."""
     return f"{ROOT}:{ROOT / 'shared' / 'src'}"
+
+
+def fastapi_users_env(env: dict[str, str]) -> dict[str, str]:
+    """The fastapi-users peer's environment: Herald's argon2id parameters, pool size and
+    verification link lifetime (the API's settings as this run has them)."""
+    api = ApiSettings()
+    return env | {
+        "PYTHONPATH": herald_sources(),
+        "HERALD_ARGON2_TIME_COST": str(api.argon2_time_cost),
+        "HERALD_ARGON2_MEMORY_KIB": str(api.argon2_memory_kib),
+        "HERALD_ARGON2_PARALLELISM": str(api.argon2_parallelism),
+        "HERALD_DATABASE_POOL_SIZE": str(api.database_pool_size),
+        "HERALD_VERIFICATION_LINK_HOURS": str(api.verification_link_hours),
+    }
 
 
 @dataclass(frozen=True)
 class Plan:
     hash_samples: int
+    warmup_seconds: float
     load_seconds: float
+    overload_seconds: float
     messages: int
+    render_rounds: int
     latency_seconds: float
     outage_rows: int
     outage_seconds: float
@@ -116,17 +149,23 @@ class Plan:
 
 FULL = Plan(
     hash_samples=30,
+    warmup_seconds=2.0,
     load_seconds=15.0,
+    overload_seconds=20.0,
     messages=5000,
+    render_rounds=20,
     latency_seconds=20.0,
     outage_rows=1000,
     outage_seconds=3.0,
 )
 QUICK = Plan(
     hash_samples=5,
-    load_seconds=3.0,
-    messages=300,
-    latency_seconds=4.0,
+    warmup_seconds=1.0,
+    load_seconds=2.0,
+    overload_seconds=3.0,
+    messages=200,
+    render_rounds=4,
+    latency_seconds=2.5,
     outage_rows=200,
     outage_seconds=2.0,
 )
@@ -141,6 +180,7 @@ class Bench:
     database_url: str
     """Plain ``postgresql://`` (asyncpg's form)."""
     sink: SinkLog
+    results: Results
 
     @property
     def env(self) -> dict[str, str]:
@@ -190,17 +230,42 @@ def http_client(port: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits)
 
 
-async def signup_levels(client: httpx.AsyncClient, b: Bench, part: str) -> list[LoadResult]:
-    """A 2 s warm-up at N=4, then a closed loop at each of ``LEVELS``."""
-    await closed_loop(client, concurrency=4, seconds=2.0, tag=b.tag(f"{part}warm"))
+async def signup_levels(
+    client: httpx.AsyncClient, b: Bench, part: str, endpoint: Endpoint = HERALD_SIGNUP
+) -> list[LoadResult]:
+    """A warm-up at N=4, then a closed loop at each of ``LEVELS``."""
+    await closed_loop(
+        client,
+        concurrency=4,
+        seconds=b.plan.warmup_seconds,
+        tag=b.tag(f"{part}warm"),
+        endpoint=endpoint,
+    )
     results = []
     for level in LEVELS:
         results.append(
             await closed_loop(
-                client, concurrency=level, seconds=b.plan.load_seconds, tag=b.tag(f"{part}c{level}")
+                client,
+                concurrency=level,
+                seconds=b.plan.load_seconds,
+                tag=b.tag(f"{part}c{level}"),
+                endpoint=endpoint,
             )
         )
     return results
+
+
+def level_figures(prefix: str, levels: list[LoadResult]) -> dict[str, float]:
+    """``{prefix}_c{N}_p50_ms``, ``_p99_ms`` and ``_per_s`` for each level."""
+    figures: dict[str, float] = {}
+    for result in levels:
+        key = f"{prefix}_c{result.concurrency}"
+        figures |= {
+            f"{key}_p50_ms": 1000 * result.p(0.5),
+            f"{key}_p99_ms": 1000 * result.p(0.99),
+            f"{key}_per_s": result.rate,
+        }
+    return figures
 
 
 def describe_load(result: LoadResult, ceiling: float) -> tuple[str, str]:
@@ -316,7 +381,7 @@ async def arq_drain(b: Bench, name: str) -> float:
 
 
 async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue's order)
-    plan, procs, table = b.plan, b.procs, b.table
+    plan, procs, table, results = b.plan, b.procs, b.table, b.results
     cores = os.cpu_count() or 1
     concurrency = NOTIFIER_CONCURRENCY
 
@@ -329,6 +394,7 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
         note=f"median of {plan.hash_samples}, one thread",
     )
     table.add("hash-bound ceiling", f"{ceiling:.1f} signups/s", note=f"{cores} cores / hash time")
+    results.add(hash_ms=1000 * hash_s, hash_ceiling_per_s=ceiling)
 
     # 2. Signups against Herald's API (namespace api); no notifier yet.
     api_ns = b.namespace("api")
@@ -353,8 +419,20 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
             ms(overhead),
             goal("<= 3 ms", overhead <= 0.003),
         )
+        results.update(level_figures("signup", herald))
+        results.add(api_overhead_ms=1000 * overhead)
         api_loaded = rss_mib(procs.pid("api"))
         best_rate = max(r.rate for r in herald)
+
+        # 2b. Overload: 256 clients at once, a prober on /health/live meanwhile.
+        c8_rate = herald[LEVELS.index(8)].rate
+        crowd = await overload(
+            f"http://127.0.0.1:{api_port}",
+            clients=OVERLOAD_CLIENTS,
+            seconds=plan.overload_seconds,
+            tag=b.tag("o"),
+        )
+        report_overload(b, crowd, c8_rate)
 
         # 3. Notifier throughput (namespace notifier), then raw SAQ (namespace saq).
         start_notifier(b, "notifier", b.namespace("notifier"))
@@ -397,11 +475,17 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
             goal(">= 3 (far ahead)", ahead >= 3),
             note=f"item 3 / item 2's best; raw SAQ runs {raw_rate / emails_rate:.1f}x the notifier",
         )
-        render_s = render_cost.measure()
+        render_s = render_cost.measure(rounds=plan.render_rounds)
         table.add(
             "render + serialize, one email",
             f"{render_s * 1000:.2f} ms",
             note="EmailMessage (policy SMTP) from the templates; median, one thread",
+        )
+        results.add(
+            notifier_emails_per_s=emails_rate,
+            raw_saq_jobs_per_s=raw_rate,
+            notifier_vs_api=ahead,
+            render_ms=1000 * render_s,
         )
 
         # 4. Signup -> SMTP accepted at half the best signups/s (namespace api's notifier).
@@ -426,6 +510,7 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
             goal("p50 <= 50 ms, p99 <= 250 ms", p50 <= 0.05 and p99 <= 0.25),
             f"{herald_e2e.describe()}; {plan.latency_seconds:.0f} s; notifier running",
         )
+        results.add(e2e_rate_per_s=rate, e2e_p50_ms=1000 * p50, e2e_p99_ms=1000 * p99)
         table.add(
             "6. RSS api",
             f"idle {api_idle:.0f} MiB / after load {rss_mib(procs.pid('api')):.0f} MiB",
@@ -436,6 +521,12 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
             f"idle {notifier_idle:.0f} MiB / after load {notifier_loaded:.0f} MiB",
             note=f"after {plan.messages:,} emails; item 4's notifier after its load: "
             f"{rss_mib(procs.pid('notifier-api')):.0f} MiB",
+        )
+        results.add(
+            rss_api_idle_mib=api_idle,
+            rss_api_loaded_mib=rss_mib(procs.pid("api")),
+            rss_notifier_idle_mib=notifier_idle,
+            rss_notifier_loaded_mib=notifier_loaded,
         )
     # Item 5 needs the database to itself: no other relay may take its rows.
     procs.stop("notifier-api")
@@ -457,31 +548,64 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
         f"{outage.pending_before:,} pending when it came back; "
         f"{outage.jobs_in_redis:,} jobs in Redis after",
     )
+    results.add(outbox_drain_s=outage.drained_seconds)
 
     # 7a. The BackgroundTasks peer: the same signup load, then the same open loop.
     peer_port = free_port()
     procs.start("peer-fastapi", sys.executable, "-m", "bench.peer_fastapi", str(peer_port))
-    async with http_client(peer_port) as client:
-        await wait_ready(client, "/api/v1/users")  # 405 to a GET once it is up
-        peer = await signup_levels(client, b, "p")
-        for mine, theirs in zip(herald, peer, strict=True):
-            value, note = describe_load(theirs, ceiling)
-            table.add(
-                f"7a. BackgroundTasks peer: signup, concurrency {theirs.concurrency}",
-                value,
-                note=f"Herald / peer: {mine.rate / theirs.rate:.2f} x the signups/s, "
-                f"{mine.p(0.5) / theirs.p(0.5):.2f} x the p50; {note}",
-            )
-        peer_e2e = await signup_to_smtp(client, b, rate=rate, part="q")
-    peer_p50, peer_p99 = peer_e2e.p(0.5), peer_e2e.p(0.99)
-    table.add(
-        f"7a. BackgroundTasks peer: signup -> SMTP accepted at {rate:.1f} signups/s",
-        f"p50 {ms(peer_p50)} / p99 {ms(peer_p99)}",
-        note=f"Herald / peer: {p50 / peer_p50:.2f} x the p50, {p99 / peer_p99:.2f} x the p99; "
-        f"{peer_e2e.describe()}; peer RSS after load "
-        f"{rss_mib(procs.pid('peer-fastapi')):.0f} MiB",
+    background = await signup_peer(
+        b,
+        "peer-fastapi",
+        "7a. BackgroundTasks peer",
+        "peer_bgtasks",
+        port=peer_port,
+        herald=herald,
+        herald_e2e=herald_e2e,
+        rate=rate,
+        ceiling=ceiling,
     )
     procs.stop("peer-fastapi")
+
+    # 7c. The fastapi-users peer: the same again.
+    peer_port = free_port()
+    procs.start(
+        "peer-fastapi-users",
+        uv(),
+        "run",
+        "--locked",
+        "--script",
+        str(FASTAPI_USERS_PEER),
+        "serve",
+        str(peer_port),
+        env=fastapi_users_env(b.env),
+    )
+    users = await signup_peer(
+        b,
+        "peer-fastapi-users",
+        "7c. fastapi-users peer",
+        "peer_fastapi_users",
+        port=peer_port,
+        herald=herald,
+        herald_e2e=herald_e2e,
+        rate=rate,
+        ceiling=ceiling,
+        endpoint=FASTAPI_USERS_SIGNUP,
+    )
+    procs.stop("peer-fastapi-users")
+    for label, key, peer in (
+        ("BackgroundTasks", "bgtasks", background),
+        ("fastapi-users", "fastapi_users", users),
+    ):
+        ratios = {level: herald_rate(herald, level) / herald_rate(peer, level) for level in (8, 32)}
+        table.add(
+            f"Herald / {label} peer, signups/s at c=8 / c=32",
+            " / ".join(f"{ratio:.2f}" for ratio in ratios.values()),
+            goal(
+                "> 1 at both (Herald stays ahead of every signup peer)",
+                all(ratio > 1 for ratio in ratios.values()),
+            ),
+        )
+        results.add(**{f"herald_vs_{key}_c{level}": ratio for level, ratio in ratios.items()})
 
     # 7b. The arq peer: the same welcome-email job, the same concurrency, the same sink.
     start_arq(b, "arq", b.namespace("arq"))
@@ -498,6 +622,134 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
         f"{emails_rate / arq_rate:.2f}",
         goal("> 1 (stay ahead)", emails_rate > arq_rate),
     )
+    results.add(arq_emails_per_s=arq_rate, notifier_vs_arq=emails_rate / arq_rate)
+    # Items in modules of their own add their figures here, one call each:
+    # results.update(<module>.measure_<item>(...)), which returns dict[str, float].
+
+
+def herald_rate(levels: list[LoadResult], concurrency: int) -> float:
+    return next(r.rate for r in levels if r.concurrency == concurrency)
+
+
+def report_overload(b: Bench, crowd: OverloadResult, c8_rate: float) -> None:
+    """Item 2b's rows and figures."""
+    table, seconds = b.table, b.plan.overload_seconds
+    accepted_p50, accepted_p99 = maybe_p(crowd.accepted, 0.5), maybe_p(crowd.accepted, 0.99)
+    shed_p50, shed_p99 = maybe_p(crowd.shed, 0.5), maybe_p(crowd.shed, 0.99)
+    live_p50, live_p99 = maybe_p(crowd.probes, 0.5), maybe_p(crowd.probes, 0.99)
+    vs_c8 = crowd.accepted_rate / c8_rate
+    clients = crowd.clients
+    if accepted_p50 is None or accepted_p99 is None:
+        table.add(f"2b. overload, {clients} clients: accepted", "none", goal("p99 <= 1 s", False))
+    else:
+        table.add(
+            f"2b. overload, {clients} clients for {seconds:.0f} s: accepted",
+            f"p50 {ms(accepted_p50)} / p99 {ms(accepted_p99)}; {crowd.accepted_rate:.1f} signups/s",
+            goal("p99 <= 1 s", accepted_p99 <= 1.0),
+            f"{len(crowd.accepted)} accepted in {crowd.elapsed:.1f} s (until the last answer)",
+        )
+    table.add(
+        "overload: accepted rate / c=8 rate",
+        f"{vs_c8:.2f}",
+        goal(">= 0.90", vs_c8 >= 0.9),
+        f"c=8: {c8_rate:.1f} signups/s",
+    )
+    retry = "a shed client waits Retry-After (1 s if absent), then sends the same signup again"
+    if shed_p50 is None or shed_p99 is None:
+        table.add("overload: shed (503)", "none", "p99 <= 50 ms: n/a (nothing shed)", retry)
+    else:
+        table.add(
+            "overload: shed (503)",
+            f"{len(crowd.shed)} ({100 * crowd.shed_fraction:.1f}% of answers); "
+            f"p50 {ms(shed_p50)} / p99 {ms(shed_p99)}",
+            goal("p99 <= 50 ms", shed_p99 <= 0.05),
+            f"{retry}; {crowd.shed_without_retry_after} without Retry-After",
+        )
+    table.add(
+        "overload: other 5xx / transport errors",
+        f"{crowd.other_5xx} / {crowd.transport_errors}",
+        goal("0", crowd.errors == 0),
+        f"other answers (4xx): {crowd.other_status}",
+    )
+    if live_p50 is None or live_p99 is None:
+        table.add("overload: /health/live", "no probe", goal("p99 <= 100 ms", False))
+    else:
+        table.add(
+            "overload: /health/live",
+            f"p50 {ms(live_p50)} / p99 {ms(live_p99)}",
+            goal("p99 <= 100 ms", live_p99 <= 0.1 and crowd.probe_failures == 0),
+            f"{len(crowd.probes)} probes, one every 50 ms, a new connection each; "
+            f"{crowd.probe_failures} failed",
+        )
+    key = f"overload_c{clients}"
+    b.results.add(
+        overload_seconds=seconds,
+        **{
+            f"{key}_accepted": len(crowd.accepted),
+            f"{key}_accepted_per_s": crowd.accepted_rate,
+            f"{key}_accepted_vs_c8": vs_c8,
+            f"{key}_accepted_p50_ms": None if accepted_p50 is None else 1000 * accepted_p50,
+            f"{key}_accepted_p99_ms": None if accepted_p99 is None else 1000 * accepted_p99,
+            f"{key}_shed": len(crowd.shed),
+            f"{key}_shed_fraction": crowd.shed_fraction,
+            f"{key}_shed_p50_ms": None if shed_p50 is None else 1000 * shed_p50,
+            f"{key}_shed_p99_ms": None if shed_p99 is None else 1000 * shed_p99,
+            f"{key}_other_5xx": crowd.other_5xx,
+            f"{key}_transport_errors": crowd.transport_errors,
+            f"{key}_health_live_p50_ms": None if live_p50 is None else 1000 * live_p50,
+            f"{key}_health_live_p99_ms": None if live_p99 is None else 1000 * live_p99,
+            f"{key}_health_live_failures": crowd.probe_failures,
+        },
+    )
+
+
+async def signup_peer(
+    b: Bench,
+    name: str,
+    label: str,
+    key: str,
+    *,
+    port: int,
+    herald: list[LoadResult],
+    herald_e2e: EndToEnd,
+    rate: float,
+    ceiling: float,
+    endpoint: Endpoint = HERALD_SIGNUP,
+) -> list[LoadResult]:
+    """Items 7a and 7c: a signup peer measured as Herald in items 2 and 4."""
+    table = b.table
+    async with http_client(port) as client:
+        await wait_ready(client, endpoint.path, within=120)  # 405 to a GET once it is up
+        peer = await signup_levels(client, b, key.replace("_", ""), endpoint)
+        for mine, theirs in zip(herald, peer, strict=True):
+            value, note = describe_load(theirs, ceiling)
+            table.add(
+                f"{label}: signup, concurrency {theirs.concurrency}",
+                value,
+                note=f"Herald / peer: {mine.rate / theirs.rate:.2f} x the signups/s, "
+                f"{mine.p(0.5) / theirs.p(0.5):.2f} x the p50; {note}",
+            )
+        peer_e2e = await signup_to_smtp(
+            client, b, rate=rate, part=f"{key.replace('_', '')}e", endpoint=endpoint
+        )
+    p50, p99 = herald_e2e.p(0.5), herald_e2e.p(0.99)
+    peer_p50, peer_p99 = peer_e2e.p(0.5), peer_e2e.p(0.99)
+    table.add(
+        f"{label}: signup -> SMTP accepted at {rate:.1f} signups/s",
+        f"p50 {ms(peer_p50)} / p99 {ms(peer_p99)}",
+        note=f"Herald / peer: {p50 / peer_p50:.2f} x the p50, {p99 / peer_p99:.2f} x the p99; "
+        f"{peer_e2e.describe()}; peer RSS after load "
+        f"{rss_mib(b.procs.python_pid(name)):.0f} MiB",
+    )
+    b.results.update(level_figures(key, peer))
+    b.results.add(
+        **{
+            f"{key}_e2e_p50_ms": 1000 * peer_p50,
+            f"{key}_e2e_p99_ms": 1000 * peer_p99,
+            f"{key}_rss_loaded_mib": rss_mib(b.procs.python_pid(name)),
+        }
+    )
+    return peer
 
 
 async def queue_drain_seconds(queue: Queue, procs: Processes, name: str, *, within: float) -> float:
@@ -530,11 +782,18 @@ class EndToEnd:
 
 
 async def signup_to_smtp(
-    client: httpx.AsyncClient, b: Bench, *, rate: float, part: str
+    client: httpx.AsyncClient,
+    b: Bench,
+    *,
+    rate: float,
+    part: str,
+    endpoint: Endpoint = HERALD_SIGNUP,
 ) -> EndToEnd:
-    """Items 4 and 7a: signups at ``rate`` for ``latency_seconds``; request -> SMTP accepted."""
+    """Items 4 and 7: signups at ``rate`` for ``latency_seconds``; request -> SMTP accepted."""
     tag = b.tag(part)
-    result = await open_loop(client, rate=rate, seconds=b.plan.latency_seconds, tag=tag)
+    result = await open_loop(
+        client, rate=rate, seconds=b.plan.latency_seconds, tag=tag, endpoint=endpoint
+    )
     accepted = await b.sink.wait(tag, result.ok, within=60)
     return EndToEnd(e2e_latencies(result.sent, accepted), result.answered)
 
@@ -629,6 +888,28 @@ async def forget_namespace(redis_url: str, pattern: str) -> int:
         await client.aclose()
 
 
+def git_commit() -> str:
+    """The commit the run measured, ``+dirty`` if the work tree had changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -646,12 +927,31 @@ async def run(b: Bench, *, profiling: bool) -> list[Recording]:
     return []
 
 
+def prepare_script_peers(env: dict[str, str], log_dir: Path) -> None:
+    """The script peers' own environments (``bench/*_peer.py.lock``), made before any timing."""
+    for script in (ARQ_PEER, FASTAPI_USERS_PEER):
+        with (log_dir / f"{script.stem}-env.log").open("wb") as log:
+            subprocess.run(  # noqa: S603  (our own command)
+                [uv(), "run", "--locked", "--script", str(script), "check"],
+                env=env | {"PYTHONPATH": herald_sources()},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="tiny sizes: check the harness")
     mode.add_argument(
         "--profile", action="store_true", help="py-spy profiles to bench/profiles/, no table"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help=f"where to write the figures as JSON (default {RESULTS.relative_to(ROOT)})",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -693,18 +993,19 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
             check=True,
         )
-    # The arq peer's own environment (bench/arq_peer.py.lock), made before any timing.
-    with (log_dir / "arq-env.log").open("wb") as log:
-        subprocess.run(  # noqa: S603  (our own command)
-            [uv(), "run", "--locked", "--script", str(ARQ_PEER), "check"],
-            env=env | {"PYTHONPATH": herald_sources()},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
+    prepare_script_peers(env, log_dir)
     procs = Processes(env=env, log_dir=log_dir)
     table = Table()
-    bench = Bench(plan, procs, table, run_id, database_url, SinkLog(log_dir / "sink-accepted.tsv"))
+    results = Results()
+    bench = Bench(
+        plan,
+        procs,
+        table,
+        run_id,
+        database_url,
+        SinkLog(log_dir / "sink-accepted.tsv"),
+        results,
+    )
     recordings: list[Recording] = []
     try:
         recordings = asyncio.run(run(bench, profiling=args.profile))
@@ -731,10 +1032,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {rec.path.relative_to(ROOT)}\n{summary}\n")
         print(f"{machine}; total {time.perf_counter() - started:.0f} s")
         return 0
+    total = time.perf_counter() - started
+    results.write(
+        args.results,
+        {
+            "mode": "quick" if args.quick else "full",
+            "commit": git_commit(),
+            "machine": machine,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "total_s": round(total, 1),
+        },
+    )
     print(table.render())
     print(
         f"\n{machine}. Load generator: httpx.AsyncClient with N concurrent asyncio tasks "
-        f"on the same machine; total {time.perf_counter() - started:.0f} s"
+        f"on the same machine; total {total:.0f} s"
+    )
+    missing = results.missing()
+    print(
+        f"Figures written to {args.results}"
+        + (f"; not measured by this run: {', '.join(missing)}" if missing else "")
     )
     return 0
 

@@ -50,10 +50,16 @@ def goal(text: str, met: bool) -> str:
 @dataclass
 class Table:
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
     def add(self, measure: str, value: str, goal: str = "", note: str = "") -> None:
         self.rows.append((measure, value, goal, note))
-        print(f"[bench] {measure}: {value}  {goal}  {note}", file=sys.stderr, flush=True)
+        at = time.perf_counter() - self.started
+        print(
+            f"[bench +{at:.0f} s] {measure}: {value}  {goal}  {note}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def render(self) -> str:
         lines = ["| measure | value | goal | notes |", "| --- | --- | --- | --- |"]
@@ -198,7 +204,16 @@ class SinkLog:
 # --- HTTP load ---------------------------------------------------------------------------
 
 
-SIGNUP_OK = 202
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a server takes a signup, and the status that means "signed up"."""
+
+    path: str
+    ok: int
+
+
+HERALD_SIGNUP = Endpoint("/api/v1/users", 202)
+FASTAPI_USERS_SIGNUP = Endpoint("/auth/register", 201)
 
 
 @dataclass
@@ -232,7 +247,12 @@ async def wait_ready(client: httpx.AsyncClient, path: str, *, within: float = 30
 
 
 async def closed_loop(
-    client: httpx.AsyncClient, *, concurrency: int, seconds: float, tag: str
+    client: httpx.AsyncClient,
+    *,
+    concurrency: int,
+    seconds: float,
+    tag: str,
+    endpoint: Endpoint = HERALD_SIGNUP,
 ) -> LoadResult:
     """``concurrency`` tasks each signing up back to back for ``seconds``."""
     latencies: list[float] = []
@@ -246,8 +266,8 @@ async def closed_loop(
             n += 1
             began = time.perf_counter()
             email = recipient(tag, worker * 1_000_000 + n)
-            response = await client.post("/api/v1/users", json=signup_body(email))
-            if response.status_code == SIGNUP_OK:
+            response = await client.post(endpoint.path, json=signup_body(email))
+            if response.status_code == endpoint.ok:
                 latencies.append(time.perf_counter() - began)
             else:
                 errors += 1
@@ -268,7 +288,12 @@ class OpenLoopResult:
 
 
 async def open_loop(
-    client: httpx.AsyncClient, *, rate: float, seconds: float, tag: str
+    client: httpx.AsyncClient,
+    *,
+    rate: float,
+    seconds: float,
+    tag: str,
+    endpoint: Endpoint = HERALD_SIGNUP,
 ) -> OpenLoopResult:
     """Signups at a fixed ``rate`` for ``seconds``, each sent on time whatever the answers."""
     total = max(1, int(rate * seconds))
@@ -280,11 +305,11 @@ async def open_loop(
         sent[email] = time.time()
         began = time.perf_counter()
         try:
-            status = (await client.post("/api/v1/users", json=signup_body(email))).status_code
+            status = (await client.post(endpoint.path, json=signup_body(email))).status_code
         except httpx.HTTPError:
             status = 0
         statuses.append(status)
-        if status == SIGNUP_OK:
+        if status == endpoint.ok:
             answered.append(time.perf_counter() - began)
 
     began = time.perf_counter()
@@ -293,7 +318,7 @@ async def open_loop(
         await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(one(recipient(tag, i))))
     await asyncio.gather(*tasks)
-    ok = statuses.count(SIGNUP_OK)
+    ok = statuses.count(endpoint.ok)
     return OpenLoopResult(sent, answered, ok, len(statuses) - ok)
 
 

@@ -1,4 +1,4 @@
-"""The welcome email as a straightforward worker builds it: both peers' email.
+"""The welcome email as a straightforward worker builds it: every peer's email.
 
 Herald's notifier templates (Jinja2, read from the source tree, HTML
 autoescaped), the same headers (From, To with the display name, Subject,
@@ -59,10 +59,13 @@ class WelcomeBuilder:
         self._link_secret = link_secret
         self._verify_url = verify_url
 
-    def build(self, message: WelcomeEmail) -> EmailMessage:
+    def build(self, message: WelcomeEmail, *, token: str | None = None) -> EmailMessage:
+        """The email of ``message``; its link carries ``token`` if given (the
+        fastapi-users peer's own verification JWT), else the token derived from
+        the message's token id, as Herald's notifier does."""
         context: dict[str, object] = {"display_name": message.display_name, "link": None}
         if message.verification is not None:
-            token = derive(
+            token = token or derive(
                 self._link_secret, token_id=message.verification.token_id, purpose="verify_email"
             )
             expires = message.verification.expires_at.astimezone(UTC)
