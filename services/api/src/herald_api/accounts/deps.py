@@ -47,9 +47,9 @@ IdempotencyKeyHeader = Annotated[
 
 
 def _route(request: Request) -> str:
-    """The method and path template of the request's route: a key's scope."""
-    route = request.scope.get("route")
-    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+    """The request's method and path: a key's scope (the routes that take a key have no
+    path parameters, so this names the route)."""
+    return f"{request.method} {request.url.path}"
 
 
 async def get_idempotency(
