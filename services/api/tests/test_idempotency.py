@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from saq import Queue
 
@@ -61,6 +62,7 @@ async def queued(queue: Queue) -> list[str]:
 async def test_a_retried_signup_gets_the_first_answer_and_emails_once(
     client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
 ) -> None:
+    replays = REGISTRY.get_sample_value("herald_api_idempotency_total", {"outcome": "replayed"})
     first = await client.post(USERS, json=signup_body(), headers=keyed())
     retry = await client.post(USERS, json=signup_body(), headers=keyed())
 
@@ -73,6 +75,8 @@ async def test_a_retried_signup_gets_the_first_answer_and_emails_once(
     assert await db.fetchval("SELECT count(*) FROM users") == 1
     assert await outbox_tasks(db) == [SEND_WELCOME_EMAIL.name]
     assert await queued(notifier_queue) == [SEND_WELCOME_EMAIL.name]
+    after = REGISTRY.get_sample_value("herald_api_idempotency_total", {"outcome": "replayed"})
+    assert after == (replays or 0.0) + 1
 
 
 async def test_without_a_key_a_repeat_is_a_new_request(
