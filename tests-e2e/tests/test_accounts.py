@@ -87,6 +87,26 @@ async def test_signup_then_the_link_then_login_and_no_secret_in_any_log(
         assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
 
 
+async def test_a_retried_signup_with_an_idempotency_key_sends_one_email(
+    api: httpx.AsyncClient, inbox: MailDevClient
+) -> None:
+    address = fresh_address()
+    body = {"email": address, "password": PASSWORD, "display_name": "Ada"}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+
+    first = await api.post("/api/v1/users", json=body, headers=key)
+    retry = await api.post("/api/v1/users", json=body, headers=key)
+
+    assert first.status_code == retry.status_code == 202
+    assert retry.json() == first.json()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    # A later signup's email arriving means the retry's would have arrived by now.
+    later = await sign_up(api)
+    await inbox.wait_for_all([address, later], within=10.0)
+    subjects = [message["subject"] for message in await inbox.emails_to(address)]
+    assert subjects == ["Welcome to Herald"]
+
+
 async def test_a_forgotten_password_is_reset_by_the_emailed_link(
     api: httpx.AsyncClient, inbox: MailDevClient, service_logs: Callable[[], str]
 ) -> None:

@@ -49,7 +49,13 @@ async def test_the_migrations_go_down_and_up_again(
     await asyncio.to_thread(command.downgrade, config, "0001")
     assert await db.fetchval(tables) == ["alembic_version", "users"]
     await asyncio.to_thread(command.upgrade, config, "head")
-    assert await db.fetchval(tables) == ["alembic_version", "email_tokens", "outbox", "users"]
+    assert await db.fetchval(tables) == [
+        "alembic_version",
+        "email_tokens",
+        "idempotency_keys",
+        "outbox",
+        "users",
+    ]
     index = await db.fetchval(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_pending_idx'"
     )

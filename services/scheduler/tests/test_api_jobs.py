@@ -4,7 +4,8 @@
 - ``purge_outbox``: settled outbox rows past their retention;
 - ``remind_unverified_users``: one reminder per user unverified for a while;
 - ``purge_unverified_users``: accounts never verified;
-- ``purge_tokens``: spent verification tokens.
+- ``purge_tokens``: spent verification tokens;
+- ``purge_idempotency_keys``: expired idempotency keys.
 
 The API itself cannot run here (no service imports another); an HTTP server
 speaking the API's internal contract stands in for it, and the e2e suite runs
@@ -30,6 +31,7 @@ from structlog.testing import capture_logs
 from herald_scheduler.context import SchedulerContext
 from herald_scheduler.internal_api import InternalApi
 from herald_scheduler.jobs import (
+    purge_idempotency_keys,
     purge_outbox,
     purge_tokens,
     purge_unverified_users,
@@ -94,7 +96,14 @@ PURGE_USERS = ApiJob(
 PURGE_TOKENS = ApiJob(
     purge_tokens, "/internal/v1/tokens/purge", "token_retention_seconds", "tokens.purged", "deleted"
 )
-JOBS = [OUTBOX, REMIND, PURGE_USERS, PURGE_TOKENS]
+PURGE_KEYS = ApiJob(
+    purge_idempotency_keys,
+    "/internal/v1/idempotency-keys/purge",
+    "idempotency_key_retention_seconds",
+    "idempotency_keys.purged",
+    "deleted",
+)
+JOBS = [OUTBOX, REMIND, PURGE_USERS, PURGE_TOKENS, PURGE_KEYS]
 """The jobs whose endpoint answers one count."""
 RECONCILE_PATH = "/internal/v1/outbox/reconcile"
 RECONCILED = {
@@ -280,6 +289,7 @@ def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> Non
         "verification_reminder_cron": "* * * * * */3",
         "unverified_purge_cron": "7 * * * *",
         "token_purge_cron": "9 3 * * *",
+        "idempotency_key_purge_cron": "11 * * * *",
     }
     without = build_settings(Settings(_env_file=None, internal_token=None, **crons))
     with_token = build_settings(Settings(_env_file=None, internal_token=SecretStr(TOKEN), **crons))
@@ -295,9 +305,10 @@ def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> Non
         remind_unverified_users: ("* * * * * */3", True, 1),
         purge_unverified_users: ("7 * * * *", True, 1),
         purge_tokens: ("9 3 * * *", True, 1),
+        purge_idempotency_keys: ("11 * * * *", True, 1),
     }
     # One slot per CronJob: a slow API call holds up no other job.
-    assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 6
+    assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 7
 
 
 def worker_settings(
@@ -311,6 +322,7 @@ def worker_settings(
         "verification_reminder_cron": NEVER,
         "unverified_purge_cron": NEVER,
         "token_purge_cron": NEVER,
+        "idempotency_key_purge_cron": NEVER,
         **overrides,
     }
     return Settings(
@@ -337,11 +349,13 @@ async def test_a_worker_sends_each_job_its_configured_age(
         verification_reminder_cron=EVERY_SECOND,
         unverified_purge_cron=EVERY_SECOND,
         token_purge_cron=EVERY_SECOND,
+        idempotency_key_purge_cron=EVERY_SECOND,
         outbox_reconcile_after_seconds=240,
         outbox_retention_seconds=600,
         verification_reminder_after_seconds=120,
         unverified_account_days=2,
         token_retention_seconds=300,
+        idempotency_key_retention_seconds=90,
     )
 
     async with running_worker(build_settings(settings)):
@@ -359,6 +373,7 @@ async def test_a_worker_sends_each_job_its_configured_age(
         REMIND.path: {120},
         PURGE_USERS.path: {2 * 24 * 3600},
         PURGE_TOKENS.path: {300},
+        PURGE_KEYS.path: {90},
     }
 
 

@@ -24,6 +24,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "HERALD_UNVERIFIED_ACCOUNT_DAYS",
         "HERALD_TOKEN_PURGE_CRON",
         "HERALD_TOKEN_RETENTION_SECONDS",
+        "HERALD_IDEMPOTENCY_KEY_PURGE_CRON",
+        "HERALD_IDEMPOTENCY_KEY_RETENTION_SECONDS",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS",
         "HERALD_INTERNAL_TOKEN",
         "HERALD_METRICS_HOST",
@@ -56,6 +58,8 @@ def test_defaults() -> None:
     assert settings.unverified_account_seconds == 7 * 24 * 3600
     assert settings.token_purge_cron == "45 * * * *"
     assert settings.token_retention_seconds == 24 * 3600
+    assert settings.idempotency_key_purge_cron == "35 * * * *"
+    assert settings.idempotency_key_retention_seconds == 60
     assert settings.outbox_reconcile_cron == "* * * * *"
     assert settings.outbox_reconcile_after_seconds == 300
 
@@ -128,7 +132,13 @@ def test_reads_the_account_jobs_from_the_environment(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize(
-    "name", ["verification_reminder_cron", "unverified_purge_cron", "token_purge_cron"]
+    "name",
+    [
+        "verification_reminder_cron",
+        "unverified_purge_cron",
+        "token_purge_cron",
+        "idempotency_key_purge_cron",
+    ],
 )
 def test_rejects_an_invalid_account_job_cron(name: str) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -145,6 +155,7 @@ def test_rejects_an_invalid_account_job_cron(name: str) -> None:
         ("verification_reminder_after_seconds", 59),
         ("token_retention_seconds", 59),
         ("token_retention_seconds", 100 * 365 * 24 * 3600 + 1),
+        ("idempotency_key_retention_seconds", 59),
         ("outbox_retention_seconds", 100 * 365 * 24 * 3600 + 1),
         ("unverified_account_days", 0),
         ("unverified_account_days", 100 * 365 + 1),

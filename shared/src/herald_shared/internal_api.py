@@ -20,6 +20,7 @@ __all__ = [
     "MAX_AGE_SECONDS",
     "MIN_AGE_SECONDS",
     "PREFIX",
+    "PURGE_IDEMPOTENCY_KEYS",
     "PURGE_OUTBOX",
     "PURGE_TOKENS",
     "PURGE_UNVERIFIED_USERS",
@@ -143,6 +144,8 @@ PURGE_UNVERIFIED_USERS = Endpoint("/users/purge-unverified", Deleted)
 """Delete accounts still unverified the age after signup, with their tokens."""
 PURGE_TOKENS = Endpoint("/tokens/purge", Deleted)
 """Delete link tokens spent or expired longer ago than the age."""
+PURGE_IDEMPOTENCY_KEYS = Endpoint("/idempotency-keys/purge", Deleted)
+"""Delete idempotency keys expired longer ago than the age."""
 
 ENDPOINTS: tuple[Endpoint[Any], ...] = (
     RECONCILE_OUTBOX,
@@ -150,4 +153,5 @@ ENDPOINTS: tuple[Endpoint[Any], ...] = (
     REMIND_UNVERIFIED_USERS,
     PURGE_UNVERIFIED_USERS,
     PURGE_TOKENS,
+    PURGE_IDEMPOTENCY_KEYS,
 )

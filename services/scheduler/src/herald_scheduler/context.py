@@ -34,6 +34,8 @@ class SchedulerContext(Context, total=False):
     """How long after signup an unverified user is deleted."""
     token_retention_seconds: int
     """How long after use or expiry a verification token is deleted."""
+    idempotency_key_retention_seconds: int
+    """How long after expiry an idempotency key is deleted."""
 
 
 async def open_context(ctx: SchedulerContext, settings: Settings) -> None:
@@ -56,6 +58,7 @@ async def open_context(ctx: SchedulerContext, settings: Settings) -> None:
     ctx["verification_reminder_after_seconds"] = settings.verification_reminder_after_seconds
     ctx["unverified_account_seconds"] = settings.unverified_account_seconds
     ctx["token_retention_seconds"] = settings.token_retention_seconds
+    ctx["idempotency_key_retention_seconds"] = settings.idempotency_key_retention_seconds
 
 
 async def close_context(ctx: SchedulerContext) -> None:

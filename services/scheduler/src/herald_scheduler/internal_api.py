@@ -53,6 +53,11 @@ class InternalApi:
         ago; the count deleted."""
         return (await self._post(contract.PURGE_TOKENS, older_than_seconds)).deleted
 
+    async def purge_idempotency_keys(self, *, older_than_seconds: int) -> int:
+        """Delete idempotency keys expired more than ``older_than_seconds`` ago; the count
+        deleted."""
+        return (await self._post(contract.PURGE_IDEMPOTENCY_KEYS, older_than_seconds)).deleted
+
     async def _post(self, endpoint: contract.Endpoint[Answer], older_than_seconds: int) -> Answer:
         body = contract.OlderThan(older_than_seconds=older_than_seconds)
         response = await self._http.post(endpoint.url, json=body.model_dump())

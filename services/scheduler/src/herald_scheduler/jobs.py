@@ -20,6 +20,7 @@ from herald_scheduler.metrics import record_api_work, record_report
 
 __all__ = [
     "QueueReport",
+    "purge_idempotency_keys",
     "purge_outbox",
     "purge_tokens",
     "purge_unverified_users",
@@ -135,6 +136,19 @@ async def purge_tokens(ctx: SchedulerContext) -> int:
     their retention; log how many."""
     api, older_than = ctx["internal_api"], ctx["token_retention_seconds"]
     return await _counted("purge_tokens", api.purge_tokens, older_than, "tokens.purged", "deleted")
+
+
+async def purge_idempotency_keys(ctx: SchedulerContext) -> int:
+    """Ask the API to delete idempotency keys expired longer ago than their retention;
+    log how many."""
+    api, older_than = ctx["internal_api"], ctx["idempotency_key_retention_seconds"]
+    return await _counted(
+        "purge_idempotency_keys",
+        api.purge_idempotency_keys,
+        older_than,
+        "idempotency_keys.purged",
+        "deleted",
+    )
 
 
 async def _counted(

@@ -7,7 +7,12 @@ from typing import Self
 from croniter import croniter
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from herald_shared.internal_api import MAX_AGE_SECONDS, AgeSeconds, InternalToken
+from herald_shared.internal_api import (
+    MAX_AGE_SECONDS,
+    MIN_AGE_SECONDS,
+    AgeSeconds,
+    InternalToken,
+)
 from herald_shared.settings import CommonSettings, MetricsPort
 
 __all__ = ["DAY_SECONDS", "Settings"]
@@ -87,6 +92,16 @@ class Settings(CommonSettings):
         default=DAY_SECONDS,
         description="Verification tokens used or expired longer ago than this are deleted.",
     )
+    idempotency_key_purge_cron: str = Field(
+        # Hourly, off the other jobs' minutes.
+        default="35 * * * *",
+        description="When to ask the API to delete expired idempotency keys (cron, UTC).",
+    )
+    idempotency_key_retention_seconds: AgeSeconds = Field(
+        default=MIN_AGE_SECONDS,
+        description="Idempotency keys expired longer ago than this are deleted (an expired "
+        "key is free already: the purge only reclaims its row).",
+    )
     api_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long one internal API call may take."
     )
@@ -126,6 +141,7 @@ class Settings(CommonSettings):
         "verification_reminder_cron",
         "unverified_purge_cron",
         "token_purge_cron",
+        "idempotency_key_purge_cron",
         mode="after",
     )
     @classmethod

@@ -17,6 +17,7 @@ from saq.types import FunctionsType, LifecycleFunctionsType
 
 from herald_scheduler.context import SchedulerContext, close_context, open_context
 from herald_scheduler.jobs import (
+    purge_idempotency_keys,
     purge_outbox,
     purge_tokens,
     purge_unverified_users,
@@ -51,6 +52,7 @@ API_JOBS = (
     remind_unverified_users,
     purge_unverified_users,
     purge_tokens,
+    purge_idempotency_keys,
 )
 """The jobs that call the API's internal endpoints."""
 
@@ -68,6 +70,7 @@ def api_cron_jobs(settings: Settings) -> list[CronJob[SchedulerContext]]:
         remind_unverified_users: settings.verification_reminder_cron,
         purge_unverified_users: settings.unverified_purge_cron,
         purge_tokens: settings.token_purge_cron,
+        purge_idempotency_keys: settings.idempotency_key_purge_cron,
     }
     return [
         CronJob(

@@ -1,7 +1,8 @@
 """Periodic work on accounts that the scheduler triggers (``routers.internal``).
 
-Reminders and purges of unverified accounts, and the purge of spent or
-expired link tokens. Every age is measured on PostgreSQL's clock.
+Reminders and purges of unverified accounts, and the purges of spent or
+expired link tokens and of expired idempotency keys. Every age is measured on
+PostgreSQL's clock.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.accounts.links import LinkPolicy
-from herald_api.accounts.models import EmailToken, done_at
+from herald_api.accounts.models import EmailToken, IdempotencyKey, done_at
 from herald_api.accounts.service import stage_verification_email
 from herald_api.auth.models import User
 from herald_api.core.db import among, delete_in_batches
@@ -114,5 +115,20 @@ class Housekeeping:
         return await delete_in_batches(
             self.sessions,
             delete(EmailToken).where(among(col(EmailToken.id), doomed)),
+            batch_size=PURGE_BATCH_SIZE,
+        )
+
+    async def purge_idempotency_keys(self, *, older_than: timedelta) -> int:
+        """Delete idempotency keys expired more than ``older_than`` ago (an expired key is
+        free already; this only reclaims its row)."""
+        doomed = (
+            select(col(IdempotencyKey.key_hash))
+            .where(col(IdempotencyKey.expires_at) < func.now() - older_than)
+            .order_by(col(IdempotencyKey.expires_at))
+            .limit(PURGE_BATCH_SIZE)
+        )
+        return await delete_in_batches(
+            self.sessions,
+            delete(IdempotencyKey).where(among(col(IdempotencyKey.key_hash), doomed)),
             batch_size=PURGE_BATCH_SIZE,
         )

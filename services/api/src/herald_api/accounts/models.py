@@ -1,4 +1,5 @@
-"""The link tokens table: emailed links, stored only as their fingerprints."""
+"""The link tokens table (emailed links, stored only as their fingerprints) and the
+idempotency keys table (the first answer to a request sent with an ``Idempotency-Key``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     func,
@@ -59,3 +62,35 @@ def done_at() -> ColumnElement[datetime]:
     ``used_at``); what the token purge asks about, the expression of
     ``email_tokens_done_idx``."""
     return func.least(col(EmailToken.used_at), col(EmailToken.expires_at))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A request sent with an ``Idempotency-Key``, recorded in the transaction of the
+    change it caused, with its first answer (``accounts.idempotency``; docs/api.md).
+
+    Neither the key nor the body is stored: ``key_hash`` is the SHA-256 of the key in
+    its scope (route, and caller for authenticated routes), ``fingerprint`` an HMAC of
+    the body (it holds a password). ``user_id``: the account the request concerned,
+    whose deletion deletes the row; the check is deferred to the commit, since a
+    signup records its key before the account it creates.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        Index("idempotency_keys_user_idx", "user_id", postgresql_where=text("user_id IS NOT NULL")),
+        Index("idempotency_keys_expires_idx", "expires_at"),
+    )
+
+    key_hash: bytes = Field(sa_column=Column(LargeBinary, primary_key=True))
+    user_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=Column(
+            ForeignKey("users.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+            nullable=True,
+        ),
+    )
+    fingerprint: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status_code: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    answer: str = Field(sa_column=Column(Text, nullable=False))
+    """The first answer's JSON body, as sent."""
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from herald_api.accounts.housekeeping import Housekeeping
+from herald_api.accounts.idempotency import IdempotencyStore
 from herald_api.accounts.links import LinkPolicy
 from herald_api.accounts.service import AccountService
 from herald_api.auth import Auth
@@ -16,6 +17,7 @@ from herald_api.outbox import Outbox
 class Accounts:
     service: AccountService
     housekeeping: Housekeeping
+    idempotency: IdempotencyStore
 
 
 def build_accounts(infrastructure: Infrastructure, outbox: Outbox, auth: Auth) -> Accounts:
@@ -31,5 +33,11 @@ def build_accounts(infrastructure: Infrastructure, outbox: Outbox, auth: Auth) -
         ),
         housekeeping=Housekeeping(
             sessions=infrastructure.sessions, dispatcher=outbox.dispatcher, links=policy
+        ),
+        idempotency=IdempotencyStore.from_settings(
+            infrastructure.sessions,
+            jwt_secret=infrastructure.settings.jwt_secret,
+            hours=infrastructure.settings.idempotency_key_hours,
+            wait_seconds=infrastructure.settings.idempotency_wait_seconds,
         ),
     )

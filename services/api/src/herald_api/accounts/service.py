@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.accounts import links
+from herald_api.accounts.idempotency import Claim
 from herald_api.accounts.links import CHANGE_EMAIL, RESET_PASSWORD, VERIFY_EMAIL, LinkPolicy
 from herald_api.accounts.schemas import UserCreate
 from herald_api.auth.models import User
@@ -114,17 +115,22 @@ class AccountService:
         """This service, stamping its messages with ``request_id``."""
         return replace(self, request_id=request_id)
 
-    async def sign_up(self, data: UserCreate) -> SignupOutcome:
+    async def sign_up(self, data: UserCreate, idempotency: Claim | None = None) -> SignupOutcome:
         """Create the user and stage its welcome email in one transaction, then push it.
 
         A taken address gets no change and its owner an account-exists email instead;
-        both outcomes cost the same and answer the same (docs/api.md).
+        both outcomes cost the same and answer the same (docs/api.md). With
+        ``idempotency``, its key is recorded first in that transaction (a duplicate
+        raises ``AlreadyAnsweredError``, see ``Claim.record``).
         """
         # Hash before touching the database, for new and taken addresses alike:
         # the same cost either way, and no transaction held open during the hash.
         password_hash = await self.hasher.hash(data.password.get_secret_value())
         user_id = uuid.uuid4()
         async with self.sessions() as session:
+            if idempotency is not None:
+                # First: a duplicate in flight waits here, then takes the first answer.
+                await idempotency.record(session, user_id=user_id)
             created = await session.exec(
                 insert(User)
                 .values(
@@ -157,6 +163,8 @@ class AccountService:
                     # Deleted between the insert and this read (a purge): nobody to tell.
                     log.info("signup.address_vanished")
                     return SignupOutcome.ADDRESS_TAKEN
+                if idempotency is not None:
+                    await idempotency.link(session, user_id=owner.id)
                 user_id = owner.id
                 message = AccountExistsEmail(
                     user_id=owner.id,
@@ -207,15 +215,21 @@ class AccountService:
                 await self.dispatcher.publish_after_commit(session, notice, user_id=user.id)
         return Verified(user=user, email_changed=notice is not None)
 
-    async def resend_verification(self, email: str) -> bool:
+    async def resend_verification(self, email: str, idempotency: Claim | None = None) -> bool:
         """Email a fresh verification link to ``email`` if it has an unverified account
-        (old links stop working); whether one was sent. Runs after the response."""
+        (old links stop working); whether one was sent. Runs after the response.
+        ``idempotency``: nothing is done if another request holds its key."""
         async with self.sessions() as session:
             user = (
                 await session.exec(select(User).where(col(User.email) == email).with_for_update())
             ).first()
+            if idempotency is not None and not await idempotency.claim(
+                session, user_id=None if user is None else user.id
+            ):
+                return False
             if user is None or user.email_verified_at is not None:
                 log.info("verification.resend_skipped", reason="no unverified account")
+                await session.commit()  # the key, if any: its retries send nothing either
                 return False
             message = await stage_verification_email(
                 session,
@@ -232,15 +246,21 @@ class AccountService:
             await self.dispatcher.publish_after_commit(session, message, user_id=user.id)
             return True
 
-    async def request_password_reset(self, email: str) -> bool:
+    async def request_password_reset(self, email: str, idempotency: Claim | None = None) -> bool:
         """Email a password reset link to ``email`` if it has an account (earlier reset
-        links stop working); whether one was sent. Runs after the response."""
+        links stop working); whether one was sent. Runs after the response.
+        ``idempotency``: nothing is done if another request holds its key."""
         async with self.sessions() as session:
             user = (
                 await session.exec(select(User).where(col(User.email) == email).with_for_update())
             ).first()
+            if idempotency is not None and not await idempotency.claim(
+                session, user_id=None if user is None else user.id
+            ):
+                return False
             if user is None:
                 log.info("password_reset.request_skipped", reason="no account")
+                await session.commit()  # the key, if any: its retries send nothing either
                 return False
             link = await links.issue(
                 session, user_id=user.id, purpose=RESET_PASSWORD, policy=self.links
@@ -320,12 +340,19 @@ class AccountService:
         claims = AccessClaims(user_id=changed_user.id, version=changed_user.token_version)
         return PasswordChanged(user=changed_user, token=self.tokens.issue(claims))
 
-    async def request_email_change(self, *, user_id: uuid.UUID, new_email: str) -> bool:
+    async def request_email_change(
+        self, *, user_id: uuid.UUID, new_email: str, idempotency: Claim | None = None
+    ) -> bool:
         """Email ``new_email`` a link that moves ``user_id``'s account there, unless an
         account (this one included) already has it; whether one was sent. Runs after
-        the response, so the caller never learns it."""
+        the response, so the caller never learns it. ``idempotency``: nothing is done
+        if another request holds its key."""
         async with self.sessions() as session:
             user = await session.get(User, user_id, with_for_update=True)
+            if idempotency is not None and not await idempotency.claim(
+                session, user_id=None if user is None else user.id
+            ):
+                return False
             taken = (
                 await session.exec(select(User.id).where(col(User.email) == new_email))
             ).first()
@@ -333,6 +360,7 @@ class AccountService:
                 log.info(
                     "email_change.request_skipped", reason="address taken", user_id=str(user_id)
                 )
+                await session.commit()  # the key, if any: its retries send nothing either
                 return False
             link = await links.issue(
                 session,

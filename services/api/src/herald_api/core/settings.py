@@ -217,6 +217,21 @@ class Settings(CommonSettings):
         description="How long a password reset link works (short: whoever holds it can take "
         "over the account).",
     )
+    idempotency_key_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 7,
+        description="How long a POST that sends email, sent with an Idempotency-Key, is "
+        "remembered: a repeat with the same key and body within it gets the first answer "
+        "again and sends nothing (docs/api.md).",
+    )
+    idempotency_wait_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="How long a request waits for another one with the same Idempotency-Key "
+        "still in its transaction before it is answered 409 (retry later).",
+    )
     fault_exit_after_commit: bool = Field(
         default=False,
         description="For fault tests only: a signup ends the process (exit status 70) right "

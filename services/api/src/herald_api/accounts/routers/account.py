@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Response, status
 
-from herald_api.accounts.deps import AccountServiceDep
-from herald_api.accounts.http import WRONG_PASSWORD
+from herald_api.accounts.deps import AccountServiceDep, UserIdempotencyDep
+from herald_api.accounts.http import WRONG_PASSWORD, idempotent_responses
 from herald_api.accounts.schemas import (
     Accepted,
     EmailChange,
@@ -108,15 +108,17 @@ async def delete_own_account(
 @router.post(
     "/me/email",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=CONFIRMED_BY_PASSWORD,
+    responses={**CONFIRMED_BY_PASSWORD, **idempotent_responses(status.HTTP_202_ACCEPTED)},
     dependencies=[Depends(require_json_body)],
 )
 async def change_own_email(
+    *,
     body: EmailChange,
     user: CurrentUserDep,
     background: BackgroundTasks,
     limits: RateLimitsDep,
     accounts: AccountServiceDep,
+    idempotency: UserIdempotencyDep,
 ) -> Accepted:
     """Ask to move the caller's account to ``new_email``, confirmed with its password
     (``400`` if wrong; counted as a login attempt).
@@ -126,14 +128,19 @@ async def change_own_email(
     the newest works; each counts against the resend limits of that
     address). The account keeps its address until the link is opened
     (``POST /api/v1/auth/verify``); then the new one counts as verified and
-    the previous one is told.
+    the previous one is told. A retry with the same ``Idempotency-Key`` (its
+    scope: this account) and body gets the first answer again and emails nothing.
     """
+    answer = Accepted(email=body.new_email, detail=EMAIL_CHANGE_REQUESTED)
+    claim = await idempotency.begin(status.HTTP_202_ACCEPTED, answer)
     await limits.check("login", email=user.email)
     await limits.check("resend", email=body.new_email)
     confirmed = await accounts.confirm_password(user, body.password.get_secret_value())
     after_response(
         background,
-        lambda: accounts.request_email_change(user_id=confirmed.user_id, new_email=body.new_email),
+        lambda: accounts.request_email_change(
+            user_id=confirmed.user_id, new_email=body.new_email, idempotency=claim
+        ),
         failed="email_change.request_failed",
     )
-    return Accepted(email=body.new_email, detail=EMAIL_CHANGE_REQUESTED)
+    return answer

@@ -6,6 +6,7 @@ from herald_api.accounts.deps import HousekeepingDep
 from herald_api.core.errors import BODY_RESPONSES
 from herald_api.core.internal import Authorized, Deleted, OlderThan, internal_router
 from herald_shared.internal_api import (
+    PURGE_IDEMPOTENCY_KEYS,
     PURGE_TOKENS,
     PURGE_UNVERIFIED_USERS,
     REMIND_UNVERIFIED_USERS,
@@ -38,4 +39,13 @@ async def purge_unverified_users(
 async def purge_tokens(_: Authorized, body: OlderThan, housekeeping: HousekeepingDep) -> Deleted:
     """Delete link tokens spent or expired more than ``older_than_seconds`` ago."""
     deleted = await housekeeping.purge_tokens(older_than=body.age)
+    return Deleted(deleted=deleted)
+
+
+@router.post(PURGE_IDEMPOTENCY_KEYS.path, responses=BODY_RESPONSES)
+async def purge_idempotency_keys(
+    _: Authorized, body: OlderThan, housekeeping: HousekeepingDep
+) -> Deleted:
+    """Delete idempotency keys expired more than ``older_than_seconds`` ago."""
+    deleted = await housekeeping.purge_idempotency_keys(older_than=body.age)
     return Deleted(deleted=deleted)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
 
-from herald_api.accounts.deps import AccountServiceDep
+from herald_api.accounts.deps import AccountServiceDep, IdempotencyDep
+from herald_api.accounts.http import idempotent_responses
 from herald_api.accounts.schemas import Accepted, EmailRequest, NewPassword, UserPublic
 from herald_api.accounts.service import LinkInvalidError
 from herald_api.auth import RateLimitsDep
@@ -26,7 +27,11 @@ RESET_REQUESTED = (
 @router.post(
     "/forgot",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**BODY_RESPONSES, **RATE_LIMIT_RESPONSES},
+    responses={
+        **BODY_RESPONSES,
+        **RATE_LIMIT_RESPONSES,
+        **idempotent_responses(status.HTTP_202_ACCEPTED),
+    },
     dependencies=[Depends(require_json_body)],
 )
 async def forgot_password(
@@ -34,20 +39,24 @@ async def forgot_password(
     background: BackgroundTasks,
     limits: RateLimitsDep,
     accounts: AccountServiceDep,
+    idempotency: IdempotencyDep,
 ) -> Accepted:
     """Email a link to choose a new password (earlier reset links stop working).
 
     Always the same 202, answered before the account is even looked up: the
     work runs after the response, so neither the answer nor its timing tells
-    whether the address has an account.
+    whether the address has an account. A retry with the same
+    ``Idempotency-Key`` and body gets the first answer again and emails nothing.
     """
+    answer = Accepted(email=body.email, detail=RESET_REQUESTED)
+    claim = await idempotency.begin(status.HTTP_202_ACCEPTED, answer)
     await limits.check("password_reset", email=body.email)
     after_response(
         background,
-        lambda: accounts.request_password_reset(body.email),
+        lambda: accounts.request_password_reset(body.email, claim),
         failed="password_reset.request_failed",
     )
-    return Accepted(email=body.email, detail=RESET_REQUESTED)
+    return answer
 
 
 @router.post(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, status
 
-from herald_api.accounts.deps import AccountServiceDep
+from herald_api.accounts.deps import AccountServiceDep, IdempotencyDep
+from herald_api.accounts.http import idempotent_responses
 from herald_api.accounts.schemas import Accepted, EmailRequest, UserPublic, VerifyEmail
 from herald_api.accounts.service import AddressTakenError, LinkInvalidError
 from herald_api.auth import RateLimitsDep
@@ -53,7 +54,11 @@ async def verify_email(body: VerifyEmail, accounts: AccountServiceDep) -> UserPu
 @router.post(
     "/resend",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**BODY_RESPONSES, **RATE_LIMIT_RESPONSES},
+    responses={
+        **BODY_RESPONSES,
+        **RATE_LIMIT_RESPONSES,
+        **idempotent_responses(status.HTTP_202_ACCEPTED),
+    },
     dependencies=[Depends(require_json_body)],
 )
 async def resend_verification(
@@ -61,17 +66,21 @@ async def resend_verification(
     background: BackgroundTasks,
     limits: RateLimitsDep,
     accounts: AccountServiceDep,
+    idempotency: IdempotencyDep,
 ) -> Accepted:
     """Email a fresh verification link (earlier ones stop working).
 
     Always the same 202, answered before the account is even looked up: the
     work runs after the response, so neither the answer nor its timing tells
-    whether the address has an unverified account.
+    whether the address has an unverified account. A retry with the same
+    ``Idempotency-Key`` and body gets the first answer again and emails nothing.
     """
+    answer = Accepted(email=body.email, detail=RESEND_ACCEPTED)
+    claim = await idempotency.begin(status.HTTP_202_ACCEPTED, answer)
     await limits.check("resend", email=body.email)
     after_response(
         background,
-        lambda: accounts.resend_verification(body.email),
+        lambda: accounts.resend_verification(body.email, claim),
         failed="verification.resend_failed",
     )
-    return Accepted(email=body.email, detail=RESEND_ACCEPTED)
+    return answer
