@@ -276,6 +276,7 @@ def level_figures(prefix: str, levels: list[LoadResult]) -> dict[str, float]:
             f"{key}_p50_ms": 1000 * result.p(0.5),
             f"{key}_p99_ms": 1000 * result.p(0.99),
             f"{key}_per_s": result.rate,
+            f"{key}_shed": result.shed,
         }
     return figures
 
@@ -285,8 +286,10 @@ def describe_load(result: LoadResult, ceiling: float) -> tuple[str, str]:
         f"p50 {ms(result.p(0.5))} / p99 {ms(result.p(0.99))}; "
         f"{result.rate:.1f} signups/s ({100 * result.rate / ceiling:.0f}% of ceiling)"
     )
-    note = f"{len(result.latencies)} signups in {result.elapsed:.1f} s" + (
-        f", {result.errors} errors" if result.errors else ""
+    note = (
+        f"{len(result.latencies)} signups in {result.elapsed:.1f} s"
+        + (f", {result.shed} shed (503, retried after Retry-After)" if result.shed else "")
+        + (f", {result.errors} errors" if result.errors else "")
     )
     return value, note
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -216,12 +219,37 @@ HERALD_SIGNUP = Endpoint("/api/v1/users", 202)
 FASTAPI_USERS_SIGNUP = Endpoint("/auth/register", 201)
 
 
+SHED = 503
+"""Herald's admission control turned the request away: wait ``Retry-After``, then retry."""
+DEFAULT_RETRY_AFTER = 1.0
+"""Seconds a shed client waits when the 503 has no usable ``Retry-After``."""
+RETRY_JITTER = 0.5
+"""A shed client waits Retry-After x (1 + uniform(0, RETRY_JITTER))."""
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP-date (RFC 9110, 10.2.3)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 @dataclass
 class LoadResult:
     concurrency: int
     latencies: list[float]
     errors: int
     elapsed: float
+    shed: int = 0
+    """503s from admission control (the client waited ``Retry-After`` and went on)."""
 
     @property
     def rate(self) -> float:
@@ -254,13 +282,15 @@ async def closed_loop(
     tag: str,
     endpoint: Endpoint = HERALD_SIGNUP,
 ) -> LoadResult:
-    """``concurrency`` tasks each signing up back to back for ``seconds``."""
+    """``concurrency`` tasks each signing up back to back for ``seconds``; a shed one
+    (503) waits its ``Retry-After``, as a well-behaved client does, and goes on."""
     latencies: list[float] = []
-    errors = 0
+    errors = shed = 0
     deadline = time.perf_counter() + seconds
+    jitter = random.Random(concurrency)  # noqa: S311 (spreading retries, not a secret)
 
     async def user(worker: int) -> None:
-        nonlocal errors
+        nonlocal errors, shed
         n = 0
         while time.perf_counter() < deadline:
             n += 1
@@ -269,12 +299,19 @@ async def closed_loop(
             response = await client.post(endpoint.path, json=signup_body(email))
             if response.status_code == endpoint.ok:
                 latencies.append(time.perf_counter() - began)
+            elif response.status_code == SHED:
+                shed += 1
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                wait = (wait if wait is not None else DEFAULT_RETRY_AFTER) * (
+                    1 + jitter.uniform(0, RETRY_JITTER)
+                )
+                await asyncio.sleep(max(0.0, min(wait, deadline - time.perf_counter())))
             else:
                 errors += 1
 
     began = time.perf_counter()
     await asyncio.gather(*(user(i) for i in range(concurrency)))
-    return LoadResult(concurrency, latencies, errors, time.perf_counter() - began)
+    return LoadResult(concurrency, latencies, errors, time.perf_counter() - began, shed)
 
 
 @dataclass

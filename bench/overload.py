@@ -28,36 +28,24 @@ import ssl
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
 import httpx
 
-from bench.common import HERALD_SIGNUP, Endpoint, percentile, recipient, signup_body
+from bench.common import (
+    DEFAULT_RETRY_AFTER,
+    HERALD_SIGNUP,
+    RETRY_JITTER,
+    SHED,
+    Endpoint,
+    percentile,
+    recipient,
+    retry_after_seconds,
+    signup_body,
+)
 
-SHED = 503
-DEFAULT_RETRY_AFTER = 1.0
-"""Seconds a shed client waits when the 503 has no usable ``Retry-After``."""
-RETRY_JITTER = 0.5
-"""A shed client waits Retry-After x (1 + uniform(0, RETRY_JITTER))."""
 PROBE_TIMEOUT = 10.0
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds or an HTTP-date (RFC 9110, 10.2.3)."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass

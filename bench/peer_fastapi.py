@@ -74,13 +74,20 @@ async def send_welcome(state: State, message: WelcomeEmail) -> None:
     )
 
 
+SQLALCHEMY_POOL_TIMEOUT = 30.0
+
+
 def create_app() -> FastAPI:
     api = ApiSettings()
     notifier = NotifierSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(api)
+        # Herald's engine, without Herald's admission control: a plain app waits
+        # SQLAlchemy's default 30 s for a pooled connection.
+        engine = create_engine(
+            api.model_copy(update={"database_pool_timeout_seconds": SQLALCHEMY_POOL_TIMEOUT})
+        )
         app.state.peer = State(
             sessions=session_factory(engine),
             hasher=PasswordHasher(

@@ -126,7 +126,7 @@ class SizePlan:
 
 
 FULL = SizePlan(users=1_000_000, samples=60, passes=15, batch=1000)
-QUICK = SizePlan(users=20_000, samples=8, passes=3, batch=200)
+QUICK = SizePlan(users=5_000, samples=6, passes=3, batch=100)
 RELAY_BATCH = 200
 """HERALD_OUTBOX_BATCH_SIZE's default: one relay pass claims this many."""
 
@@ -230,7 +230,9 @@ WHERE kind < 91
 """A token per emailed link: six in ten verification links and seven in ten reset
 links spent (within 2 h and 10 min)."""
 
-TABLES = ("users", "outbox", "email_tokens")
+TABLES = ("users", "outbox", "email_tokens", "idempotency_keys")
+"""The loaded tables, and every table whose constraints refer to them (idempotency_keys,
+left empty, holds a foreign key to users)."""
 CHUNK = 200_000
 """Rows per INSERT: one statement per chunk keeps each transaction's memory bounded."""
 
