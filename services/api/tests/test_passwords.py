@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
 
-from herald_api.auth.passwords import PasswordHasher
+from herald_api.auth.passwords import HASH_THREAD_NICENESS, PasswordHasher
 
 PASSWORD = "correct horse battery staple"
 
@@ -83,3 +86,17 @@ def test_needs_rehash_for_other_argon2_variants_and_garbage(hasher: PasswordHash
 
     assert hasher.needs_rehash(argon2i.hash(PASSWORD))
     assert hasher.needs_rehash("not a hash")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are Linux's")
+async def test_hashes_run_below_the_event_loops_priority(hasher: PasswordHasher) -> None:
+    """Under load every core hashes; the loop (health checks, 503s) must still get the CPU."""
+    await hasher.hash("correct horse battery staple")
+
+    hash_threads = [t for t in threading.enumerate() if t.name.startswith("argon2")]
+    assert hash_threads
+    loop_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    for thread in hash_threads:
+        assert thread.native_id is not None
+        niceness = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        assert niceness == loop_priority + HASH_THREAD_NICENESS
