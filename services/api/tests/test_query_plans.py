@@ -168,15 +168,28 @@ async def test_the_outbox_purge_finds_settled_rows_by_index(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     await fill_outbox(db)
+    # Ten rows settled two days ago, and one as old but not settled (never purged).
+    await db.execute(
+        "INSERT INTO outbox (message_id, task, queue, payload, relayed_at, checked_at, "
+        "settled_at, settled_as) SELECT gen_random_uuid(), 'send_password_changed_email', "
+        "'notifier', '{}'::jsonb, t, t, CASE WHEN i <= 10 THEN t END, "
+        "CASE WHEN i <= 10 THEN 'delivered' END "
+        "FROM generate_series(1, 11) AS i, LATERAL (SELECT now() - interval '2 days' AS t) AS a"
+    )
+    await db.execute("ANALYZE outbox")
 
     with recorded() as statements:
         response = await client.post(
             "/internal/v1/outbox/purge", json={"older_than_seconds": DAY}, headers=AUTH
         )
-    assert response.json() == {"deleted": 0}
+    assert response.json() == {"deleted": 10}
+    assert await db.fetchval("SELECT count(*) FROM outbox") == ROWS + 1
 
     nodes = await plan_of(db, *the_one(statements, "DELETE FROM outbox"))
     assert_indexed(nodes, table="outbox", index="outbox_settled_idx")
+    # Each doomed row is reached by its address, not by a descent of the primary key.
+    assert "outbox_pkey" not in {n.get("Index Name") for n in nodes}
+    assert any(n["Node Type"] == "Tid Scan" for n in nodes), [n["Node Type"] for n in nodes]
 
 
 async def test_the_unverified_purge_finds_old_unverified_accounts_by_index(

@@ -8,15 +8,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, delete, func, insert, literal_column, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    any_,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    update,
+)
+from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from herald_api.core.db import among, delete_in_batches
+from herald_api.core.db import delete_in_batches
 from herald_api.outbox.models import OutboxMessage
 from herald_shared.messages import AccountEmail, Message
 from herald_shared.tasks import TASKS, task_for
@@ -245,15 +256,21 @@ async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_second
     A row not settled is never deleted, however old: its message may still need a push.
     """
     settled_before = func.now() - timedelta(seconds=older_than_seconds)
-    doomed = (
-        select(col(OutboxMessage.message_id))
+    # The batch is named by its rows' physical addresses (ctid), read from
+    # outbox_settled_idx in its order: the delete then goes straight to each row (a TID
+    # scan) instead of descending the primary key once per row, which at millions of
+    # rows cost the purge 1.6x its empty-table time (docs/benchmarks.md). Settled rows
+    # are never updated, so an address read here still names the same row.
+    doomed: Select[tuple[Any]] = (
+        sa_select(column("ctid"))
+        .select_from(OutboxMessage)
         .where(col(OutboxMessage.settled_at) < settled_before)
-        .order_by(col(OutboxMessage.settled_at))  # outbox_settled_idx's order: read from it
+        .order_by(col(OutboxMessage.settled_at))
         .limit(PURGE_BATCH_SIZE)
     )
     return await delete_in_batches(
         sessions,
-        delete(OutboxMessage).where(among(col(OutboxMessage.message_id), doomed)),
+        delete(OutboxMessage).where(column("ctid") == any_(func.array(doomed.scalar_subquery()))),
         batch_size=PURGE_BATCH_SIZE,
     )
 
