@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import ColumnElement, Delete, any_, func
+from sqlalchemy import ColumnElement, Delete, Select, any_, func
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Mapped
@@ -138,9 +138,11 @@ async def delete_in_batches(
             return deleted
 
 
-def among(column: Mapped[T], ids: SelectOfScalar[T]) -> ColumnElement[bool]:
+def among(
+    column: Mapped[T] | ColumnElement[T], ids: SelectOfScalar[T] | Select[tuple[T]]
+) -> ColumnElement[bool]:
     """``column = ANY(ARRAY(ids))``: the batch's ids are read first, once, then each row
-    is found by ``column``'s index.
+    is found by ``column``'s index (or, for ``ctid``, by its address: a TID scan).
 
     With ``column IN (ids)`` the planner may join instead, and when it expects
     thousands of ids (a batch's LIMIT) it reads the whole table to hash them: a

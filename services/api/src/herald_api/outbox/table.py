@@ -13,7 +13,6 @@ from typing import Any, Literal
 from sqlalchemy import (
     ColumnElement,
     Select,
-    any_,
     column,
     delete,
     func,
@@ -27,7 +26,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from herald_api.core.db import delete_in_batches
+from herald_api.core.db import among, delete_in_batches
 from herald_api.outbox.models import OutboxMessage
 from herald_shared.messages import AccountEmail, Message
 from herald_shared.tasks import TASKS, task_for
@@ -270,7 +269,7 @@ async def purge(sessions: async_sessionmaker[AsyncSession], *, older_than_second
     )
     return await delete_in_batches(
         sessions,
-        delete(OutboxMessage).where(column("ctid") == any_(func.array(doomed.scalar_subquery()))),
+        delete(OutboxMessage).where(among(column("ctid"), doomed)),
         batch_size=PURGE_BATCH_SIZE,
     )
 
