@@ -195,11 +195,7 @@ class Dispatcher:
                     done = await forget_messages(
                         queue.redis, queue_name=queue.name, user_id=user_id, message_ids=message_ids
                     )
-                total = Forgotten(
-                    jobs_deleted=total.jobs_deleted + done.jobs_deleted,
-                    jobs_running=total.jobs_running + done.jobs_running,
-                    dead_letters_deleted=total.dead_letters_deleted + done.dead_letters_deleted,
-                )
+                total += done
         except Exception as exc:
             # Its queued jobs may still be sent, and its dead letters stay, until an
             # operator deletes them (the log says whose).

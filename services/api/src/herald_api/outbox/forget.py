@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from herald_shared.ledger import (
+    SKIP_UNLESS_SENT,
     dead_letters_index_key,
     dead_letters_key,
     delivery_record_key,
@@ -32,33 +33,21 @@ SKIPPED_RECORD_TTL = timedelta(days=1)
 messages may still start (a running job's retries span 2.6 h at worst), or than a push
 racing the deletion takes to land. Its outbox rows are gone: nothing pushes them again."""
 
-_FORGET = """
-local removed = 0
+_DELETE_UNLESS_RUNNING = """
 local stored = redis.call('GET', KEYS[1])
-if stored then
-  local running = redis.call('LPOS', KEYS[4], KEYS[1])
-  local ok, job = pcall(cjson.decode, stored)
-  local status = ok and type(job) == 'table' and job['status'] or nil
-  if not running and status ~= 'active' and status ~= 'aborting' then
-    redis.call('LREM', KEYS[2], 0, KEYS[1])
-    redis.call('ZREM', KEYS[3], KEYS[1])
-    redis.call('DEL', KEYS[1])
-    removed = 1
-  else
-    removed = -1
-  end
-end
-local record = redis.call('GET', KEYS[5])
-if not (record and string.sub(record, 1, 5) == 'sent:') then
-  redis.call('SET', KEYS[5], 'skipped:', 'PX', ARGV[1])
-end
-return removed
+if not stored then return 0 end
+local running = redis.call('LPOS', KEYS[4], KEYS[1])
+local ok, job = pcall(cjson.decode, stored)
+local status = ok and type(job) == 'table' and job['status'] or nil
+if running or status == 'active' or status == 'aborting' then return -1 end
+redis.call('LREM', KEYS[2], 0, KEYS[1])
+redis.call('ZREM', KEYS[3], KEYS[1])
+redis.call('DEL', KEYS[1])
+return 1
 """
-"""KEYS: job, queued, incomplete, active, delivery record. ARGV: the record's TTL (ms).
-Deletes the job unless a worker has it (in ``active``, or marked running): 1 deleted,
--1 running, 0 no job. Then the record says ``skipped`` unless it says ``sent``
-(``herald_shared.ledger.SKIP_UNLESS_SENT``). One step: a worker cannot take the job between
-the check and the delete."""
+"""KEYS: job, queued, incomplete, active. Deletes the job unless a worker has it (in
+``active``, or marked running): 1 deleted, -1 running, 0 no job. One step: a worker
+cannot take the job between the check and the delete."""
 
 SCAN_COUNT = 500
 """Dead letters read per ``HSCAN`` step."""
@@ -74,6 +63,13 @@ class Forgotten:
     """Jobs a worker had: left to end; their attempt stops at the ``skipped`` record."""
     dead_letters_deleted: int = 0
 
+    def __add__(self, other: Forgotten) -> Forgotten:
+        return Forgotten(
+            jobs_deleted=self.jobs_deleted + other.jobs_deleted,
+            jobs_running=self.jobs_running + other.jobs_running,
+            dead_letters_deleted=self.dead_letters_deleted + other.dead_letters_deleted,
+        )
+
 
 async def forget_messages(
     redis: Redis, *, queue_name: str, user_id: uuid.UUID, message_ids: Sequence[uuid.UUID]
@@ -86,15 +82,20 @@ async def forget_messages(
     """
     deleted = running = 0
     if message_ids:
-        forget = redis.register_script(_FORGET)
+        delete_job = redis.register_script(_DELETE_UNLESS_RUNNING)
+        skip = redis.register_script(SKIP_UNLESS_SENT)
         shared_keys = [saq_key(queue_name, s) for s in ("queued", "incomplete", "active")]
         ttl_ms = int(SKIPPED_RECORD_TTL.total_seconds() * 1000)
         async with redis.pipeline(transaction=False) as pipe:
             for message_id in message_ids:
-                job = job_key(queue_name, message_id)
+                # First the record says skipped unless it says sent: whatever runs
+                # from now on, or comes back (a push racing the deletion), stops at it.
                 record = delivery_record_key(queue_name, message_id)
-                await forget(keys=[job, *shared_keys, record], args=[ttl_ms], client=pipe)
-            outcomes = await pipe.execute()
+                await skip(keys=[record], args=[ttl_ms], client=pipe)
+                job = job_key(queue_name, message_id)
+                await delete_job(keys=[job, *shared_keys], client=pipe)
+            replies = await pipe.execute()
+        outcomes = replies[1::2]  # each message's job deletion, after its record write
         deleted = sum(1 for outcome in outcomes if outcome == 1)
         running = sum(1 for outcome in outcomes if outcome == -1)
     letters = await _delete_dead_letters(redis, queue_name=queue_name, user_id=user_id)
