@@ -55,15 +55,20 @@ def _route(request: Request) -> str:
 async def get_idempotency(
     request: Request, accounts: AccountsDep, key: IdempotencyKeyHeader = None
 ) -> IdempotencyKeys:
-    body = await request.body() if key is not None else b""
-    return accounts.idempotency.for_request(key=key, scope=_route(request), body=body)
+    return await _keys(request, accounts, key, scope=_route(request))
 
 
 async def get_user_idempotency(
     request: Request, accounts: AccountsDep, user: CurrentUserDep, key: IdempotencyKeyHeader = None
 ) -> IdempotencyKeys:
+    return await _keys(request, accounts, key, scope=f"{_route(request)}\nuser {user.id}")
+
+
+async def _keys(
+    request: Request, accounts: Accounts, key: str | None, *, scope: str
+) -> IdempotencyKeys:
+    """The request's key in ``scope``, with its body (read only when a key was sent)."""
     body = await request.body() if key is not None else b""
-    scope = f"{_route(request)}\nuser {user.id}"
     return accounts.idempotency.for_request(key=key, scope=scope, body=body)
 
 

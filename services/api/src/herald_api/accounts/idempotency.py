@@ -38,7 +38,8 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 """Marks an answer that is the stored first answer to an earlier request (Stripe's name)."""
 
 MAX_KEY_LENGTH = 255
-KEY_PATTERN = r'^(?:[!#-\[\]-~]{1,255}|"[!#-\[\]-~]{1,255}")$'
+_KEY_CHARACTERS = rf"[!#-\[\]-~]{{1,{MAX_KEY_LENGTH}}}"
+KEY_PATTERN = rf'^(?:{_KEY_CHARACTERS}|"{_KEY_CHARACTERS}")$'
 """1 to 255 visible ASCII characters but ``"`` and ``\\``, bare or as a structured-field
 string (in double quotes, as the draft writes it)."""
 
