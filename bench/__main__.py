@@ -83,8 +83,10 @@ from bench.common import (
     SinkLog,
     Table,
     closed_loop,
+    delete_keys,
     e2e_latencies,
     goal,
+    migrate,
     ms,
     open_loop,
     percentile,
@@ -939,10 +941,7 @@ async def profile(b: Bench) -> list[Recording]:
 async def forget_namespace(redis_url: str, pattern: str) -> int:
     client = aioredis.from_url(redis_url)
     try:
-        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-        for start in range(0, len(keys), 500):
-            await client.delete(*keys[start : start + 500])
-        return len(keys)
+        return await delete_keys(client, pattern)
     finally:
         await client.aclose()
 
@@ -1044,14 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     print(f"[bench] run {run_id}; logs in {log_dir}", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    with (log_dir / "migrate.log").open("wb") as log:
-        subprocess.run(  # noqa: S603  (our own command)
-            [str(BIN / "herald-api"), "migrate"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
+    migrate(env, log_dir / "migrate.log")
     prepare_script_peers(env, log_dir)
     procs = Processes(env=env, log_dir=log_dir)
     table = Table()

@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -25,6 +26,26 @@ PASSWORD = "correct horse battery staple"  # noqa: S105  (a benchmark account's 
 
 
 # --- numbers -----------------------------------------------------------------------------
+
+
+def migrate(env: Mapping[str, str], log: Path) -> None:
+    """``herald-api migrate`` on ``env``'s HERALD_DATABASE_URL, its output appended to ``log``."""
+    with log.open("ab") as out:
+        subprocess.run(  # noqa: S603  (our own command)
+            [str(BIN / "herald-api"), "migrate"],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+
+
+async def delete_keys(redis: aioredis.Redis, pattern: str) -> int:
+    """Delete every key matching ``pattern`` (a run's namespaces); how many there were."""
+    keys = [key async for key in redis.scan_iter(match=pattern, count=1000)]
+    for start in range(0, len(keys), 500):
+        await redis.delete(*keys[start : start + 500])
+    return len(keys)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from bench.common import BIN, Processes, SinkLog, recipient
+from bench.common import BIN, Processes, SinkLog, delete_keys, recipient
 from herald_shared import queues
 from herald_shared.ledger import delivery_record_key, job_key
 from herald_shared.messages import WelcomeEmail
@@ -168,9 +168,7 @@ async def _keys_holding(redis: aioredis.Redis, namespace: str, addresses: list[s
 async def _forget(redis_url: str, namespace: str) -> None:
     redis = aioredis.from_url(redis_url)
     try:
-        keys = [key async for key in redis.scan_iter(match=f"*{namespace}*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await redis.delete(*keys[start : start + 500])
+        await delete_keys(redis, f"*{namespace}*")
     finally:
         await redis.aclose()
 

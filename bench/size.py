@@ -46,7 +46,6 @@ import logging
 import math
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +62,17 @@ import structlog
 from argon2 import PasswordHasher, Type
 from sqlalchemy.engine import make_url
 
-from bench.common import BIN, PASSWORD, Processes, percentile, recipient, signup_body, wait_ready
+from bench.common import (
+    BIN,
+    PASSWORD,
+    Processes,
+    delete_keys,
+    migrate,
+    percentile,
+    recipient,
+    signup_body,
+    wait_ready,
+)
 from herald_api.core.db import create_engine, session_factory
 from herald_api.core.settings import Settings as ApiSettings
 from herald_api.outbox.models import OutboxMessage
@@ -760,9 +769,7 @@ async def serving(
         procs.stop_all()
         with contextlib.suppress(Exception):
             for side in sides:
-                keys = [k async for k in r.scan_iter(match=f"*{side.namespace}*", count=1000)]
-                for start in range(0, len(keys), 500):
-                    await r.delete(*keys[start : start + 500])
+                await delete_keys(r, f"*{side.namespace}*")
         await r.aclose()
 
 
@@ -785,17 +792,6 @@ def _with_database(url: str, name: str) -> str:
         .set(drivername="postgresql", database=name)
         .render_as_string(hide_password=False)
     )
-
-
-def migrate(env: dict[str, str], url: str, log: Path) -> None:
-    with log.open("ab") as out:
-        subprocess.run(  # noqa: S603  (our own command)
-            [str(BIN / "herald-api"), "migrate"],
-            env=env | {"HERALD_DATABASE_URL": url},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
 
 
 async def head_revision(url: str) -> str:
@@ -943,7 +939,7 @@ async def measure_index_cost(
     ]
     try:
         for side in sides:
-            migrate(env, side.url, log_dir / "migrate.log")
+            migrate(env | {"HERALD_DATABASE_URL": side.url}, log_dir / "migrate.log")
         conn = await asyncpg.connect(sides[1].url)
         try:
             await conn.execute("".join(f'DROP INDEX "{name}";' for name in INDEXES_0008))
@@ -996,7 +992,7 @@ async def measure_size(
     namespace = f"bench_size_{run_id}"
     print(f"[size] run {run_id}; logs in {log_dir}", file=sys.stderr, flush=True)
     try:
-        migrate(env, empty_url, log_dir / "migrate.log")
+        migrate(env | {"HERALD_DATABASE_URL": empty_url}, log_dir / "migrate.log")
         t0, loaded = await sized_database(
             base, plan, empty=empty_name, size=size_name, keep=keep, made=made
         )
