@@ -1,12 +1,14 @@
-"""``herald-api``: serve the API, or migrate its database."""
+"""``herald-api``: serve the API, migrate its database, or wait for its schema."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 
 import uvicorn
 
-from herald_api.core.migrate import migrate
+from herald_api.core.migrate import migrate, wait_for_schema
 from herald_api.core.settings import get_settings
 from herald_shared.logs import configure_logging
 
@@ -18,6 +20,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", help="bind address (default: HERALD_API_HOST)")
     serve.add_argument("--port", type=int, help="port (default: HERALD_API_PORT)")
     commands.add_parser("migrate", help="create the database if missing; alembic upgrade head")
+    wait = commands.add_parser(
+        "wait-for-schema",
+        help="exit 0 once the database carries this image's schema (or newer), 1 after --timeout",
+    )
+    wait.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -25,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "migrate":
         migrate(settings)
         return
+    if args.command == "wait-for-schema":
+        sys.exit(0 if asyncio.run(wait_for_schema(settings, within=args.timeout)) else 1)
     uvicorn.run(
         "herald_api.main:create_app",
         factory=True,
