@@ -9,7 +9,7 @@ import pytest
 from saq import Queue
 
 from herald_shared import queues
-from herald_shared.redis_client import RedisTarget, redis_client
+from herald_shared.redis_client import RedisTarget, parse_sentinels, redis_client
 from herald_shared.tasks import enqueue
 from herald_testing.messages import welcome_email
 from herald_testing.ports import free_port
@@ -22,19 +22,14 @@ def target(cluster: SentinelSet, *, sentinels: str | None = None) -> RedisTarget
     """The target Herald's settings give for ``cluster`` (the URL's host is not used)."""
     return RedisTarget(
         url="redis://unused.invalid:1/0",
-        sentinels=tuple(
-            (host, int(port))
-            for host, port in (e.rsplit(":", 1) for e in (sentinels or cluster.sentinels).split(","))
-        ),
+        sentinels=parse_sentinels(sentinels or cluster.sentinels),
         master=MASTER_NAME,
     )
 
 
 @pytest.fixture
 async def queue(redis_sentinels: SentinelSet) -> AsyncIterator[Queue]:
-    notifier = queues.connect_queue(
-        target(redis_sentinels), queues.NOTIFIER, namespace=NAMESPACE
-    )
+    notifier = queues.connect_queue(target(redis_sentinels), queues.NOTIFIER, namespace=NAMESPACE)
     await notifier.connect()
     yield notifier
     await notifier.disconnect()
@@ -50,12 +45,12 @@ async def test_an_enqueued_message_lands_on_the_master(
     job = await enqueue(queue, welcome_email())
     assert job is not None
 
-    master, replica = redis_sentinels.redis_ports
-    with redis_sentinels.server(master) as server:
+    with redis_sentinels.server(redis_sentinels.redis_ports[0]) as server:
         assert server.exists(job_key(queue, job.key)) == 1
         assert server.info("replication")["role"] == "master"
     stored = await queue.job(job.key)
-    assert stored is not None and stored.function == job.function
+    assert stored is not None
+    assert stored.function == job.function
 
 
 async def test_after_a_failover_the_queue_follows_the_new_master(
@@ -98,7 +93,7 @@ async def test_closing_the_client_closes_its_sentinel_connections(
 
     before = sentinel_clients()
     client = redis_client(target(redis_sentinels))
-    await client.ping()
+    assert await client.set("herald:probe", "1")
     assert sentinel_clients() > before
 
     await client.aclose()

@@ -83,7 +83,7 @@ def test_sentinel_variables_give_the_redis_target(monkeypatch: pytest.MonkeyPatc
     ("variables", "expected"),
     [
         (
-            {"HERALD_REDIS_SENTINELS": "a:26379,host:notaport", "HERALD_REDIS_SENTINEL_MASTER": "m"},
+            {"HERALD_REDIS_SENTINELS": "a:1,host:notaport", "HERALD_REDIS_SENTINEL_MASTER": "m"},
             "HERALD_REDIS_SENTINELS entry 2 of 2 has no port number 1-65535",
         ),
         (

@@ -101,6 +101,9 @@ def redis_client(target: RedisTarget | str, **options: Any) -> Redis:
     asked: dict[str, Any] = {
         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+        # Each Sentinel once: redis-py's default (3 retries, backoff from 1 s) would
+        # spend ~7 s on a dead one before asking the next.
+        "retry": Retry(NoBackoff(), 0),
     }
     asked |= {k: v for k, v in options.items() if k.startswith("socket_")}
     if target.sentinel_password is not None:

@@ -140,17 +140,20 @@ class RateLimiter:
                     type(item)(item.amount, item.multiples, namespace=action)
                     for item in parse_limits(limits[action, scope])
                 ]
+        target = RedisTarget(redis) if isinstance(redis, str) else redis
+        # No retries: the deadline is short, and a failed check is let through anyway.
+        # With Sentinels, the client's one retry on a connection a failover closed
+        # stays (within the same deadline), so a failover lets no check through.
+        retry = {} if target.sentinels else {"retry": Retry(NoBackoff(), 0)}
         self._redis = redis_client(
-            redis,
+            target,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            # No retries: the deadline is short, and a failed check is let through anyway.
-            retry=Retry(NoBackoff(), 0),
+            **retry,
         )
-        url = redis if isinstance(redis, str) else redis.url
         self._storage = RedisStorage(
             # With a pool given, limits reads only the scheme of its URI.
-            storage_uri(url),
+            storage_uri(target.url),
             implementation="redispy",
             key_prefix=queue_name(KEY_NAME, namespace=namespace),
             # limits types its options as scalars:
