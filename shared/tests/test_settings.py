@@ -58,3 +58,67 @@ def test_rejects_a_bad_value_without_showing_it(name: str, value: object) -> Non
 def test_the_metrics_port_has_no_common_default() -> None:
     with pytest.raises(ValidationError, match="metrics_port"):
         CommonSettings(_env_file=None)
+
+
+def test_sentinels_are_off_by_default() -> None:
+    target = ServiceSettings(_env_file=None).redis_target
+
+    assert (target.url, target.sentinels, target.master) == ("redis://127.0.0.1:6379/0", (), "")
+
+
+def test_sentinel_variables_give_the_redis_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_REDIS_URL", "rediss://:master-secret@ignored:1/2")
+    monkeypatch.setenv("HERALD_REDIS_SENTINELS", " sentinel-1:26379, [fd00::5]:26380 ")
+    monkeypatch.setenv("HERALD_REDIS_SENTINEL_MASTER", "mymaster")
+    monkeypatch.setenv("HERALD_REDIS_SENTINEL_PASSWORD", "sentinel-secret")
+
+    target = ServiceSettings(_env_file=None).redis_target
+
+    assert target.sentinels == (("sentinel-1", 26379), ("fd00::5", 26380))
+    assert (target.master, target.sentinel_password) == ("mymaster", "sentinel-secret")
+    assert target.url == "rediss://:master-secret@ignored:1/2"
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (
+            {"HERALD_REDIS_SENTINELS": "a:1,host:notaport", "HERALD_REDIS_SENTINEL_MASTER": "m"},
+            "HERALD_REDIS_SENTINELS entry 2 of 2 has no port number 1-65535",
+        ),
+        (
+            {"HERALD_REDIS_SENTINELS": "a:26379,,b:1", "HERALD_REDIS_SENTINEL_MASTER": "m"},
+            "HERALD_REDIS_SENTINELS entry 2 of 3 must be host:port",
+        ),
+        (
+            {"HERALD_REDIS_SENTINELS": "sentinel:99999", "HERALD_REDIS_SENTINEL_MASTER": "m"},
+            "entry 1 of 1 has no port number 1-65535",
+        ),
+        (
+            {"HERALD_REDIS_SENTINELS": "sentinel:26379"},
+            "HERALD_REDIS_SENTINEL_MASTER is empty",
+        ),
+        (
+            {"HERALD_REDIS_SENTINEL_MASTER": "mymaster"},
+            "HERALD_REDIS_SENTINELS is empty",
+        ),
+        (
+            {
+                "HERALD_REDIS_SENTINELS": "sentinel:26379",
+                "HERALD_REDIS_SENTINEL_MASTER": "m",
+                "HERALD_REDIS_URL": "unix:///run/redis.sock",
+            },
+            "HERALD_REDIS_URL must be redis:// or rediss://",
+        ),
+    ],
+)
+def test_bad_sentinel_settings_say_what_to_fix(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError, match=expected) as refused:
+        ServiceSettings(_env_file=None)
+
+    assert "notaport" not in str(refused.value)

@@ -63,7 +63,7 @@ async def make_limiter(redis_url: str, queue_namespace: str) -> AsyncIterator[Ma
 
     def make(**overrides: Any) -> RateLimiter:
         options: dict[str, Any] = {
-            "redis_url": redis_url,
+            "redis": redis_url,
             "namespace": queue_namespace,
             "limits": limits(),
             "timeout_seconds": 0.25,
@@ -262,7 +262,7 @@ async def test_disabled_limits_never_refuse_nor_touch_redis(
 ) -> None:
     limiter = make_limiter(
         limits=limits(signup_client="1/hour"),
-        redis_url=with_port(redis_url, free_port()),
+        redis=with_port(redis_url, free_port()),
         enabled=False,
     )
 
@@ -276,7 +276,7 @@ async def test_with_redis_down_attempts_pass_at_once_with_a_warning_then_skip_re
     make_limiter: MakeLimiter, redis_url: str
 ) -> None:
     limiter = make_limiter(
-        limits=limits(login_client="1/hour"), redis_url=with_port(redis_url, free_port())
+        limits=limits(login_client="1/hour"), redis=with_port(redis_url, free_port())
     )
     failed_before = fail_open_count("login", "redis")
     paused_before = fail_open_count("login", "paused")
@@ -305,7 +305,7 @@ async def test_a_redis_that_never_answers_costs_one_timeout(
 
     server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    limiter = make_limiter(redis_url=with_port(redis_url, port), timeout_seconds=0.2)
+    limiter = make_limiter(redis=with_port(redis_url, port), timeout_seconds=0.2)
     try:
         started = time.monotonic()
         with capture_logs() as logs:
@@ -372,7 +372,7 @@ async def test_limits_hold_again_once_redis_is_back(
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
     await proxy.start()
     limiter = make_limiter(
-        limits=limits(login_client="2/minute"), redis_url=with_port(redis_url, proxy.port)
+        limits=limits(login_client="2/minute"), redis=with_port(redis_url, proxy.port)
     )
     try:
         await allowed(limiter, "login", 2, client="198.51.100.1")

@@ -6,6 +6,7 @@ What the services agree on, one module each:
 - ``tasks``: which message goes on which queue under which name and SAQ job policy,
   and ``enqueue``, the one way to put it there;
 - ``queues``: queue names and their namespacing;
+- ``redis_client``: the one way to build a Redis client, from the URL or through Sentinel;
 - ``tokens``: link tokens, derived from the token id a message carries;
 - ``ledger``: where a message stands in Redis (the keys the notifier and SAQ write);
 - ``internal_api``: the API's internal HTTP endpoints the scheduler calls;
@@ -26,6 +27,7 @@ __all__ = [
     "messages",
     "metrics",
     "queues",
+    "redis_client",
     "settings",
     "tasks",
     "text",

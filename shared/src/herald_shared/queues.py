@@ -8,6 +8,9 @@ name is a prefix on every key.
 from __future__ import annotations
 
 from saq import Queue
+from saq.queue.redis import RedisQueue
+
+from herald_shared.redis_client import RedisTarget, redis_client
 
 __all__ = ["NOTIFIER", "SCHEDULER", "connect_queue", "queue_name"]
 
@@ -23,6 +26,7 @@ def queue_name(name: str, *, namespace: str = "") -> str:
     return f"{namespace}:{name}" if namespace else name
 
 
-def connect_queue(redis_url: str, name: str, *, namespace: str = "") -> Queue:
-    """A SAQ queue on Redis for ``name`` inside ``namespace`` (not yet connected)."""
-    return Queue.from_url(redis_url, name=queue_name(name, namespace=namespace))
+def connect_queue(redis: RedisTarget | str, name: str, *, namespace: str = "") -> Queue:
+    """A SAQ queue for ``name`` inside ``namespace`` on ``redis`` (a target, e.g.
+    ``settings.redis_target``, or a URL); not yet connected."""
+    return RedisQueue(redis_client(redis), name=queue_name(name, namespace=namespace))

@@ -8,12 +8,14 @@ their names (``HERALD_REDIS_URL``...); ``metrics_port`` has no common default
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald_shared.logs import LogFormat, LogLevel
+from herald_shared.redis_client import RedisTarget, parse_sentinels
 
 __all__ = ["CommonSettings", "LinkSecret", "MetricsPort"]
 
@@ -51,7 +53,25 @@ class CommonSettings(BaseSettings):
     )
 
     redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis holding the SAQ queues."
+        default="redis://127.0.0.1:6379/0",
+        description="Redis holding the SAQ queues. With HERALD_REDIS_SENTINELS set, only its "
+        "scheme (redis:// or rediss:// for TLS), username, password, database and options "
+        "are used: the Sentinels give the master's address.",
+    )
+    redis_sentinels: str = Field(
+        default="",
+        description="Redis Sentinels to ask for the master, as host:port,host:port "
+        "(IPv6 in brackets: [::1]:26379); empty: connect to HERALD_REDIS_URL's host.",
+    )
+    redis_sentinel_master: str = Field(
+        default="",
+        description="Name the Sentinels know the master by (their `sentinel monitor` "
+        "name, e.g. mymaster); required with HERALD_REDIS_SENTINELS.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the Sentinels themselves (their requirepass), when they "
+        "have one; the master's is HERALD_REDIS_URL's.",
     )
     queue_namespace: str = Field(
         default="",
@@ -68,6 +88,43 @@ class CommonSettings(BaseSettings):
         description="Address the Prometheus metrics server binds.",
     )
     metrics_port: MetricsPort
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """Where Redis is, for ``herald_shared.redis_client.redis_client``."""
+        password = self.redis_sentinel_password
+        return RedisTarget(
+            url=self.redis_url,
+            sentinels=parse_sentinels(self.redis_sentinels),
+            master=self.redis_sentinel_master,
+            sentinel_password=password.get_secret_value() if password is not None else None,
+        )
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_list(cls, value: str) -> str:
+        parse_sentinels(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_need_a_master(self) -> Self:
+        if self.redis_sentinels.strip():
+            if not self.redis_sentinel_master.strip():
+                raise ValueError(
+                    "HERALD_REDIS_SENTINELS is set but HERALD_REDIS_SENTINEL_MASTER is empty: "
+                    "give the name the Sentinels monitor the master under"
+                )
+            if urlsplit(self.redis_url).scheme not in ("redis", "rediss"):
+                raise ValueError(
+                    "with HERALD_REDIS_SENTINELS, HERALD_REDIS_URL must be redis:// or "
+                    "rediss:// (it gives the password and database; Sentinel the address)"
+                )
+        elif self.redis_sentinel_master.strip():
+            raise ValueError(
+                "HERALD_REDIS_SENTINEL_MASTER is set but HERALD_REDIS_SENTINELS is empty: "
+                "list the Sentinels (host:port,host:port), or unset the master name"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ in the workspace can ask for them:
   plain SAQ worker, without the sweep that races its first dequeue.
 - ``maildev`` / ``mailbox``: a real SMTP server with an HTTP API (session), and
   a client on it emptied before each test.
+- ``redis_sentinels``: a Redis master, its replica and a Sentinel of the test's
+  own (``herald_testing.sentinel``); skipped where redis-sentinel is missing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from herald_shared import queues
 from herald_testing import backends
 from herald_testing.maildev import MailDev, MailDevClient
 from herald_testing.maildev import maildev as start_maildev
+from herald_testing.sentinel import SENTINEL_MISSING, SentinelSet, sentinel_binary, sentinel_set
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +58,15 @@ def maildev() -> Iterator[MailDev]:
             yield server
     except backends.BackendUnavailableError as exc:
         pytest.exit(str(exc), returncode=3)
+
+
+@pytest.fixture
+def redis_sentinels() -> Iterator[SentinelSet]:
+    """A master, a replica and a Sentinel of this test's own (a failover changes them)."""
+    if sentinel_binary() is None:
+        pytest.skip(SENTINEL_MISSING)
+    with sentinel_set() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from herald_testing import backends
 from herald_testing.maildev import MAILDEV_MISSING, maildev_binary, maildev_source
 from herald_testing.pgbouncer import pgbouncer_binary
 from herald_testing.ports import port_open
+from herald_testing.sentinel import SENTINEL_MISSING, sentinel_binary
 
 
 def test_backends() -> list[str]:
@@ -47,6 +48,8 @@ def test_backends() -> list[str]:
         print(f"herald: the tests use {', '.join(used)}", flush=True)
         if pgbouncer_binary() is None:
             print(f"herald: {PGBOUNCER_MISSING}", flush=True)
+        if sentinel_binary() is None:
+            print(f"herald: {SENTINEL_MISSING}", flush=True)
     return problems
 
 

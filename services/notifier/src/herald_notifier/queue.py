@@ -34,6 +34,7 @@ from herald_notifier.faults import NO_FAULTS, Faults
 from herald_notifier.metrics import DEAD_LETTERS, JOBS_SWEPT, STALE_ATTEMPT_WRITES
 from herald_notifier.saq_redis import Attempt, Expected, JobStore, LetterWrite
 from herald_shared.metrics import OTHER_FUNCTION
+from herald_shared.redis_client import RedisTarget, redis_client
 from herald_shared.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -70,13 +71,17 @@ class NotifierQueue(RedisQueue):
 
     @classmethod
     def connect_url(
-        cls, url: str, *, name: str, faults: Faults = NO_FAULTS, finished_job_seconds: int = 0
+        cls,
+        redis: RedisTarget | str,
+        *,
+        name: str,
+        faults: Faults = NO_FAULTS,
+        finished_job_seconds: int = 0,
     ) -> NotifierQueue:
-        """A queue on the Redis at ``url`` (not yet connected)."""
-        from redis import asyncio as aioredis  # noqa: PLC0415  (as SAQ's from_url)
-
+        """A queue on ``redis`` (a target with or without Sentinels, or a URL); not yet
+        connected."""
         return cls(
-            aioredis.from_url(url),
+            redis_client(redis),
             name=name,
             faults=faults,
             finished_job_seconds=finished_job_seconds,

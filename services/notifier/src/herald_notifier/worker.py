@@ -35,7 +35,7 @@ QUEUE_DEPTH = "notifier_queue_depth"
 def connect_queue(settings: Settings) -> NotifierQueue:
     """The notifier's queue in the configured namespace (not yet connected)."""
     return NotifierQueue.connect_url(
-        settings.redis_url,
+        settings.redis_target,
         name=queues.queue_name(queues.NOTIFIER, namespace=settings.queue_namespace),
         faults=Faults(settings.notifier_crash_at),
         finished_job_seconds=settings.notifier_finished_job_seconds,

@@ -42,7 +42,7 @@ async def open_context(ctx: SchedulerContext, settings: Settings) -> None:
     """Connect the notifier queue into ``ctx``; with an internal token, also the API
     client and the ages its jobs send."""
     notifier = queues.connect_queue(
-        settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
+        settings.redis_target, queues.NOTIFIER, namespace=settings.queue_namespace
     )
     await notifier.connect()
     ctx["notifier_queue"] = notifier

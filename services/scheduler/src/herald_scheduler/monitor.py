@@ -53,7 +53,7 @@ def credentials(settings: Settings) -> tuple[str, str]:
 def monitored_queues(settings: Settings) -> list[Queue]:
     """The notifier and scheduler queues of the deployment (not yet connected)."""
     return [
-        queues.connect_queue(settings.redis_url, name, namespace=settings.queue_namespace)
+        queues.connect_queue(settings.redis_target, name, namespace=settings.queue_namespace)
         for name in (queues.NOTIFIER, queues.SCHEDULER)
     ]
 

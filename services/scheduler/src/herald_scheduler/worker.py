@@ -137,7 +137,7 @@ def build_settings(settings: Settings) -> WorkerSettings:
 
     return WorkerSettings(
         queue=queues.connect_queue(
-            settings.redis_url, queues.SCHEDULER, namespace=settings.queue_namespace
+            settings.redis_target, queues.SCHEDULER, namespace=settings.queue_namespace
         ),
         functions=[],
         # Each CronJob has at most one run in flight (its unique key), so one slot

@@ -21,7 +21,6 @@ from limits import RateLimitItem
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
-from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -30,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from herald_api.core.errortext import describe
 from herald_api.core.settings import Settings, parse_limits
 from herald_shared.queues import queue_name
+from herald_shared.redis_client import RedisTarget, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -116,16 +116,19 @@ class RateLimiter:
     def __init__(
         self,
         *,
-        redis_url: str,
+        redis: RedisTarget | str,
         namespace: str,
         limits: Mapping[tuple[Action, Scope], str],
         timeout_seconds: float,
         enabled: bool = True,
     ) -> None:
-        """``limits``: each (action, scope) and its limits string; every pair must be given.
+        """``redis``: a target (``settings.redis_target``, Sentinels included) or a URL.
+        ``limits``: each (action, scope) and its limits string; every pair must be given.
 
         Nothing connects until the first check, so an API whose Redis is down
-        still starts.
+        still starts. limits runs its scripts on the pool of Herald's one Redis
+        client (``herald_shared.redis_client``), so the counts follow the same
+        master, Sentinels and TLS as the queues (docs/operations.md, "Redis").
         """
         self.enabled = enabled
         self.timeout_seconds = timeout_seconds
@@ -137,18 +140,24 @@ class RateLimiter:
                     type(item)(item.amount, item.multiples, namespace=action)
                     for item in parse_limits(limits[action, scope])
                 ]
-        self._pool = ConnectionPool.from_url(
-            redis_url,
+        target = RedisTarget(redis) if isinstance(redis, str) else redis
+        # No retries: the deadline is short, and a failed check is let through anyway.
+        # With Sentinels, the client's one retry on a connection a failover closed
+        # stays (within the same deadline), so a failover lets no check through.
+        retry = {} if target.sentinels else {"retry": Retry(NoBackoff(), 0)}
+        self._redis = redis_client(
+            target,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            # No retries: the deadline is short, and a failed check is let through anyway.
-            retry=Retry(NoBackoff(), 0),
+            **retry,
         )
         self._storage = RedisStorage(
-            storage_uri(redis_url),
+            # With a pool given, limits reads only the scheme of its URI.
+            storage_uri(target.url),
             implementation="redispy",
             key_prefix=queue_name(KEY_NAME, namespace=namespace),
-            connection_pool=self._pool,  # type: ignore[arg-type]  # options are typed as scalars
+            # limits types its options as scalars:
+            connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]
         )
         self._strategy = MovingWindowRateLimiter(self._storage)
         self._paused_until = 0.0
@@ -158,7 +167,7 @@ class RateLimiter:
     def from_settings(cls, settings: Settings) -> RateLimiter:
         """The limiter ``settings`` describe (``HERALD_RATE_LIMIT_*``), on the API's Redis."""
         return cls(
-            redis_url=settings.redis_url,
+            redis=settings.redis_target,
             namespace=settings.queue_namespace,
             limits={
                 ("signup", "client"): settings.rate_limit_signup_per_client,
@@ -260,7 +269,7 @@ class RateLimiter:
     async def close(self) -> None:
         """Close the connections to Redis."""
         try:
-            await self._pool.aclose()
+            await self._redis.aclose()
         except (RedisError, OSError) as exc:
             # Shutting down while Redis is unreachable must still shut down.
             log.warning("rate_limit.close_failed", error=describe(exc))

@@ -42,7 +42,7 @@ async def open_infrastructure(settings: Settings) -> AsyncIterator[Infrastructur
     engine = create_engine(settings)
     probe_engine = create_probe_engine(settings)
     queue = queues.connect_queue(
-        settings.redis_url, queues.NOTIFIER, namespace=settings.queue_namespace
+        settings.redis_target, queues.NOTIFIER, namespace=settings.queue_namespace
     )
     await queue.connect()
     try:

@@ -1,0 +1,58 @@
+"""The rate limiter through a real Redis Sentinel: limits hold on the master, and still
+hold after a failover (the counts were replicated; no check is let through)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import REGISTRY
+
+from herald_api.auth.ratelimit import ACTIONS, SCOPES, RateLimitedError, RateLimiter
+from herald_shared.redis_client import RedisTarget, parse_sentinels
+from herald_testing.sentinel import MASTER_NAME, SentinelSet
+
+
+def fail_open_total() -> float:
+    return sum(
+        REGISTRY.get_sample_value(
+            "herald_api_rate_limit_fail_open_total", {"action": "login", "reason": reason}
+        )
+        or 0.0
+        for reason in ("timeout", "redis", "paused", "other")
+    )
+
+
+@pytest.fixture
+async def limiter(redis_sentinels: SentinelSet) -> AsyncIterator[RateLimiter]:
+    chosen = {(action, scope): "1000/hour" for action in ACTIONS for scope in SCOPES}
+    chosen["login", "client"] = "2/minute"
+    built = RateLimiter(
+        redis=RedisTarget(
+            url="redis://unused.invalid:1/0",
+            sentinels=parse_sentinels(redis_sentinels.sentinels),
+            master=MASTER_NAME,
+        ),
+        namespace="sentinel-test",
+        limits=chosen,
+        timeout_seconds=1.0,
+    )
+    yield built
+    await built.close()
+
+
+async def test_the_limit_holds_through_a_failover(
+    limiter: RateLimiter, redis_sentinels: SentinelSet
+) -> None:
+    let_through = fail_open_total()
+    for _ in range(2):
+        await limiter.check("login", client="203.0.113.7")
+    with pytest.raises(RateLimitedError):
+        await limiter.check("login", client="203.0.113.7")
+
+    redis_sentinels.failover()
+
+    with pytest.raises(RateLimitedError):
+        await limiter.check("login", client="203.0.113.7")
+    await limiter.check("login", client="203.0.113.8")
+    assert fail_open_total() == let_through
