@@ -19,10 +19,10 @@ PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproje
 BACKENDS ?= auto
 # make e2e: the compose stack where Docker answers, else local processes.
 STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo compose || echo local)
-TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests testing/tests
-LINT_PATHS := shared services testing tests-e2e bench
+TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests testing/tests deploy/tests
+LINT_PATHS := shared services testing tests-e2e bench deploy
 
-.PHONY: help install dev migrate test lint format e2e fuzz bench chaos dead-letters replay up down logs ps clean
+.PHONY: help install dev migrate test lint k8s-check format e2e swarm-e2e fuzz bench chaos dead-letters replay up down logs ps clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ lint: install ## ruff (lint + format), mypy --strict, import contracts (.importl
 		if [ -z "$$out" ]; then echo "compose.production.yaml accepts unset secrets" >&2; exit 1; fi; \
 		echo "compose.production.yaml: refuses unset secrets"; \
 	else echo "docker compose not installed: compose files not validated" >&2; fi
+	@$(MAKE) --no-print-directory k8s-check
+
+k8s-check: install ## Render deploy/k8s's overlays and check them offline (kubernetes-validate, KEDA schema, checkov, tests)
+	UV="$(UV)" $(UV) run --no-sync python -m herald_testing.k8s_check
 
 format: install ## Apply ruff's fixes and formatting
 	$(UV) run --no-sync ruff check --fix $(LINT_PATHS)
@@ -74,6 +78,9 @@ format: install ## Apply ruff's fixes and formatting
 
 e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes)
 	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK)
+
+swarm-e2e: install ## The e2e suite on a one-node Docker Swarm (2 api, 3 notifier, 2 scheduler) while the notifier rolls, dies, scales
+	$(UV) run --no-sync python -m herald_testing.swarm $(ARGS)
 
 fuzz: install ## Schemathesis on a fresh local stack: fails on any 5xx or response off the OpenAPI schema
 	$(UV) run --no-sync python -m herald_testing.stack fuzz
