@@ -1,5 +1,5 @@
 # /// script
-# requires-python = ">=3.11,<3.13"
+# requires-python = ">=3.11"
 # dependencies = [
 #     "checkov==3.3.30",
 # ]
