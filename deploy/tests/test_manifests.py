@@ -171,7 +171,8 @@ def check_termination_grace(objects: Objects) -> None:
 
 
 def check_restricted(objects: Objects) -> None:
-    """Every pod: uid/gid 10001, no token, RuntimeDefault seccomp; every container:
+    """Every pod: its own service account, uid/gid 10001, no token, RuntimeDefault seccomp;
+    every container:
     read-only root, no capabilities, no escalation, an emptyDir on /tmp."""
     specs = list(pod_specs(objects))
     assert {name for name, _ in specs} >= {f"herald-{s}" for s in IMAGE_OF} | {"herald-migrate"}
@@ -194,8 +195,11 @@ def check_restricted(objects: Objects) -> None:
             tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
             assert tmp, f"{where}: nothing mounted on /tmp"
             assert tmp[0]["name"] in empty_dirs, f"{where}: /tmp is no emptyDir"
-    for account in (o for o in objects if o["kind"] == "ServiceAccount"):
-        assert account["automountServiceAccountToken"] is False, account["metadata"]["name"]
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    for name, pod in specs:
+        # One identity per workload, named after it.
+        assert pod["serviceAccountName"] == name, name
+        assert accounts[name]["automountServiceAccountToken"] is False, name
 
 
 def check_secret_references(objects: Objects) -> None:
@@ -445,6 +449,11 @@ BREAKS: list[tuple[Callable[[Objects], None], str, Callable[[Objects], None]]] =
         check_restricted,
         "a token mounted",
         lambda o: _pod("herald-notifier")(o).update(automountServiceAccountToken=True),
+    ),
+    (
+        check_restricted,
+        "a shared service account",
+        lambda o: _pod("herald-scheduler")(o).update(serviceAccountName="herald-api"),
     ),
     (
         check_restricted,
