@@ -171,9 +171,9 @@ def check_termination_grace(objects: Objects) -> None:
 
 
 def check_restricted(objects: Objects) -> None:
-    """Every pod: its own service account, uid/gid 10001, no token, RuntimeDefault seccomp;
-    every container:
-    read-only root, no capabilities, no escalation, an emptyDir on /tmp."""
+    """Every pod: its own service account, uid/gid 10001, no token, RuntimeDefault
+    seccomp; every container: read-only root, no capabilities, no escalation, an
+    emptyDir on /tmp."""
     specs = list(pod_specs(objects))
     assert {name for name, _ in specs} >= {f"herald-{s}" for s in IMAGE_OF} | {"herald-migrate"}
     for name, pod in specs:
