@@ -66,6 +66,10 @@ BACKENDS: tuple[tuple[str, str, str, list[str]], ...] = (
 
 Obj = dict[str, Any]
 
+HOSTS: dict[str, str] = {}
+"""Host name -> address, written into each pod's /etc/hosts (``--add-host``) as well
+as set as a network alias: Docker's embedded DNS was seen failing under load here."""
+
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
@@ -153,6 +157,8 @@ def limit_args(container: Obj) -> list[str]:
 def run_args(resolver: Resolver, pod: Obj, container: Obj, tag: str) -> list[str]:
     """``docker run`` options, image and command of one container."""
     args = ["--network", NETWORK]
+    for host, address in HOSTS.items():
+        args += ["--add-host", f"{host}:{address}"]
     args += security_args(pod, container) + limit_args(container)
     args += resolver.volume_args(pod, container)
     for name, value in resolver.env(container).items():
@@ -190,6 +196,12 @@ def poll(name: str, command: list[str]) -> bool:
     return False
 
 
+def address(container: str) -> str:
+    """The container's address on the network."""
+    template = f"{{{{(index .NetworkSettings.Networks {NETWORK!r}).IPAddress}}}}".replace("'", '"')
+    return docker("inspect", "-f", template, container).stdout.strip()
+
+
 @contextmanager
 def backends() -> Iterator[list[str]]:
     """PostgreSQL, Redis and MailDev on a network of their own; names to remove after."""
@@ -205,6 +217,7 @@ def backends() -> Iterator[list[str]]:
                 "--network-alias", alias, *extra, image,
             )  # fmt: skip
             created.append(container)
+            HOSTS[alias] = address(container)
         ready = ["psql", "-U", "herald", "-d", "herald", "-c", "SELECT 1"]
         if not poll(f"{PREFIX}-postgres", ready):
             raise RuntimeError("PostgreSQL did not start")
@@ -252,6 +265,8 @@ def run_pods(objects: list[Obj], tag: str, created: list[str]) -> bool:
                 docker("run", "-d", "--name", name, *aliases,
                        *run_args(resolver, pod, container, tag))  # fmt: skip
                 created.append(name)
+                if component in services:
+                    HOSTS[services[component]] = address(name)
                 for kind in ("readinessProbe", "livenessProbe"):
                     spec = container[kind]
                     probe = probe_command(container, spec)
