@@ -243,9 +243,10 @@ def run_pods(objects: list[Obj], tag: str, created: list[str]) -> bool:
         for job in (o for o in objects if o["kind"] == "Job"):
             pod = job["spec"]["template"]["spec"]
             for container in pod["containers"]:
-                result = docker(
-                    "run", "--rm", *run_args(resolver, pod, container, tag), check=False
-                )
+                one_shot = f"{PREFIX}-{container['name']}"
+                created.append(one_shot)
+                args = run_args(resolver, pod, container, tag)
+                result = docker("run", "--rm", "--name", one_shot, *args, check=False)
                 ok &= step(f"Job {job['metadata']['name']}/{container['name']} exits 0",
                            result.returncode == 0, "" if result.returncode == 0
                            else f"\n{result.stdout[-2000:]}{result.stderr[-2000:]}")  # fmt: skip
@@ -254,8 +255,10 @@ def run_pods(objects: list[Obj], tag: str, created: list[str]) -> bool:
             labels = deployment["spec"]["template"]["metadata"]["labels"]
             component = labels["app.kubernetes.io/component"]
             for init in pod.get("initContainers", []):
+                one_shot = f"{PREFIX}-{init['name']}"
+                created.append(one_shot)
                 args = run_args(resolver, pod, init, tag)
-                result = docker("run", "--rm", *args, check=False)
+                result = docker("run", "--rm", "--name", one_shot, *args, check=False)
                 ok &= step(f"{deployment['metadata']['name']} init {init['name']} exits 0",
                            result.returncode == 0)  # fmt: skip
             for container in pod["containers"]:
@@ -334,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 stats = docker(
                     "stats", "--no-stream", "--format", "{{.MemUsage}}", name, check=False
                 )
-                print(f"k8s-docker: {name} memory {stats.stdout.strip()}")
+                if stats.stdout.strip():  # the one-shot containers are gone
+                    print(f"k8s-docker: {name} memory {stats.stdout.strip()}")
     print(f"k8s-docker: {'all steps passed' if ok else 'FAILED'}")
     return 0 if ok else 1
 
