@@ -22,7 +22,7 @@ STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/nul
 TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests testing/tests deploy/tests
 LINT_PATHS := shared services testing tests-e2e bench deploy
 
-.PHONY: help install dev migrate test lint k8s-check format e2e swarm-e2e fuzz bench chaos dead-letters replay up down logs ps clean
+.PHONY: help install dev migrate test lint k8s-check k8s-docker format e2e swarm-e2e fuzz bench chaos dead-letters replay up down logs ps clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -70,7 +70,8 @@ lint: install ## ruff (lint + format), mypy --strict, import contracts (.importl
 	@$(MAKE) --no-print-directory k8s-check
 
 k8s-check: install ## Render deploy/k8s's overlays and check them offline (kubernetes-validate, KEDA schema, checkov, tests)
-	UV="$(UV)" $(UV) run --no-sync python -m herald_testing.k8s_check
+	$(UV) run --no-sync python -m herald_testing.k8s_check --uv $(UV)
+	$(UV) run --no-sync pytest -q deploy/tests
 
 format: install ## Apply ruff's fixes and formatting
 	$(UV) run --no-sync ruff check --fix $(LINT_PATHS)
@@ -78,6 +79,10 @@ format: install ## Apply ruff's fixes and formatting
 
 e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes)
 	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK)
+
+k8s-docker: install ## deploy/k8s's dev overlay, pod by pod, under Docker as a kubelet would run it (limits, read-only, probes)
+	HERALD_IMAGE_TAG=k8s $(COMPOSE) build api notifier scheduler
+	$(UV) run --no-sync python -m herald_testing.k8s_docker --tag k8s
 
 swarm-e2e: install ## The e2e suite on a one-node Docker Swarm (2 api, 3 notifier, 2 scheduler) while the notifier rolls, dies, scales
 	$(UV) run --no-sync python -m herald_testing.swarm $(ARGS)

@@ -293,11 +293,10 @@ def check_migration_ordering(objects: Objects) -> None:
     waits = pod.get("initContainers", [])
     assert [c["name"] for c in waits] == ["wait-for-schema"], "the API pods do not wait"
     wait = waits[0]
-    assert wait["command"] == ["python", "/opt/herald/wait_for_schema.py"]
-    (mount,) = (m for m in wait["volumeMounts"] if m["mountPath"] == "/opt/herald")
-    (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
-    config = find(objects, "ConfigMap", volume["configMap"]["name"])
-    assert config["data"]["wait_for_schema.py"] == (K8S / "base" / "wait_for_schema.py").read_text()
+    assert wait["command"][:2] == ["herald-api", "wait-for-schema"]
+    assert wait["image"] == main_container(objects, "api")["image"], (
+        "it must wait for its image's head"
+    )
 
 
 def check_metrics(objects: Objects) -> None:
