@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # PyYAML: kubernetes-validate's
+import yaml
 from cloudcoil.models.keda import v1alpha1 as keda
 from pydantic import BaseModel, ValidationError
 
