@@ -5,6 +5,12 @@ Whoever starts the stack (``make e2e``) passes where they are:
 they also pass ``HERALD_E2E_COMPOSE_PROJECT``, which the deployment tests use to
 restart and scale services; on the local stack ``HERALD_E2E_LOG_DIR``, where
 each process writes its log.
+
+On the Swarm stack (``make swarm-e2e``) the API runs as several replicas, each
+on a host port of its own: ``HERALD_E2E_API_URLS`` (comma-separated) lists them
+and the ``api`` client sends each request to the next in turn; and
+``HERALD_E2E_SWARM_STACK`` names the stack whose service logs the log checks
+read. Unset, both change nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import pytest
 
 from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
+from herald_testing.roundrobin import RoundRobinTransport, api_urls
+from herald_testing.swarm_docker import service_logs as swarm_service_logs
 
 
 def _required(name: str) -> str:
@@ -39,7 +47,9 @@ def maildev_url() -> str:
 
 @pytest.fixture
 async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+    replicas = api_urls(os.environ.get("HERALD_E2E_API_URLS", ""))
+    transport = RoundRobinTransport(replicas) if replicas else None
+    async with httpx.AsyncClient(base_url=api_url, timeout=10, transport=transport) as client:
         yield client
 
 
@@ -61,6 +71,9 @@ def compose() -> Compose:
 @pytest.fixture(scope="session")
 def service_logs() -> Callable[[], str]:
     """Everything the API, the notifier and the scheduler have logged so far, as text."""
+    if swarm_stack := os.environ.get("HERALD_E2E_SWARM_STACK"):
+        services = [f"{swarm_stack}_{name}" for name in ("api", "notifier", "scheduler")]
+        return lambda: "".join(swarm_service_logs(service, raw=True) for service in services)
     project = os.environ.get("HERALD_E2E_COMPOSE_PROJECT")
     if project:
         compose = Compose(project)
