@@ -574,6 +574,7 @@ def main() -> None:
     log_dir = ROOT / ".e2e" / run_id
     log_dir.mkdir(parents=True)
     run = Run(run_id=run_id, log_dir=log_dir, env=stack_env())
+    run.figures |= {"run_id": run_id, "stack": run.stack}
     started = time.monotonic()
     try:
         build_images(run)
