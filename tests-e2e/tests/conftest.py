@@ -8,9 +8,8 @@ each process writes its log.
 
 On the Swarm stack (``make swarm-e2e``) the API runs as several replicas, each
 on a host port of its own: ``HERALD_E2E_API_URLS`` (comma-separated) lists them
-and the ``api`` client sends each request to the next in turn; and
-``HERALD_E2E_SWARM_STACK`` names the stack whose service logs the log checks
-read. Unset, both change nothing.
+and the ``api`` client sends each request to the next in turn (unset: no change).
+There ``HERALD_E2E_LOG_DIR`` holds the services' followed ``docker service logs``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import pytest
 from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
 from herald_testing.roundrobin import RoundRobinTransport, api_urls
-from herald_testing.swarm_docker import service_logs as swarm_service_logs
 
 
 def _required(name: str) -> str:
@@ -71,9 +69,6 @@ def compose() -> Compose:
 @pytest.fixture(scope="session")
 def service_logs() -> Callable[[], str]:
     """Everything the API, the notifier and the scheduler have logged so far, as text."""
-    if swarm_stack := os.environ.get("HERALD_E2E_SWARM_STACK"):
-        services = [f"{swarm_stack}_{name}" for name in ("api", "notifier", "scheduler")]
-        return lambda: "".join(swarm_service_logs(service, raw=True) for service in services)
     project = os.environ.get("HERALD_E2E_COMPOSE_PROJECT")
     if project:
         compose = Compose(project)

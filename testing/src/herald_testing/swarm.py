@@ -288,7 +288,9 @@ def start_suite(
         "HERALD_E2E_API_URL": api[0],
         "HERALD_E2E_API_URLS": ",".join(api),
         "HERALD_E2E_MAILDEV_URL": maildev_url,
-        "HERALD_E2E_SWARM_STACK": run.stack,
+        # Where the followers write each service's `docker service logs --follow`
+        # (a plain `docker service logs` call hung for minutes twice here).
+        "HERALD_E2E_LOG_DIR": str(run.log_dir),
     }
     junit = run.log_dir / "pytest.xml"
     out = (run.log_dir / "pytest.log").open("wb")

@@ -1,8 +1,8 @@
 """The Docker CLI on a Swarm stack, as ``make swarm-e2e`` reads and drives it.
 
 Tasks are read with ``docker service ps`` and ``docker inspect`` (a task's
-state, its container, the host ports Docker gave it); logs with
-``docker service logs``, whose lines name the task that wrote them.
+state, its container, the host ports Docker gave it); the lines of
+``docker service logs`` are credited to the task that wrote them.
 """
 
 from __future__ import annotations
@@ -135,16 +135,9 @@ def wait_until(
     return time.monotonic() - started
 
 
-def service_logs(service: str, *, raw: bool = False) -> str:
-    """Everything the tasks of ``service`` have logged (stdout then stderr); each line
-    prefixed ``<service>.<slot>.<task id>@<node> | `` unless ``raw``."""
-    command = ["docker", "service", "logs", "--no-trunc", *(["--raw"] if raw else []), service]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-    return result.stdout + result.stderr
-
-
 def json_lines_by_task(logs: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(task id, line)`` for each JSON line of prefixed ``service_logs``."""
+    """``(task id, line)`` for each JSON line of ``docker service logs`` output (each
+    line prefixed ``[<timestamp> ]<service>.<slot>.<task id>@<node> | ``)."""
     for raw in logs.splitlines():
         prefix, bar, line = raw.partition("|")
         if not bar:
