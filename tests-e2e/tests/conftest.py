@@ -5,6 +5,11 @@ Whoever starts the stack (``make e2e``) passes where they are:
 they also pass ``HERALD_E2E_COMPOSE_PROJECT``, which the deployment tests use to
 restart and scale services; on the local stack ``HERALD_E2E_LOG_DIR``, where
 each process writes its log.
+
+On the Swarm stack (``make swarm-e2e``) the API runs as several replicas, each
+on a host port of its own: ``HERALD_E2E_API_URLS`` (comma-separated) lists them
+and the ``api`` client sends each request to the next in turn (unset: no change).
+There ``HERALD_E2E_LOG_DIR`` holds the services' followed ``docker service logs``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pytest
 
 from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
+from herald_testing.roundrobin import RoundRobinTransport, api_urls
 
 
 def _required(name: str) -> str:
@@ -39,7 +45,9 @@ def maildev_url() -> str:
 
 @pytest.fixture
 async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+    replicas = api_urls(os.environ.get("HERALD_E2E_API_URLS", ""))
+    transport = RoundRobinTransport(replicas) if replicas else None
+    async with httpx.AsyncClient(base_url=api_url, timeout=10, transport=transport) as client:
         yield client
 
 
