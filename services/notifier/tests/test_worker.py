@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -180,3 +181,32 @@ async def test_malformed_payload_fails_alone_and_later_mail_still_flows(
     assert failed.error is not None
     assert "invalid WelcomeEmail: email:" in failed.error
     assert received["to"] == [{"address": "linus@example.com", "name": "Linus"}]
+
+
+async def test_a_stopping_worker_takes_no_new_job_and_another_sends_it_once(
+    settings_for: SettingsFor, notifier_queue: Queue
+) -> None:
+    """SIGTERM sets the worker's event, then SAQ waits out the grace period with
+    its idle slots still dequeuing: a job taken then would be cut mid-send at the
+    deadline and sent again. The stopping worker gives it back instead."""
+    relay = ScriptedRelay([])
+    with serve_smtp(relay) as port:
+        settings = settings_for(smtp_port=port)
+        stopping_settings = settings.model_copy(update={"notifier_shutdown_grace_seconds": 2})
+        async with running_worker(build_settings(stopping_settings)) as stopping:
+            await asyncio.sleep(0.3)  # its slots are waiting in BLMOVE
+            stopping.event.set()  # what SAQ's SIGTERM handler does
+            message = welcome_email(email="late@example.com")
+            with capture_logs() as logs:
+                job = await enqueue(notifier_queue, message)
+                assert job is not None
+                await asyncio.sleep(0.5)
+            during_grace = await notifier_queue.job(job.key)
+            async with running_worker(build_settings(settings)) as other:
+                done = await wait_for_job(notifier_queue, job.key, finished)
+
+    assert during_grace is not None
+    assert (during_grace.status, during_grace.attempts) == (Status.QUEUED, 0)
+    assert events(logs, "job.given_back"), "the stopping worker never received the job"
+    assert (done.status, done.attempts, done.worker_id) == (Status.COMPLETE, 1, other.id)
+    assert len(relay.received) == 1

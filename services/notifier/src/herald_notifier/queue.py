@@ -9,6 +9,10 @@ notifier's "never lost" at the points where SAQ decides a job's fate:
 - ``finish`` and ``retry`` change the job only while it is still the ending
   attempt's (a late write is refused and counted);
 - ``retry``: a shutdown's cancellation does not spend an attempt;
+- ``dequeue``: a stopping worker takes no new job; one its idle slot received
+  after SIGTERM goes back to the head of the queue, untouched, for another
+  worker (SAQ's idle slots keep dequeuing through the shutdown grace, and a
+  job taken then is cancelled mid-send at its end: a duplicate);
 - ``sweep``: SAQ's sweep (saq 0.26.4 ``RedisQueue.sweep``), in one step per
   stuck job, without waiting on the dead worker, and sparing a job dequeued a
   moment ago.
@@ -68,6 +72,7 @@ class NotifierQueue(RedisQueue):
         self.store = JobStore(self)
         self.dead_letters = DeadLetters(redis, queue_name=name)
         self._suspects: set[str] = set()
+        self._stopping: asyncio.Event | None = None
 
     @classmethod
     def connect_url(
@@ -93,11 +98,32 @@ class NotifierQueue(RedisQueue):
         poll_interval: float = 0.0,
     ) -> Job | None:
         """SAQ's dequeue (BLMOVE to the active list); the worker marks the job
-        active after it returns."""
+        active after it returns. None, with the job given back, once the worker
+        is stopping (``stop_taking_jobs_on``)."""
+        if self._stopping is not None and self._stopping.is_set():
+            return None
         job = await super().dequeue(timeout, poll_interval)
-        if job is not None:
-            self.faults.reach("after_dequeue", job_key=job.key)
+        if job is None:
+            return None
+        if self._stopping is not None and self._stopping.is_set():
+            await self._give_back(job)
+            return None
+        self.faults.reach("after_dequeue", job_key=job.key)
         return job
+
+    def stop_taking_jobs_on(self, stopping: asyncio.Event) -> None:
+        """Take no job once ``stopping`` is set: the worker's stop event, which
+        SAQ sets on SIGTERM before it waits out the shutdown grace."""
+        self._stopping = stopping
+
+    async def _give_back(self, job: Job) -> None:
+        """Move a job just dequeued, not yet started, from the active list back
+        to the head of the queued list, in one step: as if never dequeued."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(self._active, 1, job.id)
+            pipe.lpush(self._queued, job.id)
+            await pipe.execute()
+        log.info("job.given_back", message_id=job.key, reason="worker stopping")
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         """Re-queue (or dead-letter) the stuck jobs of the active list, if no

@@ -64,6 +64,9 @@ def build_settings(settings: Settings) -> dict[str, Any]:
     queue = connect_queue(settings)
 
     async def startup(ctx: dict[str, Any]) -> None:
+        # SAQ sets the worker's event on SIGTERM (and on stop()); from then on
+        # its idle slots must not start a send the grace period would cut.
+        queue.stop_taking_jobs_on(ctx["worker"].event)
         ctx[RESOURCES] = Resources(
             renderer=Renderer(
                 settings.sender,
