@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from herald_testing.ports import free_port, wait_for_port
+from herald_testing.processes import server_process
 
 DEBIAN_BINARY = Path("/usr/sbin/pgbouncer")
 
@@ -78,16 +78,6 @@ def pgbouncer(postgres_url: str, *, server_pool_size: int = 1) -> Iterator[str]:
             path.chmod(0o644)
         # PgBouncer refuses to run as root (CI runs as root): drop to nobody.
         run_as = ["-u", "nobody"] if os.geteuid() == 0 else []
-        log = (directory / "pgbouncer.log").open("wb")
-        process = subprocess.Popen([binary, *run_as, str(config)], stdout=log, stderr=log)
-        try:
+        with server_process([binary, *run_as, str(config)], directory, "pgbouncer"):
             wait_for_port("127.0.0.1", port, timeout=10.0, what="pgbouncer")
             yield server.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()

@@ -14,10 +14,11 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,25 @@ from typing import Any
 import httpx
 
 from herald_testing.ports import free_port
+
+
+@contextmanager
+def server_process(
+    command: list[str], directory: Path, name: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server binary (PgBouncer, Redis, Sentinel) run in ``directory`` with its
+    output in ``<name>.log`` there; terminated (killed after 10 s) when the block ends."""
+    with (directory / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=directory, stdout=log, stderr=log)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _environment(env: Mapping[str, str]) -> dict[str, str]:

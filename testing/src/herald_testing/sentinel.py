@@ -10,7 +10,6 @@ Everything runs in a temporary directory and stops when the block ends.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 import redis
 
 from herald_testing.ports import free_port, wait_for_port
+from herald_testing.processes import server_process
 
 MASTER_NAME = "herald-test"
 """The name the Sentinels know the master by (``HERALD_REDIS_SENTINEL_MASTER``)."""
@@ -138,10 +138,12 @@ def sentinel_set(*, sentinels: int = 1) -> Iterator[SentinelSet]:
             "--repl-diskless-sync-delay",
             "0",
         ]
-        stack.enter_context(_run([*server, "--port", str(master)], directory, f"redis-{master}"))
+        stack.enter_context(
+            server_process([*server, "--port", str(master)], directory, f"redis-{master}")
+        )
         wait_for_port(HOST, master, timeout=10.0, what="redis master")
         stack.enter_context(
-            _run(
+            server_process(
                 [*server, "--port", str(replica), "--replicaof", HOST, str(master)],
                 directory,
                 f"redis-{replica}",
@@ -160,7 +162,9 @@ def sentinel_set(*, sentinels: int = 1) -> Iterator[SentinelSet]:
                 f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
                 f"sentinel failover-timeout {MASTER_NAME} 3000\n"
             )
-            stack.enter_context(_run([binary, str(config)], directory, f"sentinel-{port}"))
+            stack.enter_context(
+                server_process([binary, str(config)], directory, f"sentinel-{port}")
+            )
         for port in sentinel_ports:
             wait_for_port(HOST, port, timeout=10.0, what="redis-sentinel")
             with redis.Redis(HOST, port) as sentinel:
@@ -180,19 +184,3 @@ def _sees_replica(sentinel_port: int) -> bool:
     # Each replica is a flat [name, value, ...] list.
     fields = [dict(zip(r[::2], r[1::2], strict=True)) for r in replicas]
     return any(f["flags"] == "slave" and f["master-link-status"] == "ok" for f in fields)
-
-
-@contextmanager
-def _run(command: list[str], directory: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` in ``directory``, its output to ``<name>.log``; stop it after."""
-    with (directory / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd=directory, stdout=log, stderr=log)
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
