@@ -21,6 +21,7 @@ import httpx
 
 from herald_testing.backends import BackendUnavailableError, containers_only, docker_available
 from herald_testing.ports import free_port, wait_for_port
+from herald_testing.processes import terminate
 
 MAILDEV_VERSION = "2.2.1"
 MAILDEV_IMAGE = f"maildev/maildev:{MAILDEV_VERSION}"
@@ -71,11 +72,7 @@ def run_maildev_process(
         wait_for_port("127.0.0.1", web_port, what="MailDev web")
         yield MailDev("127.0.0.1", smtp_port, f"http://127.0.0.1:{web_port}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc, within=5.0)
 
 
 def maildev_source() -> str | None:

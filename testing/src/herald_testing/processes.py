@@ -39,12 +39,17 @@ def server_process(
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, within=10.0)
+
+
+def terminate(process: subprocess.Popen[bytes], *, within: float) -> None:
+    """SIGTERM ``process``; SIGKILL it if it has not exited ``within`` seconds. Reaped."""
+    process.terminate()
+    try:
+        process.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _environment(env: Mapping[str, str]) -> dict[str, str]:

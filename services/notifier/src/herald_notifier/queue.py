@@ -100,12 +100,12 @@ class NotifierQueue(RedisQueue):
         """SAQ's dequeue (BLMOVE to the active list); the worker marks the job
         active after it returns. None, with the job given back, once the worker
         is stopping (``stop_taking_jobs_on``)."""
-        if self._stopping is not None and self._stopping.is_set():
+        if self._stopped_taking():
             return None
         job = await super().dequeue(timeout, poll_interval)
         if job is None:
             return None
-        if self._stopping is not None and self._stopping.is_set():
+        if self._stopped_taking():
             await self._give_back(job)
             return None
         self.faults.reach("after_dequeue", job_key=job.key)
@@ -115,6 +115,9 @@ class NotifierQueue(RedisQueue):
         """Take no job once ``stopping`` is set: the worker's stop event, which
         SAQ sets on SIGTERM before it waits out the shutdown grace."""
         self._stopping = stopping
+
+    def _stopped_taking(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
 
     async def _give_back(self, job: Job) -> None:
         """Move a job just dequeued, not yet started, from the active list back
