@@ -145,6 +145,7 @@ async def send_welcome(user: Any, token: str) -> None:
         user_id=user.id,
         email=user.email,
         display_name=user.display_name,
+        locale="en",
         verification=EmailLink(
             token_id=new_token_id(),
             expires_at=datetime.now(UTC) + timedelta(seconds=VERIFY_SECONDS),

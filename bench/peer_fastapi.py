@@ -139,6 +139,7 @@ def create_app() -> FastAPI:
                     email=body.email,
                     display_name=body.display_name,
                     verification=link,
+                    locale="en",
                 )
                 background.add_task(send_welcome, state, message)
         return Accepted(email=body.email, detail=DETAIL)

@@ -25,6 +25,7 @@ def welcome(**overrides: Any) -> WelcomeEmail:
         "display_name": "Ada Lovelace",
         "request_id": "req-1",
         "verification": verification_link(),
+        "locale": "de",
     }
     fields.update(overrides)
     return WelcomeEmail(**fields)
@@ -36,7 +37,7 @@ def test_round_trip_through_json_keeps_every_field() -> None:
     wire = json.loads(json.dumps(message.encode()))
 
     assert WelcomeEmail.decode(wire) == message
-    assert wire["schema_version"] == 2
+    assert wire["schema_version"] == 3
     assert set(wire) == {
         "schema_version",
         "message_id",
@@ -46,6 +47,7 @@ def test_round_trip_through_json_keeps_every_field() -> None:
         "requested_at",
         "request_id",
         "verification",
+        "locale",
     }
     assert set(wire["verification"]) == {"token_id", "expires_at"}
 
@@ -53,14 +55,51 @@ def test_round_trip_through_json_keeps_every_field() -> None:
 def test_version_1_welcome_without_a_link_still_decodes() -> None:
     # Queued before email verification existed: still sent, without a link.
     wire = welcome().encode() | {"schema_version": 1}
-    del wire["verification"]
+    del wire["verification"], wire["locale"]
 
-    assert WelcomeEmail.decode(wire).verification is None
+    decoded = WelcomeEmail.decode(wire)
+    assert decoded.verification is None
+    assert decoded.reader_locale == "en"
+
+
+def test_version_2_welcome_from_before_locales_still_decodes_and_means_english() -> None:
+    wire = welcome().encode() | {"schema_version": 2}
+    del wire["locale"]
+
+    decoded = WelcomeEmail.decode(wire)
+    assert decoded.locale is None
+    assert decoded.reader_locale == "en"
+
+
+def test_version_3_welcome_needs_its_locale() -> None:
+    wire = welcome().encode()
+    del wire["locale"]
+
+    with pytest.raises(MessageError, match="locale: required from schema_version 3"):
+        WelcomeEmail.decode(wire)
+
+
+def test_an_old_version_cannot_carry_a_locale() -> None:
+    with pytest.raises(MessageError, match="locale: not part of schema_version 2"):
+        WelcomeEmail.decode(welcome().encode() | {"schema_version": 2})
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [("pt_br", "pt-BR"), ("DE", "de"), ("es-MX", "es-MX")]
+)
+def test_a_locale_is_carried_as_a_canonical_tag(given: str, stored: str) -> None:
+    assert welcome(locale=given).locale == stored
+
+
+@pytest.mark.parametrize("tag", ["xx-YY", "english", "d", "de\nBcc"])
+def test_a_locale_herald_does_not_know_is_refused(tag: str) -> None:
+    with pytest.raises(MessageError, match="locale: Value error, must be a language tag"):
+        WelcomeEmail.decode(welcome().encode() | {"locale": tag})
 
 
 def test_version_2_welcome_needs_its_link() -> None:
-    wire = welcome().encode()
-    del wire["verification"]
+    wire = welcome().encode() | {"schema_version": 2}
+    del wire["verification"], wire["locale"]
 
     with pytest.raises(MessageError, match="verification: required from schema_version 2"):
         WelcomeEmail.decode(wire)
@@ -80,12 +119,16 @@ def test_the_other_account_emails_round_trip() -> None:
         "user_id": uuid.uuid4(),
         "email": "ada@example.com",
         "display_name": "Ada",
+        "locale": "es",
     }
     verification = VerificationEmail(**common, verification=verification_link(), reason="reminder")
     exists = AccountExistsEmail(**common)
 
     assert VerificationEmail.decode(json.loads(json.dumps(verification.encode()))) == verification
     assert AccountExistsEmail.decode(json.loads(json.dumps(exists.encode()))) == exists
+    old = exists.encode() | {"schema_version": 1}
+    del old["locale"]
+    assert AccountExistsEmail.decode(old).reader_locale == "en"
     with pytest.raises(MessageError, match="reason"):
         VerificationEmail.decode(verification.encode() | {"reason": "because"})
 
@@ -95,13 +138,13 @@ def test_each_message_gets_its_own_id() -> None:
 
 
 def test_unknown_version_is_rejected_by_name() -> None:
-    wire = welcome().encode() | {"schema_version": 3}
+    wire = welcome().encode() | {"schema_version": 4}
 
     with pytest.raises(MessageError) as caught:
         WelcomeEmail.decode(wire)
 
     assert str(caught.value) == (
-        "invalid WelcomeEmail: schema_version: unsupported version 3 (supported: 1, 2)"
+        "invalid WelcomeEmail: schema_version: unsupported version 4 (supported: 1, 2, 3)"
     )
 
 

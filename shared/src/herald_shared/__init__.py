@@ -7,6 +7,7 @@ What the services agree on, one module each:
   and ``enqueue``, the one way to put it there;
 - ``queues``: queue names and their namespacing;
 - ``redis_client``: the one way to build a Redis client, from the URL or through Sentinel;
+- ``locales``: the languages Herald speaks and the fallback of a reader's locale;
 - ``tokens``: link tokens, derived from the token id a message carries;
 - ``ledger``: where a message stands in Redis (the keys the notifier and SAQ write);
 - ``internal_api``: the API's internal HTTP endpoints the scheduler calls;
@@ -23,6 +24,7 @@ __all__ = [
     "faults",
     "internal_api",
     "ledger",
+    "locales",
     "logs",
     "messages",
     "metrics",

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from herald_shared.locales import DEFAULT_LOCALE, LocaleTag
 from herald_shared.text import DisplayName
 from herald_shared.tokens import TokenId
 
@@ -115,7 +116,14 @@ class EmailLink(BaseModel):
 
 
 class AccountEmail(Message):
-    """Fields of every email to an account holder."""
+    """Fields of every email to an account holder.
+
+    ``locale`` (the reader's BCP 47 tag, ``herald_shared.locales``) is part of
+    each type from its version ``LOCALE_SINCE``; older versions have none and
+    mean English.
+    """
+
+    LOCALE_SINCE: ClassVar[int] = 2
 
     user_id: uuid.UUID
     email: EmailStr
@@ -124,18 +132,36 @@ class AccountEmail(Message):
     request_id: str | None = Field(
         default=None, max_length=200, description="The HTTP request that caused this message."
     )
+    locale: LocaleTag | None = Field(
+        default=None, description="The reader's language (BCP 47), from LOCALE_SINCE."
+    )
+
+    @model_validator(mode="after")
+    def _locale_from_its_version(self) -> Self:
+        if self.schema_version >= self.LOCALE_SINCE and self.locale is None:
+            raise ValueError(f"locale: required from schema_version {self.LOCALE_SINCE}")
+        if self.schema_version < self.LOCALE_SINCE and self.locale is not None:
+            raise ValueError(f"locale: not part of schema_version {self.schema_version}")
+        return self
+
+    @property
+    def reader_locale(self) -> str:
+        """The locale the email is written for: ``locale``, or English for versions
+        from before locales."""
+        return self.locale or DEFAULT_LOCALE
 
 
 class WelcomeEmail(AccountEmail):
     """Welcome a newly signed-up user and ask them to verify their address.
 
     Version 1 (before email verification) had no link; the notifier still
-    sends those, without one.
+    sends those, without one. Version 3 added the reader's locale.
     """
 
-    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2, 3})
+    LOCALE_SINCE: ClassVar[int] = 3
 
-    schema_version: Literal[1, 2] = 2
+    schema_version: Literal[1, 2, 3] = 3
     verification: EmailLink | None = None
 
     @model_validator(mode="after")
@@ -150,7 +176,9 @@ class WelcomeEmail(AccountEmail):
 class VerificationEmail(AccountEmail):
     """Send a fresh verification link: asked for by the user, or a reminder."""
 
-    schema_version: Literal[1] = 1
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2
     verification: EmailLink
     reason: Literal["requested", "reminder"]
 
@@ -162,7 +190,9 @@ class AccountExistsEmail(AccountEmail):
     whether an address has an account (ASVS 6.3.8).
     """
 
-    schema_version: Literal[1] = 1
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2
 
 
 class PasswordResetEmail(AccountEmail):
@@ -172,7 +202,9 @@ class PasswordResetEmail(AccountEmail):
     the same either way.
     """
 
-    schema_version: Literal[1] = 1
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2
     reset: EmailLink
 
 
@@ -180,7 +212,9 @@ class PasswordChangedEmail(AccountEmail):
     """Tell an account holder that their password was just changed (ASVS 6.3.7),
     so a change they did not make does not go unnoticed."""
 
-    schema_version: Literal[1] = 1
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2
 
 
 class EmailChangeEmail(AccountEmail):
@@ -190,7 +224,9 @@ class EmailChangeEmail(AccountEmail):
     the link is opened.
     """
 
-    schema_version: Literal[1] = 1
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2
     confirmation: EmailLink
 
 
@@ -198,4 +234,6 @@ class EmailChangedEmail(AccountEmail):
     """Tell the account's previous address (``email``) that the account moved to
     another one, so a change its owner did not make does not go unnoticed."""
 
-    schema_version: Literal[1] = 1
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+
+    schema_version: Literal[1, 2] = 2

@@ -49,6 +49,11 @@ def emailed_token(message: AccountEmail) -> str | None:
 
 
 def _account_fields() -> dict[str, Any]:
+    """The fields of every account email of its current version (English)."""
+    return _unlocalized_fields() | {"locale": "en"}
+
+
+def _unlocalized_fields() -> dict[str, Any]:
     return {"user_id": uuid.uuid4(), "email": "ada@example.com", "display_name": "Ada"}
 
 
@@ -60,7 +65,13 @@ def welcome_email(**fields: Any) -> WelcomeEmail:
 
 def welcome_email_v1(**fields: Any) -> WelcomeEmail:
     """A ``WelcomeEmail`` of schema version 1 (from before verification links)."""
-    return WelcomeEmail(**(_account_fields() | {"schema_version": 1} | fields))
+    return WelcomeEmail(**(_unlocalized_fields() | {"schema_version": 1} | fields))
+
+
+def welcome_email_v2(**fields: Any) -> WelcomeEmail:
+    """A ``WelcomeEmail`` of schema version 2 (a link, from before locales: English)."""
+    defaults = _unlocalized_fields() | {"schema_version": 2, "verification": verification_link()}
+    return WelcomeEmail(**(defaults | fields))
 
 
 def verification_email(**fields: Any) -> VerificationEmail:

@@ -27,6 +27,7 @@ from herald_api.auth.models import User
 from herald_api.auth.passwords import PasswordHasher
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.outbox import Dispatcher, OutboxMessage
+from herald_shared.locales import DEFAULT_LOCALE
 from herald_shared.messages import (
     AccountEmail,
     AccountExistsEmail,
@@ -153,6 +154,7 @@ class AccountService:
                     display_name=data.display_name,
                     verification=link,
                     request_id=self.request_id,
+                    locale=DEFAULT_LOCALE,
                 )
                 outcome = SignupOutcome.CREATED
             else:
@@ -171,6 +173,7 @@ class AccountService:
                     email=owner.email,
                     display_name=owner.display_name,
                     request_id=self.request_id,
+                    locale=owner.locale,
                 )
                 outcome = SignupOutcome.ADDRESS_TAKEN
             await self.dispatcher.stage(session, message)
@@ -271,6 +274,7 @@ class AccountService:
                 display_name=user.display_name,
                 reset=link,
                 request_id=self.request_id,
+                locale=user.locale,
             )
             await self._commit_and_publish(
                 session, message, event="password_reset.requested", user_id=user.id
@@ -375,6 +379,7 @@ class AccountService:
                 display_name=user.display_name,
                 confirmation=link,
                 request_id=self.request_id,
+                locale=user.locale,
             )
             await self._commit_and_publish(
                 session, message, event="email_change.requested", user_id=user_id
@@ -455,6 +460,7 @@ class AccountService:
             email=user.email,
             display_name=user.display_name,
             request_id=self.request_id,
+            locale=user.locale,
         )
         await self.dispatcher.stage(session, notice)
         return _Staged(user, notice)
@@ -482,6 +488,7 @@ class AccountService:
             email=previous,
             display_name=user.display_name,
             request_id=self.request_id,
+            locale=user.locale,
         )
         await self.dispatcher.stage(session, notice)
         return _Staged(user, notice)
@@ -515,6 +522,7 @@ async def stage_verification_email(
         verification=link,
         reason=reason,
         request_id=request_id,
+        locale=user.locale,
     )
     await dispatcher.stage(session, message)
     return message

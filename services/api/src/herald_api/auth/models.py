@@ -42,6 +42,12 @@ class User(SQLModel, table=True):
     verification_reminded_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    locale: str = Field(
+        default="en",
+        sa_column=Column(String(35), nullable=False, server_default=text("'en'")),
+    )
+    """The user's language as a BCP 47 tag (``herald_shared.locales``), as they asked
+    for it: emails and pages fall back from it to a language Herald has."""
     token_version: int = Field(
         default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
     )
