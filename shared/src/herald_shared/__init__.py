@@ -12,6 +12,7 @@ What the services agree on, one module each:
 - ``ledger``: where a message stands in Redis (the keys the notifier and SAQ write);
 - ``internal_api``: the API's internal HTTP endpoints the scheduler calls;
 - ``settings``: ``CommonSettings``, the base of every service's ``Settings``;
+- ``brand``: ``BrandSettings``, the product name and colours the emails and the pages share;
 - ``logs``, ``metrics``: logging setup and Prometheus plumbing every service shares;
 - ``faults``: the crash switch of the crash tests.
 
@@ -21,6 +22,7 @@ SAQ, the messages no Prometheus) and no import here can cycle with a module's ow
 """
 
 __all__ = [
+    "brand",
     "faults",
     "internal_api",
     "ledger",
