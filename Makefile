@@ -22,7 +22,7 @@ STACK ?= $(shell docker compose version >/dev/null 2>&1 && docker info >/dev/nul
 TEST_PATHS := shared/tests services/api/tests services/notifier/tests services/scheduler/tests testing/tests deploy/tests
 LINT_PATHS := shared services testing tests-e2e bench deploy
 
-.PHONY: help install dev migrate test lint k8s-check k8s-docker format e2e swarm-e2e fuzz bench chaos dead-letters replay up down logs ps clean
+.PHONY: help install dev migrate test lint k8s-check k8s-docker format e2e screenshots i18n swarm-e2e fuzz bench chaos dead-letters replay up down logs ps clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -77,8 +77,25 @@ format: install ## Apply ruff's fixes and formatting
 	$(UV) run --no-sync ruff check --fix $(LINT_PATHS)
 	$(UV) run --no-sync ruff format $(LINT_PATHS)
 
-e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes)
-	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK)
+e2e: install ## End-to-end suite on a fresh stack (STACK=compose: containers; STACK=local: processes), browser tests included
+	$(UV) run --no-sync python -m herald_testing.stack e2e --stack $(STACK) $(ARGS)
+
+screenshots: install ## Refresh docs/screenshots/: the browser tests on a local stack, pages and emails, desktop and phone
+	rm -f docs/screenshots/*.png
+	HERALD_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(UV) run --no-sync python -m herald_testing.stack e2e --stack local -k test_browser
+
+# Each service's translatable texts: (service folder):(its locales folder under src/).
+I18N_CATALOGUES := services/notifier:herald_notifier/locales services/api:herald_api/accounts/locales
+
+i18n: install ## Extract the emails' and pages' texts into each .pot and merge it into every locale's .po (then translate what is new)
+	@set -e; for entry in $(I18N_CATALOGUES); do \
+		service=$${entry%%:*}; locales=src/$${entry#*:}; \
+		(cd $$service && $(UV) run --no-sync pybabel -q extract -F babel.cfg -o $$locales/messages.pot \
+			--no-location --sort-output src && \
+		 $(UV) run --no-sync pybabel -q update -i $$locales/messages.pot -d $$locales -D messages \
+			--no-location --ignore-obsolete --no-fuzzy-matching); \
+		echo "$$service: $$locales/messages.pot and its .po files updated"; \
+	done
 
 k8s-docker: install ## deploy/k8s's dev overlay, pod by pod, under Docker as a kubelet would run it (limits, read-only, probes)
 	HERALD_IMAGE_TAG=k8s $(COMPOSE) build api notifier scheduler
