@@ -91,9 +91,10 @@ i18n: install ## Extract the emails' and pages' texts into each .pot and merge i
 	@set -e; for entry in $(I18N_CATALOGUES); do \
 		service=$${entry%%:*}; locales=src/$${entry#*:}; \
 		(cd $$service && $(UV) run --no-sync pybabel -q extract -F babel.cfg -o $$locales/messages.pot \
-			--no-location --sort-output src && \
-		 $(UV) run --no-sync pybabel -q update -i $$locales/messages.pot -d $$locales -D messages \
-			--no-location --ignore-obsolete --no-fuzzy-matching); \
+			--project=herald-$${service##*/} --version=0.1.0 --copyright-holder="the Herald authors" \
+			--msgid-bugs-address="the Herald issue tracker" --no-location --sort-output src && \
+		 $(UV) run --no-sync pybabel -q update -D messages -i $$locales/messages.pot -d $$locales \
+			--ignore-obsolete --ignore-pot-creation-date); \
 		echo "$$service: $$locales/messages.pot and its .po files updated"; \
 	done
 
