@@ -9,6 +9,8 @@ from herald_shared.locales import DEFAULT_LOCALE, LOCALES, normalize, resolve
 
 __all__ = ["page_locale", "preferred_tags", "signup_locale"]
 
+_MAX_TAG_LENGTH = 35
+"""The longest tag looked at (a ``LocaleTag``'s limit)."""
 _MAX_ENTRIES = 20
 """Entries of one header looked at: a header of thousands must not cost thousands of parses."""
 
@@ -53,7 +55,7 @@ def signup_locale(accept_language: str | None) -> str:
 def page_locale(*, lang: str | None, accept_language: str | None) -> str:
     """The locale (one of ``LOCALES``) a link page is shown in: the link's ``?lang=``,
     else the best match of ``Accept-Language`` (``de-AT`` → ``de``), else ``en``."""
-    if lang:
+    if lang and len(lang) <= _MAX_TAG_LENGTH:
         try:
             return resolve(normalize(lang))
         except ValueError:
