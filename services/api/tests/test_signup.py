@@ -217,7 +217,7 @@ async def test_profiles_are_not_readable_by_id(client: httpx.AsyncClient) -> Non
 # --- the account's language ----------------------------------------------------------------
 
 
-async def welcome_locale(queue: Queue) -> str:
+async def welcome_locale(queue: Queue) -> str | None:
     [job] = await queued_jobs(queue)
     return WelcomeEmail.decode(job["kwargs"]["payload"]).locale
 
