@@ -11,6 +11,8 @@
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   // Keep the token in memory only: out of the address bar and the history.
   history.replaceState(null, "", location.pathname + location.search);
+  // A link opened again in this tab changes only the fragment: start over with its token.
+  window.addEventListener("hashchange", () => location.reload());
 
   const text = (name) => {
     const element = document.querySelector(`[data-text="${name}"]`);
