@@ -18,12 +18,12 @@
     const element = document.querySelector(`[data-text="${name}"]`);
     return element ? element.textContent : "";
   };
-  const show = (state, { focus = false } = {}) => {
+  const show = (state, { focus = false, say = state } = {}) => {
     main.dataset.state = state;
     for (const element of document.querySelectorAll("[data-when]")) {
       element.hidden = !element.dataset.when.split(" ").includes(state);
     }
-    const message = document.querySelector(`[data-message="${state}"]`);
+    const message = document.querySelector(`[data-message="${say}"]`);
     status.textContent = message ? message.textContent : "";
     if (focus) status.focus();
   };
@@ -53,6 +53,7 @@
     submit.disabled = true;
     show("saving");
     let state = "error";
+    let shown = "error";
     try {
       const response = await fetch("/api/v1/auth/password/reset", {
         method: "POST",
@@ -63,17 +64,23 @@
         state = "done";
       } else if (response.status === 400) {
         state = "invalid";
+      } else if (response.status === 429) {
+        shown = "too-many";
       } else if (response.status === 422) {
         const body = await response.json();
         const problems = Array.isArray(body.detail) ? body.detail : [];
         const messages = problems
           .filter((problem) => Array.isArray(problem.loc) && problem.loc.includes("password"))
           .map((problem) => text(problem.type) || problem.msg);
-        submit.disabled = false;
-        show("ready");
-        setError(password, passwordError, messages.join(" ") || text("invalid-password"));
-        password.focus();
-        return;
+        // Not the password's fault: the token itself is malformed.
+        state = "invalid";
+        if (messages.length > 0) {
+          submit.disabled = false;
+          show("ready");
+          setError(password, passwordError, messages.join(" "));
+          password.focus();
+          return;
+        }
       }
     } catch (error) {
       state = "error";
@@ -83,6 +90,6 @@
       password.value = "";
       confirmation.value = "";
     }
-    show(state, { focus: true });
+    show(state, { focus: true, say: state === "error" ? shown : state });
   });
 })();
