@@ -456,7 +456,29 @@ async def test_the_link_sent_to_the_new_address_moves_the_account(
         if job["function"] == SEND_EMAIL_CHANGED_EMAIL.name
     ]
     assert notice.email == EMAIL
-    assert (await verify(client, link)).status_code == 400  # once only
+    assert moved.json()["status"] == "email_changed"
+    again = await verify(client, link)  # once only; again: done already, nothing personal
+    assert again.status_code == 200
+    assert again.json() == {
+        "status": "already_verified",
+        "detail": "This address change is already confirmed. You can log in with the new "
+        "address now.",
+    }
+
+
+async def test_a_spent_change_link_of_an_account_moved_on_is_invalid(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue, settings: Settings
+) -> None:
+    """ "Already confirmed" only while the account has the address the link confirmed."""
+    token = await logged_in(client, db)
+    await ask_to_move(client, token)
+    [(_, link)] = await change_links(notifier_queue, settings)
+    assert (await verify(client, link)).status_code == 200
+    await db.execute("UPDATE users SET email = 'elsewhere@example.org'")
+
+    again = await verify(client, link)
+
+    assert again.status_code == 400
 
 
 async def test_a_wrong_password_moves_nothing_and_sends_nothing(
@@ -533,3 +555,59 @@ async def test_a_password_change_voids_a_pending_move(
 
     assert (await verify(client, link)).status_code == 400
     assert await db.fetchval("SELECT email FROM users") == EMAIL
+
+
+# --- the profile: display name and language ------------------------------------------------
+
+
+async def update_me(client: httpx.AsyncClient, token: str, body: object) -> httpx.Response:
+    return await client.patch(ME_URL, json=body, headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_patch_me_changes_the_name_and_the_language(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    token = await logged_in(client, db)
+
+    renamed = await update_me(client, token, {"display_name": "  Ada King "})
+    relocated = await update_me(client, token, {"locale": "pt_br"})
+    profile = await client.get(ME_URL, headers={"Authorization": f"Bearer {token}"})
+
+    assert renamed.status_code == relocated.status_code == 200
+    assert (renamed.json()["display_name"], renamed.json()["locale"]) == ("Ada King", "en")
+    assert (relocated.json()["display_name"], relocated.json()["locale"]) == ("Ada King", "pt-BR")
+    assert profile.json() == relocated.json()
+    assert await db.fetchrow("SELECT display_name, locale FROM users") == ("Ada King", "pt-BR")
+
+
+async def test_emails_staged_after_a_language_change_carry_it(
+    client: httpx.AsyncClient, db: asyncpg.Connection, notifier_queue: Queue
+) -> None:
+    token = await logged_in(client, db)
+    assert (await update_me(client, token, {"locale": "de"})).status_code == 200
+
+    assert (await change(client, token, PASSWORD)).status_code == 200
+
+    [notice] = await notices(notifier_queue)
+    assert notice.locale == "de"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"display_name": None, "locale": None}, {"locale": "no-such-tag"}, {"display_name": ""}],
+)
+async def test_patch_me_refuses_nothing_to_change_and_unknown_tags(
+    client: httpx.AsyncClient, db: asyncpg.Connection, body: object
+) -> None:
+    token = await logged_in(client, db)
+
+    response = await update_me(client, token, body)
+
+    assert response.status_code == 422
+    assert await db.fetchrow("SELECT display_name, locale FROM users") == ("Ada", "en")
+
+
+async def test_patch_me_needs_a_valid_token(client: httpx.AsyncClient) -> None:
+    response = await client.patch(ME_URL, json={"display_name": "Mallory"})
+
+    assert response.status_code == 401

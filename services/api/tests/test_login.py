@@ -166,11 +166,19 @@ async def test_me_returns_the_token_owners_profile(
 
     assert response.status_code == 200
     profile = response.json()
-    assert set(profile) == {"id", "email", "display_name", "created_at", "email_verified"}
+    assert set(profile) == {
+        "id",
+        "email",
+        "display_name",
+        "created_at",
+        "email_verified",
+        "locale",
+    }
     assert profile["id"] == str(user_id)
     assert profile["email"] == EMAIL
     assert profile["display_name"] == "Ada Lovelace"
     assert profile["email_verified"] is True
+    assert profile["locale"] == "en"
     assert "argon2" not in response.text
 
 

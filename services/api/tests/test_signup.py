@@ -212,3 +212,51 @@ async def test_profiles_are_not_readable_by_id(client: httpx.AsyncClient) -> Non
         404,
         405,
     }
+
+
+# --- the account's language ----------------------------------------------------------------
+
+
+async def welcome_locale(queue: Queue) -> str | None:
+    [job] = await queued_jobs(queue)
+    return WelcomeEmail.decode(job["kwargs"]["payload"]).locale
+
+
+@pytest.mark.parametrize(
+    ("locale", "accept_language", "stored"),
+    [
+        ("de", "es", "de"),  # the body's field wins
+        ("ES", None, "es"),  # normalized
+        (None, "es-MX,es;q=0.9,en;q=0.5", "es-MX"),  # the tag as asked, not yet resolved
+        (None, "xx-unknown, pt-br;q=0.8, de;q=0.9", "de"),  # the highest-q known tag
+        (None, "pt-BR", "pt-BR"),  # kept though Herald shows it in English today
+        (None, "*", "en"),
+        (None, None, "en"),
+    ],
+)
+async def test_the_locale_comes_from_the_body_else_accept_language(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    notifier_queue: Queue,
+    locale: str | None,
+    accept_language: str | None,
+    stored: str,
+) -> None:
+    body = signup_body() if locale is None else signup_body(locale=locale)
+    headers = {} if accept_language is None else {"Accept-Language": accept_language}
+
+    response = await client.post("/api/v1/users", json=body, headers=headers)
+
+    assert response.status_code == 202
+    assert await db.fetchval("SELECT locale FROM users") == stored
+    assert await welcome_locale(notifier_queue) == stored
+
+
+async def test_an_unknown_locale_is_refused(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    response = await client.post("/api/v1/users", json=signup_body(locale="klingon-xx"))
+
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "locale"]]
+    assert await db.fetchval("SELECT count(*) FROM users") == 0

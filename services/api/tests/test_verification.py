@@ -18,6 +18,10 @@ from herald_shared.tokens import derive
 
 PASSWORD = "correct horse battery staple"
 LINK_INVALID = "This verification link is invalid, expired or already used. Ask for a new one."
+ALREADY_VERIFIED = {
+    "status": "already_verified",
+    "detail": "This address is already verified. You can log in now.",
+}
 
 
 async def sign_up(client: httpx.AsyncClient, email: str = "ada@example.com") -> None:
@@ -58,22 +62,63 @@ async def test_the_welcome_link_verifies_the_account(
     response = await verify(client, token)
 
     assert response.status_code == 200
+    assert response.json()["status"] == "verified"
     assert response.json()["email"] == "ada@example.com"
     assert response.json()["email_verified"] is True
+    assert response.json()["locale"] == "en"
     assert await db.fetchval("SELECT email_verified_at IS NOT NULL FROM users")
 
 
-async def test_a_token_works_once(
-    client: httpx.AsyncClient, notifier_queue: Queue, settings: Settings
+async def test_a_second_click_says_already_verified_and_nothing_personal(
+    client: httpx.AsyncClient, notifier_queue: Queue, settings: Settings, db: asyncpg.Connection
 ) -> None:
+    """A mail scanner opening the link first must not leave the person an "invalid"
+    answer; an old link must not tell who it belonged to either."""
     await sign_up(client)
     [token] = await tokens_queued(notifier_queue, settings, SEND_WELCOME_EMAIL.name)
 
-    assert (await verify(client, token)).status_code == 200
+    assert (await verify(client, token)).json()["status"] == "verified"
+    verified_at = await db.fetchval("SELECT email_verified_at FROM users")
     again = await verify(client, token)
 
-    assert again.status_code == 400
-    assert again.json() == {"detail": LINK_INVALID}
+    assert again.status_code == 200
+    assert again.json() == ALREADY_VERIFIED
+    assert "ada" not in again.text.lower()
+    assert await db.fetchval("SELECT email_verified_at FROM users") == verified_at
+
+
+async def test_an_expired_link_of_a_verified_account_says_already_verified(
+    client: httpx.AsyncClient, notifier_queue: Queue, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Verified another way (a password reset proves the address too), then the old link."""
+    await sign_up(client)
+    [token] = await tokens_queued(notifier_queue, settings, SEND_WELCOME_EMAIL.name)
+    await db.execute("UPDATE users SET email_verified_at = now()")
+    await db.execute("UPDATE email_tokens SET expires_at = now() - interval '1 second'")
+
+    response = await verify(client, token)
+
+    assert response.status_code == 200
+    assert response.json() == ALREADY_VERIFIED
+
+
+async def test_another_accounts_verified_state_never_changes_the_answer(
+    client: httpx.AsyncClient, notifier_queue: Queue, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await sign_up(client, "ada@example.com")
+    await sign_up(client, "grace@example.com")
+    ada_token, grace_token = await tokens_queued(notifier_queue, settings, SEND_WELCOME_EMAIL.name)
+    assert (await verify(client, grace_token)).json()["status"] == "verified"
+    await db.execute("UPDATE email_tokens SET expires_at = now() - interval '1 second'")
+
+    response = await verify(client, ada_token)
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": LINK_INVALID}
+    assert (
+        await db.fetchval("SELECT email_verified_at FROM users WHERE email = 'ada@example.com'")
+        is None
+    )
 
 
 async def test_two_clicks_at_once_verify_once(
@@ -84,7 +129,14 @@ async def test_two_clicks_at_once_verify_once(
 
     answers = await asyncio.gather(*(verify(client, token) for _ in range(5)))
 
-    assert sorted(answer.status_code for answer in answers) == [200, 400, 400, 400, 400]
+    assert [answer.status_code for answer in answers] == [200] * 5
+    assert sorted(answer.json()["status"] for answer in answers) == [
+        "already_verified",
+        "already_verified",
+        "already_verified",
+        "already_verified",
+        "verified",
+    ]
 
 
 async def test_an_expired_token_gets_the_same_error(

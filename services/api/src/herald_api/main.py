@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from herald_api.accounts import build_accounts
 from herald_api.accounts import http as accounts_http
+from herald_api.accounts.link_pages import LinkPages
 from herald_api.accounts.routers import account, pages, password, users, verification
 from herald_api.accounts.routers import internal as accounts_internal
 from herald_api.auth import http as auth_http
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(outbox_internal.router)
         app.include_router(accounts_internal.router)
     app.include_router(health.router)
+    # Every page in every language, built once: a request only picks one.
+    app.state.link_pages = LinkPages.build(settings.brand)
     app.include_router(pages.router)
     errors.install(app)
     auth_http.install(app)

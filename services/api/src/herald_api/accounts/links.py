@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
 from sqlalchemy import delete, func, insert, update
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.accounts.models import EmailToken
@@ -132,3 +132,38 @@ async def spend(
         return None
     user_id, purpose, new_email = row
     return SpentToken(user_id=user_id, purpose=purpose, new_email=new_email)
+
+
+@dataclass(frozen=True)
+class KnownToken:
+    """A token that was issued and is still stored (spent, expired or not)."""
+
+    user_id: uuid.UUID
+    purpose: str
+    new_email: str | None
+    spent: bool
+
+
+async def look_up(
+    session: AsyncSession, *, token: str, purposes: tuple[Purpose, ...]
+) -> KnownToken | None:
+    """The stored row of ``token`` if it was made for one of ``purposes``, whatever its
+    state; ``None`` for an unknown one (or one replaced by a newer link: deleted)."""
+    found = await session.exec(
+        select(
+            col(EmailToken.user_id),
+            col(EmailToken.purpose),
+            col(EmailToken.new_email),
+            col(EmailToken.used_at),
+        ).where(
+            col(EmailToken.fingerprint) == fingerprint(token),
+            col(EmailToken.purpose).in_(purposes),
+        )
+    )
+    row = found.first()
+    if row is None:
+        return None
+    user_id, purpose, new_email, used_at = row
+    return KnownToken(
+        user_id=user_id, purpose=purpose, new_email=new_email, spent=used_at is not None
+    )

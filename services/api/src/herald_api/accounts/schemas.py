@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
+from sqlmodel import Field as ModelField
 from sqlmodel import SQLModel
 
 from herald_api.auth.models import User
 from herald_api.auth.schemas import Email, Password
+from herald_shared.locales import LocaleTag
 from herald_shared.text import DisplayName
 
 
@@ -21,6 +23,30 @@ class UserCreate(BaseModel):
     email: Email
     password: Password
     display_name: DisplayName
+    locale: LocaleTag | None = Field(
+        default=None,
+        description="The user's language as a BCP 47 tag (`de`, `pt-BR`), stored as given: "
+        "emails and pages fall back from it to a language Herald has (`pt-BR` → `pt` → `en`). "
+        "Unset: the request's Accept-Language (its most wanted tag that is a known locale), "
+        "else `en`.",
+        examples=["de"],
+    )
+
+
+class ProfileUpdate(BaseModel):
+    """Change the caller's display name and/or language: at least one of them."""
+
+    display_name: DisplayName | None = None
+    locale: LocaleTag | None = Field(
+        default=None,
+        description="BCP 47 tag (`de`, `pt-BR`); the emails staged from now on use it.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> Self:
+        if self.display_name is None and self.locale is None:
+            raise ValueError("give display_name, locale or both")
+        return self
 
 
 class Accepted(SQLModel):
@@ -88,6 +114,7 @@ class UserPublic(SQLModel):
     display_name: str
     created_at: datetime
     email_verified: bool
+    locale: str = ModelField(description="The user's language, a BCP 47 tag as they gave it.")
 
     @classmethod
     def of(cls, user: User) -> UserPublic:
@@ -97,4 +124,27 @@ class UserPublic(SQLModel):
             display_name=user.display_name,
             created_at=user.created_at,
             email_verified=user.email_verified_at is not None,
+            locale=user.locale,
         )
+
+
+class AddressVerified(UserPublic):
+    """A first use of an address link: the user as it is now."""
+
+    status: Literal["verified", "email_changed"] = ModelField(
+        description="`verified`: a verification link verified the address; `email_changed`: "
+        "an email change link moved the account to the address it was sent to."
+    )
+
+
+class AlreadyVerified(SQLModel):
+    """A genuine address link used again (or expired) whose work is done: the address
+    is verified, or the change it confirms is made. No personal data: whoever holds an
+    old link learns nothing about the account."""
+
+    status: Literal["already_verified"]
+    detail: str
+
+
+VerifyAnswer = Annotated[AddressVerified | AlreadyVerified, Field(discriminator="status")]
+"""The 200 of ``POST /api/v1/auth/verify``, told apart by ``status``."""

@@ -78,6 +78,15 @@ class Verified:
 
 
 @dataclass(frozen=True)
+class AlreadyVerified:
+    """A genuine address link used again or expired, whose work is done: a verification
+    link of a verified user, or a spent email change link whose account has that
+    address now. ``email_change``: which of the two."""
+
+    email_change: bool
+
+
+@dataclass(frozen=True)
 class ConfirmedPassword:
     """A password checked against the account's: whose, and the hash it matched."""
 
@@ -116,8 +125,11 @@ class AccountService:
         """This service, stamping its messages with ``request_id``."""
         return replace(self, request_id=request_id)
 
-    async def sign_up(self, data: UserCreate, idempotency: Claim | None = None) -> SignupOutcome:
-        """Create the user and stage its welcome email in one transaction, then push it.
+    async def sign_up(
+        self, data: UserCreate, *, locale: str = DEFAULT_LOCALE, idempotency: Claim | None = None
+    ) -> SignupOutcome:
+        """Create the user, speaking ``locale``, and stage its welcome email in one
+        transaction, then push it.
 
         A taken address gets no change and its owner an account-exists email instead;
         both outcomes cost the same and answer the same (docs/api.md). With
@@ -139,6 +151,7 @@ class AccountService:
                     email=data.email,
                     display_name=data.display_name,
                     password_hash=password_hash,
+                    locale=locale,
                 )
                 .on_conflict_do_nothing(index_elements=["email"])
                 .returning(col(User.id))
@@ -154,7 +167,7 @@ class AccountService:
                     display_name=data.display_name,
                     verification=link,
                     request_id=self.request_id,
-                    locale=DEFAULT_LOCALE,
+                    locale=locale,
                 )
                 outcome = SignupOutcome.CREATED
             else:
@@ -187,18 +200,23 @@ class AccountService:
             await self.dispatcher.publish_after_commit(session, message, user_id=user_id)
         return outcome
 
-    async def verify_address(self, token: str) -> Verified:
+    async def verify_address(self, token: str) -> Verified | AlreadyVerified:
         """Spend an address link's ``token``: a verification link's marks its user
         verified; an email change link's moves the account to the address it confirms
         and tells the previous address.
 
-        Raises ``LinkInvalidError``, or ``AddressTakenError`` when another account has
-        the new address by now.
+        A link that cannot be spent but whose work is done answers ``AlreadyVerified``
+        (``_already_verified``). Raises ``LinkInvalidError``, or ``AddressTakenError``
+        when another account has the new address by now.
         """
         async with self.sessions() as session:
             spent = await links.spend(session, token=token, purposes=(VERIFY_EMAIL, CHANGE_EMAIL))
             if spent is None:
-                raise LinkInvalidError
+                done = await _already_verified(session, token=token)
+                if done is None:
+                    raise LinkInvalidError
+                log.info("verification.already_done", email_change=done.email_change)
+                return done
             notice: AccountEmail | None = None
             if spent.purpose == CHANGE_EMAIL:
                 assert spent.new_email is not None  # issued with one
@@ -217,6 +235,26 @@ class AccountService:
                 log.info("user.email_changed", user_id=str(user.id))
                 await self.dispatcher.publish_after_commit(session, notice, user_id=user.id)
         return Verified(user=user, email_changed=notice is not None)
+
+    async def update_profile(
+        self, user: User, *, display_name: str | None = None, locale: str | None = None
+    ) -> User:
+        """Change ``user``'s display name and/or locale (``None``: left as it is); the
+        user as stored now. Messages staged from then on carry the new values."""
+        values: dict[str, str] = {}
+        if display_name is not None:
+            values["display_name"] = display_name
+        if locale is not None:
+            values["locale"] = locale
+        async with self.sessions() as session:
+            if values:
+                await session.exec(update(User).where(col(User.id) == user.id).values(**values))
+            found = await session.get(User, user.id, populate_existing=True)
+            await session.commit()
+        if found is None:  # deleted since its access token was checked
+            raise LookupError("the account no longer exists")
+        log.info("user.profile_changed", user_id=str(user.id), fields=sorted(values))
+        return found
 
     async def resend_verification(self, email: str, idempotency: Claim | None = None) -> bool:
         """Email a fresh verification link to ``email`` if it has an unverified account
@@ -492,6 +530,24 @@ class AccountService:
         )
         await self.dispatcher.stage(session, notice)
         return _Staged(user, notice)
+
+
+async def _already_verified(session: AsyncSession, *, token: str) -> AlreadyVerified | None:
+    """``AlreadyVerified`` if ``token`` is a stored address link whose work is done,
+    judged only from its own row and its own user: a verification token (spent or
+    expired) of a verified user, or a spent email change token whose user has the
+    address it confirms. ``None`` otherwise (the caller's one 400)."""
+    known = await links.look_up(session, token=token, purposes=(VERIFY_EMAIL, CHANGE_EMAIL))
+    if known is None:
+        return None
+    user = await session.get(User, known.user_id)
+    if user is None:
+        return None
+    if known.purpose == VERIFY_EMAIL:
+        done = user.email_verified_at is not None
+    else:
+        done = known.spent and user.email == known.new_email
+    return AlreadyVerified(email_change=known.purpose == CHANGE_EMAIL) if done else None
 
 
 async def _mark_verified(session: AsyncSession, *, user_id: uuid.UUID) -> None:

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from herald_api.core.faults import CrashPoint, Faults
+from herald_shared.brand import BrandSettings
 from herald_shared.internal_api import InternalToken
 from herald_shared.settings import CommonSettings, LinkSecret, MetricsPort
 
@@ -39,8 +40,9 @@ HASH_QUEUE_PER_WORKER = 4
 per thread before its own, about 5 x 35 ms on 2 cores (docs/api.md, "Overload")."""
 
 
-class Settings(CommonSettings):
-    """The API's settings: ``CommonSettings`` (Redis, namespace, logs, metrics) and its own."""
+class Settings(CommonSettings, BrandSettings):
+    """The API's settings: ``CommonSettings`` (Redis, namespace, logs, metrics), the brand
+    its link pages show (``BrandSettings``) and its own."""
 
     api_host: str = Field(default="127.0.0.1", description="Address `herald-api serve` binds.")
     api_port: int = Field(default=8000, description="Port `herald-api serve` listens on.")

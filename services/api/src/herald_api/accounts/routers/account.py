@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Response, status
 
 from herald_api.accounts.deps import AccountServiceDep, UserIdempotencyDep
 from herald_api.accounts.http import WRONG_PASSWORD, idempotent_responses
@@ -13,9 +13,11 @@ from herald_api.accounts.schemas import (
     EmailChange,
     PasswordChange,
     PasswordConfirmation,
+    ProfileUpdate,
     UserPublic,
 )
 from herald_api.auth import CurrentUserDep, RateLimitsDep
+from herald_api.auth.deps import NOT_AUTHENTICATED
 from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
 from herald_api.auth.schemas import AccessToken
 from herald_api.core.background import after_response
@@ -51,6 +53,30 @@ becomes the 400)."""
 async def read_current_user(user: CurrentUserDep) -> UserPublic:
     """The profile of the user the bearer access token was issued to."""
     return UserPublic.of(user)
+
+
+@router.patch(
+    "/me",
+    responses={**UNAUTHENTICATED, **BODY_RESPONSES},
+    dependencies=[Depends(require_json_body)],
+)
+async def update_current_user(
+    body: ProfileUpdate, user: CurrentUserDep, accounts: AccountServiceDep
+) -> UserPublic:
+    """Change the caller's ``display_name`` and/or ``locale`` (at least one; ``422``
+    otherwise, or for a tag that is no known locale). Emails staged from then on
+    greet with the new name, in the new language; the answer is the profile now."""
+    try:
+        changed = await accounts.update_profile(
+            user, display_name=body.display_name, locale=body.locale
+        )
+    except LookupError:  # the account was deleted after its token was checked
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail=NOT_AUTHENTICATED,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    return UserPublic.of(changed)
 
 
 @router.post(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, status
 
 from herald_api.accounts.deps import AccountServiceDep, IdempotencyDep
 from herald_api.accounts.http import idempotent_responses
+from herald_api.accounts.language import signup_locale
 from herald_api.accounts.schemas import Accepted, UserCreate
 from herald_api.auth import RateLimitsDep
 from herald_api.auth.http import RATE_LIMIT_RESPONSES
@@ -32,6 +35,7 @@ async def create_user(
     limits: RateLimitsDep,
     accounts: AccountServiceDep,
     idempotency: IdempotencyDep,
+    accept_language: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Accepted:
     """Sign up: create the account and email a verification link.
 
@@ -39,9 +43,13 @@ async def create_user(
     (the owner of a taken address is emailed instead), so it cannot be used
     to find out who has one. A retry with the same ``Idempotency-Key`` and body
     gets the first answer again and emails nothing (docs/api.md).
+
+    The account's language is ``locale`` if given, else the most wanted tag of
+    the request's ``Accept-Language`` that is a known locale, else ``en``.
     """
     answer = Accepted(email=body.email, detail=SIGNUP_ACCEPTED)
     claim = await idempotency.begin(status.HTTP_202_ACCEPTED, answer)
     await limits.check("signup", email=body.email)
-    await accounts.sign_up(body, idempotency=claim)
+    locale = body.locale or signup_locale(accept_language)
+    await accounts.sign_up(body, locale=locale, idempotency=claim)
     return answer
