@@ -111,14 +111,17 @@ def format_time(moment: datetime, *, locale: str) -> str:
     zone: ``November 30, 2026, 10:00 AM UTC``, ``30. November 2026, 10:00 UTC``.
 
     CLDR's long date and short time, joined by the locale's own pattern for
-    long date-times (Babel's ``long`` date-time would add the seconds).
+    long date-times (Babel's ``long`` date-time would add the seconds). CLDR's
+    narrow no-break space (``10:00\u202fAM``) becomes a plain one: not every
+    mail client's font has it, and a plain-text reader sees it as a space.
     """
     utc = moment.astimezone(UTC)
     cldr = Locale.parse(locale, sep="-")
     date = format_date(utc, "long", locale=cldr)
     clock = format_clock(utc, f"{cldr.time_formats['short'].pattern} z", tzinfo=UTC, locale=cldr)
     pattern = str(cldr.datetime_formats["long"]).replace("'", "")
-    return pattern.replace("{1}", date).replace("{0}", clock)
+    said = pattern.replace("{1}", date).replace("{0}", clock)
+    return said.replace("\u202f", " ")
 
 
 def _changed_at(message: PasswordChangedEmail | EmailChangedEmail) -> dict[str, Any]:

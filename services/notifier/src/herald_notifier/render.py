@@ -294,7 +294,9 @@ class Renderer:
             "media_queries": self._media_queries,
             **context,
         }
-        return text.render(shared), self._inliner.inline(html.render(shared))
+        # Ended by a line break, as the email package would end it.
+        inlined = self._inliner.inline(html.render(shared)).rstrip("\n") + "\n"
+        return text.render(shared), inlined
 
 
 def split_stylesheet(css: str) -> tuple[str, str]:
