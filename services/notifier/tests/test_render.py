@@ -265,7 +265,8 @@ def test_the_link_is_html_escaped_in_the_html_part(
     renderer = make_renderer(verify_url=url, reset_url=url)
     link = verification_link()
     # The page's query is kept, its lang replaced by the reader's.
-    expected = f"https://herald.example.org/page?src=email&lang=en#token={link_token(link, purpose=purpose)}"
+    token = link_token(link, purpose=purpose)
+    expected = f"https://herald.example.org/page?src=email&lang=en#token={token}"
 
     _, parsed = on_the_wire(renderer.render(make(link)).message())
 

@@ -47,10 +47,10 @@ from herald_shared.tokens import Purpose
 
 __all__ = [
     "CATALOGUE",
+    "N_",
     "SUBJECTS",
     "EmailKind",
     "format_time",
-    "N_",
     "kind_of",
     "link_of",
 ]

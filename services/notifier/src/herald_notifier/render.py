@@ -276,7 +276,8 @@ class Renderer:
             )
             if link is not None:
                 context["expires"] = format_time(link.expires_at, locale=locale)
-        return _Content(kind.template, locale, self.subject(kind.subject_of(message), locale), context)
+        subject = self.subject(kind.subject_of(message), locale)
+        return _Content(kind.template, locale, subject, context)
 
     def subject(self, source: str, locale: str) -> str:
         """The subject ``source`` (a catalogue row's) in ``locale``, the brand filled in."""
@@ -308,8 +309,8 @@ def split_stylesheet(css: str) -> tuple[str, str]:
     rest = _CSS_COMMENT.sub("", css)
     while (start := rest.find("@media")) != -1:
         plain.append(rest[:start])
-        depth, end = 0, rest.index("{", start)
-        for end in range(end, len(rest)):  # noqa: B007 (the matching brace ends the block)
+        depth, opening = 0, rest.index("{", start)
+        for end in range(opening, len(rest)):
             depth += {"{": 1, "}": -1}.get(rest[end], 0)
             if depth == 0:
                 break

@@ -63,7 +63,8 @@ class Settings(CommonSettings, BrandSettings):
         default=HttpUrl("http://localhost:8000/verify-email"),
         description="The page an email verification link (and an email change confirmation "
         "link) opens; it reads the token and posts it to the API. The link is "
-        "{verify_url}?lang={locale}#token={token} (any query of verify_url kept): the token travels in the URL fragment, which a browser "
+        "{verify_url}?lang={locale}#token={token} (any query of verify_url kept): the token "
+        "travels in the URL fragment, which a browser "
         "never sends to a server, so it stays out of request lines, access logs and proxy logs. "
         "An http(s) URL without a fragment or credentials (https in production).",
     )
