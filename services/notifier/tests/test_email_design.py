@@ -149,6 +149,9 @@ def test_every_kind_renders_in_every_locale_as_mail_clients_need(
     assert text.startswith(greeting)
     assert greeting in said("".join(tree.itertext()))
     assert not re.search(r"<[a-z/!]", text)
+    # Sentences of one paragraph keep their space between them in both parts.
+    for body in (text, "".join(tree.itertext())):
+        assert not re.search(r"\w[.:;!?][A-ZÄÖÜÑ¿¡]", body)
     assert "help@acme.example.org" in text
 
 
