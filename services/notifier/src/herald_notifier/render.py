@@ -47,7 +47,7 @@ from markupsafe import Markup
 from pydantic import SecretStr
 
 from herald_notifier.catalogue import CATALOGUE, format_time, kind_of
-from herald_shared.brand import DEFAULT_ACCENT, Brand
+from herald_shared.brand import Brand, BrandSettings
 from herald_shared.locales import DEFAULT_LOCALE, LOCALES, resolve
 from herald_shared.messages import AccountEmail, EmailLink, Message
 from herald_shared.tokens import Purpose, derive
@@ -75,8 +75,8 @@ LOCALE_DIR = Path(__file__).parent / "locales"
 """The gettext catalogues: ``{locale}/LC_MESSAGES/messages.po`` (committed) and
 ``.mo`` (compiled by the build's hatch-babel hook)."""
 
-DEFAULT_BRAND = Brand(name="Herald", support_email=None, accent=DEFAULT_ACCENT, logo_url=None)
-"""The brand of ``BrandSettings``' defaults."""
+DEFAULT_BRAND = BrandSettings.model_construct().brand
+"""The brand of ``BrandSettings``' defaults (not read from the environment)."""
 
 _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
