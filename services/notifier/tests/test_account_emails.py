@@ -125,7 +125,8 @@ def expected_link(message: AccountEmail) -> str | None:
     if token is None:
         return None
     page = RESET_URL if isinstance(message, PasswordResetEmail) else VERIFY_URL
-    return f"{page}#token={token}"
+    # The reader's language (every test message here is English) goes in the query.
+    return f"{page}?lang={message.reader_locale}#token={token}"
 
 
 def token_of(message: AccountEmail) -> str:
@@ -223,14 +224,15 @@ async def test_a_link_opens_its_configured_page_with_the_token_in_its_fragment(
     assert received["subject"] == subject
     parts = bodies(await source_of(mailbox, received))
     assert links(parts["text/plain"]) == [link]
-    assert links(parts["text/html"]) == [link] * 2
+    # The button's href, and the plain link below it (its href and its text).
+    assert links(parts["text/html"]) == [link] * 3
     url = urlsplit(link)
     # Everything a browser sends to a server (and a proxy logs) is token-free.
     assert (url.scheme, url.netloc, url.path, url.query) == (
         "https",
         "accounts.herald.example.org",
         page,
-        "",
+        "lang=en",
     )
     assert url.fragment == f"token={token_of(message)}"
     assert "This link works until " in parts["text/plain"]
@@ -351,7 +353,8 @@ async def test_each_account_email_goes_to_its_recipient_with_its_subject(
     ]
     parts = bodies(source)
     assert "Hello Alan T.," in parts["text/plain"]
-    assert says in parts["text/plain"]
+    # Paragraphs wrap at 72 columns: read as a reader does.
+    assert says in " ".join(parts["text/plain"].split())
     link = expected_link(message)
     assert links(parts["text/plain"]) == ([link] if link is not None else [])
     if link is None:
@@ -567,7 +570,7 @@ class BuggyRenderer(Renderer):
     """A renderer with a bug whose error quotes the link, as a careless
     ``raise ValueError(f"... {link}")`` deep in rendering would."""
 
-    def _bodies(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
+    def _bodies(self, name: str, locale: str, context: dict[str, Any]) -> tuple[str, str]:
         raise ValueError(f"cannot fold {context['link']}")
 
 

@@ -13,6 +13,7 @@ from email.policy import default
 from functools import partial
 from typing import Any
 
+import html5lib
 import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
@@ -157,6 +158,22 @@ def test_non_ascii_names_survive_in_both_bodies(renderer: Renderer) -> None:
     assert parsed["Date"] is not None
 
 
+def said(body: str) -> str:
+    """``body`` with its whitespace runs collapsed, as a reader takes wrapped lines."""
+    return " ".join(body.split())
+
+
+def unmarked(body: str) -> str:
+    """``body`` without the HTML doctype (its "html" is no link)."""
+    return re.sub(r"(?i)<!doctype html>", "", body)
+
+
+def anchors(html: str) -> list[tuple[str, str]]:
+    """The ``href`` and the text of every link of ``html``, as a browser parses it."""
+    tree = html5lib.parse(html, namespaceHTMLElements=False)
+    return [(a.get("href", ""), "".join(a.itertext())) for a in tree.iter("a")]
+
+
 def links_in(email: EmailMessage, page: str = VERIFY_URL) -> dict[str, list[str]]:
     """Every link to ``page`` in each body (``href`` values and text), as a client reads it."""
     pattern = re.escape(page) + r"[^\s<\"]*"
@@ -168,14 +185,18 @@ def test_welcome_links_to_the_verify_page_with_the_derived_token_in_the_fragment
 ) -> None:
     message = welcome_email()
     assert message.verification is not None
-    expected = f"{VERIFY_URL}#token={link_token(message.verification)}"
+    expected = f"{VERIFY_URL}?lang=en#token={link_token(message.verification)}"
 
     _, parsed = on_the_wire(rendered(renderer, message))
 
     links = links_in(parsed)
     assert links["text/plain"] == [expected]
-    assert links["text/html"] == [expected, expected]  # the href and the copyable text
-    assert f'<a href="{expected}">' in bodies(parsed)["text/html"]
+    # The button's href, and the plain link below it (its href and its text).
+    assert links["text/html"] == [expected, expected, expected]
+    assert anchors(bodies(parsed)["text/html"]) == [
+        (expected, "Verify my email address"),
+        (expected, expected),
+    ]
     # The token id travels in queue messages; the token itself only in the email.
     assert message.verification.token_id not in parsed.as_string()
 
@@ -190,18 +211,28 @@ def test_the_token_is_derived_with_the_configured_secret_for_the_links_purpose(
 
     url = renderer.link_url(link, purpose)
 
-    assert url == f"{PAGES[purpose]}#token={link_token(link, other, purpose=purpose)}"
+    assert url == f"{PAGES[purpose]}?lang=en#token={link_token(link, other, purpose=purpose)}"
     assert link_token(link, other, purpose=purpose) != link_token(link, purpose=purpose)
 
 
-def test_the_link_says_until_when_it_works_in_utc(renderer: Renderer) -> None:
+@pytest.mark.parametrize(
+    ("locale", "says"),
+    [
+        ("en", "This link works until November 30, 2026, 10:00 AM UTC."),
+        ("de", "Dieser Link funktioniert bis 30. November 2026, 10:00 UTC."),
+        ("es", "Este enlace funciona hasta el 30 de noviembre de 2026, 10:00 UTC."),
+    ],
+)
+def test_the_link_says_until_when_it_works_in_utc_in_the_readers_language(
+    renderer: Renderer, locale: str, says: str
+) -> None:
     paris = timezone(timedelta(hours=1))
     link = EmailLink(token_id="A" * 22, expires_at=datetime(2026, 11, 30, 11, 0, 59, tzinfo=paris))
 
-    _, parsed = on_the_wire(rendered(renderer, welcome_email(verification=link)))
+    _, parsed = on_the_wire(rendered(renderer, welcome_email(verification=link, locale=locale)))
 
     for body in bodies(parsed).values():
-        assert "This link works until 30 Nov 2026 10:00 UTC." in body
+        assert says in said(body)
 
 
 def test_a_version_1_welcome_has_no_link(renderer: Renderer) -> None:
@@ -214,7 +245,7 @@ def test_a_version_1_welcome_has_no_link(renderer: Renderer) -> None:
     for body in parts.values():
         assert "token" not in body
         assert "link" not in body.lower()
-        assert "http" not in body.replace("<!doctype html>", "")
+        assert "http" not in unmarked(body)
 
 
 @pytest.mark.parametrize(
@@ -230,16 +261,19 @@ def test_the_link_is_html_escaped_in_the_html_part(
 ) -> None:
     # A query string's "&" must become "&amp;" in HTML, or a client may read
     # "&lang" as an entity; the text part keeps the URL as it is.
-    url = "https://herald.example.org/page?src=email&lang=en"
+    url = "https://herald.example.org/page?src=email&lang=fr"
     renderer = make_renderer(verify_url=url, reset_url=url)
     link = verification_link()
-    expected = f"{url}#token={link_token(link, purpose=purpose)}"
+    # The page's query is kept, its lang replaced by the reader's.
+    token = link_token(link, purpose=purpose)
+    expected = f"https://herald.example.org/page?src=email&lang=en#token={token}"
 
     _, parsed = on_the_wire(renderer.render(make(link)).message())
 
     html = bodies(parsed)["text/html"]
-    assert f'<a href="{expected.replace("&", "&amp;")}">' in html
+    assert html.count(f'href="{expected.replace("&", "&amp;")}"') == 2
     assert "src=email&lang" not in html
+    assert [href for href, _ in anchors(html)] == [expected, expected]
     assert expected in bodies(parsed)["text/plain"]
 
 
@@ -262,7 +296,7 @@ def test_verification_email_by_reason(
     renderer: Renderer, reason: str, subject: str, opening: str
 ) -> None:
     message = verification_email(reason=reason, email="zoe@example.com", display_name="Zoë")
-    expected = f"{VERIFY_URL}#token={link_token(message.verification)}"
+    expected = f"{VERIFY_URL}?lang=en#token={link_token(message.verification)}"
 
     _, parsed = on_the_wire(rendered(renderer, message))
 
@@ -270,10 +304,10 @@ def test_verification_email_by_reason(
     assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
     assert parsed["Message-ID"] == f"<{message.message_id}@herald.example.org>"
     parts = bodies(parsed)
-    assert links_in(parsed) == {"text/plain": [expected], "text/html": [expected, expected]}
+    assert links_in(parsed) == {"text/plain": [expected], "text/html": [expected] * 3}
     for body in parts.values():
         assert "Hello Zoë," in body
-        assert opening in body
+        assert opening in said(body)
         assert "This link works until " in body
 
 
@@ -284,7 +318,7 @@ def test_account_exists_email_says_nothing_changed_and_has_no_link(renderer: Ren
 
     assert parsed["Subject"] == "Someone tried to sign up for Herald with your address"
     assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
-    text = bodies(parsed)["text/plain"]
+    text = said(bodies(parsed)["text/plain"])
     assert "Someone — maybe you — tried to sign up for Herald with this address." in text
     assert "You already have an account; nothing changed." in text
     assert "If it wasn't you, ignore this email." in text
@@ -298,7 +332,7 @@ def test_password_reset_email_links_to_the_reset_page_with_a_reset_token(
 ) -> None:
     message = password_reset_email(email="zoe@example.com", display_name="Zoë")
     token = link_token(message.reset, purpose="reset_password")
-    expected = f"{RESET_URL}#token={token}"
+    expected = f"{RESET_URL}?lang=en#token={token}"
 
     _, parsed = on_the_wire(rendered(renderer, message))
 
@@ -307,18 +341,18 @@ def test_password_reset_email_links_to_the_reset_page_with_a_reset_token(
     assert parsed["Message-ID"] == f"<{message.message_id}@herald.example.org>"
     assert links_in(parsed, RESET_URL) == {
         "text/plain": [expected],
-        "text/html": [expected, expected],
+        "text/html": [expected] * 3,
     }
-    assert f'<a href="{expected}">Choose a new password</a>' in bodies(parsed)["text/html"]
+    assert anchors(bodies(parsed)["text/html"])[0] == (expected, "Choose a new password")
     # Bound to its purpose: the verification token of the same id is another.
     assert token != link_token(message.reset, purpose="verify_email")
     assert links_in(parsed, VERIFY_URL) == {"text/plain": [], "text/html": []}
     assert message.reset.token_id not in parsed.as_string()
-    expires = format_time(message.reset.expires_at)
-    for body in bodies(parsed).values():
+    expires = format_time(message.reset.expires_at, locale="en")
+    for body in map(said, bodies(parsed).values()):
         assert "Hello Zoë," in body
         assert "asked to reset the password of your Herald account." in body
-        assert f"This link works until {expires}." in body
+        assert said(f"This link works until {expires}.") in body
         assert "ignore this email — your password stays as it is." in body
 
 
@@ -336,12 +370,15 @@ def test_password_changed_email_says_when_and_what_to_do_and_has_no_link(
     assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
     for body in bodies(parsed).values():
         assert "Hello Zoë," in body
-        assert "password of your Herald account was changed on 28 Nov 2026 10:40 UTC." in body
-        assert "Every session signed in before the change was signed out." in body
-        assert "Forgot password" in body
-        assert "contact Herald support" in body
+        assert (
+            "password of your Herald account was changed on November 28, 2026, 10:40 AM UTC."
+            in said(body)
+        )
+        assert "Every session signed in before the change was signed out." in said(body)
+        assert "Forgot password" in said(body)
+        assert "contact Herald support" in said(body)
         assert "#token=" not in body
-        assert "http" not in body.replace("<!doctype html>", "")
+        assert "http" not in unmarked(body)
 
 
 def test_email_change_email_links_to_the_verify_page_with_a_change_email_token(
@@ -349,7 +386,7 @@ def test_email_change_email_links_to_the_verify_page_with_a_change_email_token(
 ) -> None:
     message = email_change_email(email="zoe.new@example.com", display_name="Zoë")
     token = link_token(message.confirmation, purpose="change_email")
-    expected = f"{VERIFY_URL}#token={token}"
+    expected = f"{VERIFY_URL}?lang=en#token={token}"
 
     _, parsed = on_the_wire(rendered(renderer, message))
 
@@ -357,14 +394,14 @@ def test_email_change_email_links_to_the_verify_page_with_a_change_email_token(
     # Sent to the new address, the one to confirm.
     assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe.new@example.com"),)
     assert parsed["Message-ID"] == f"<{message.message_id}@herald.example.org>"
-    assert links_in(parsed) == {"text/plain": [expected], "text/html": [expected, expected]}
-    assert f'<a href="{expected}">Confirm this address</a>' in bodies(parsed)["text/html"]
+    assert links_in(parsed) == {"text/plain": [expected], "text/html": [expected] * 3}
+    assert anchors(bodies(parsed)["text/html"])[0] == (expected, "Confirm this address")
     # Bound to its purpose: neither a verification nor a reset token of the same id.
     for other in ("verify_email", "reset_password"):
         assert token != link_token(message.confirmation, purpose=other)
     assert links_in(parsed, RESET_URL) == {"text/plain": [], "text/html": []}
     assert message.confirmation.token_id not in parsed.as_string()
-    expires = format_time(message.confirmation.expires_at)
+    expires = format_time(message.confirmation.expires_at, locale="en")
     for body in bodies(parsed).values():
         assert "Hello Zoë," in body
         assert (
@@ -374,7 +411,7 @@ def test_email_change_email_links_to_the_verify_page_with_a_change_email_token(
             )
             == 1
         )
-        assert f"This link works until {expires}." in body
+        assert said(f"This link works until {expires}.") in said(body)
         assert "Until you do, your account keeps its current address." in " ".join(body.split())
         assert "If you did not ask for this, ignore this email." in " ".join(body.split())
 
@@ -396,12 +433,13 @@ def test_email_changed_email_says_when_and_what_to_do_and_has_no_link(
         said = " ".join(body.split())
         assert "Hello Zoë," in said
         assert (
-            "The email address of your Herald account was changed on 28 Nov 2026 10:40 UTC; "
+            "The email address of your Herald account was changed on "
+            "November 28, 2026, 10:40 AM UTC; "
             "emails about your account now go to the new address."
         ) in said
         assert "If this was not you, contact Herald support right away." in said
         assert "#token=" not in body
-        assert "http" not in body.replace("<!doctype html>", "")
+        assert "http" not in unmarked(body)
 
 
 @pytest.mark.parametrize(
@@ -644,11 +682,9 @@ def test_each_body_decodes_to_the_text_its_template_rendered(
 
     parsed = rendered(renderer, message)
 
-    context = {
-        "display_name": display_name,
-        **renderer._content(message).context,  # the same link: derived, not random
-    }
-    text, html = renderer._bodies("welcome", context)
+    content = renderer._content(message)  # the same link: derived, not random
+    context = {"display_name": display_name, "subject": content.subject, **content.context}
+    text, html = renderer._bodies("welcome", "en", context)
     shown = {kind: body.replace("\r\n", "\n") for kind, body in bodies(parsed).items()}
     assert shown == {"text/plain": text, "text/html": html}
 
@@ -668,7 +704,7 @@ def test_render_makes_each_kind_of_email(renderer: Renderer) -> None:
         "Confirm your new email address for Herald",
         "Your Herald email address was changed",
     }
-    assert subjects == set(SUBJECTS.values())
+    assert subjects == {source % {"product": "Herald"} for source in SUBJECTS.values()}
 
 
 def test_there_is_an_email_for_every_email_task(renderer: Renderer) -> None:

@@ -3,7 +3,12 @@ type) it answers, its templates, its subject, and the link it carries.
 
 The worker registers one consumer per row, the handler and the renderer read
 the row of the message at hand. Adding an email is one row here and its two
-templates, ``templates/{template}.txt.j2`` and ``templates/{template}.html.j2``.
+templates, ``templates/{template}.txt.j2`` and ``templates/{template}.html.j2``,
+and their texts translated in ``locales/`` (``make i18n``).
+
+Subjects are English source strings marked with ``N_`` for extraction; the
+renderer translates them into the reader's language and fills in
+``%(product)s`` (``HERALD_BRAND_NAME``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
+
+from babel import Locale
+from babel.dates import format_date
+from babel.dates import format_time as format_clock
 
 from herald_shared.messages import (
     AccountEmail,
@@ -38,6 +47,7 @@ from herald_shared.tokens import Purpose
 
 __all__ = [
     "CATALOGUE",
+    "N_",
     "SUBJECTS",
     "EmailKind",
     "format_time",
@@ -47,7 +57,10 @@ __all__ = [
 
 E = TypeVar("E", bound=AccountEmail)
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+def N_(message: str) -> str:  # noqa: N802 (gettext's name for a marker)
+    """Mark ``message`` for extraction into the catalogue; translated at render."""
+    return message
 
 
 def _no_context(message: AccountEmail) -> dict[str, Any]:
@@ -67,6 +80,7 @@ class EmailKind(Generic[E]):
     template: str
     """The name of its templates (``{template}.txt.j2``, ``{template}.html.j2``)."""
     subject: str
+    """The subject's source string (``N_``-marked, with ``%(product)s``)."""
     link: Callable[[E], EmailLink | None] | None = None
     """The link the email carries, if any (``None``: never one)."""
     purpose: Purpose | None = None
@@ -92,18 +106,27 @@ class EmailKind(Generic[E]):
         return self.variants[variant] if variant is not None else self.subject
 
 
-def format_time(moment: datetime) -> str:
-    """``moment`` in UTC, as an email says it: ``30 Nov 2026 10:00 UTC``.
+def format_time(moment: datetime, *, locale: str) -> str:
+    """``moment`` in UTC as a reader of ``locale`` says it, to the minute, with the
+    zone: ``November 30, 2026, 10:00 AM UTC``, ``30. November 2026, 10:00 UTC``.
 
-    Month names are spelled here, not by ``strftime``, whose ``%b`` follows
-    the process locale.
+    CLDR's long date and short time, joined by the locale's own pattern for
+    long date-times (Babel's ``long`` date-time would add the seconds). CLDR's
+    narrow no-break space (``10:00\u202fAM``) becomes a plain one: not every
+    mail client's font has it, and a plain-text reader sees it as a space.
     """
     utc = moment.astimezone(UTC)
-    return f"{utc.day} {_MONTHS[utc.month - 1]} {utc.year} {utc.hour:02d}:{utc.minute:02d} UTC"
+    cldr = Locale.parse(locale, sep="-")
+    date = format_date(utc, "long", locale=cldr)
+    clock = format_clock(utc, f"{cldr.time_formats['short'].pattern} z", tzinfo=UTC, locale=cldr)
+    pattern = str(cldr.datetime_formats["long"]).replace("'", "")
+    said = pattern.replace("{1}", date).replace("{0}", clock)
+    return said.replace("\u202f", " ")
 
 
 def _changed_at(message: PasswordChangedEmail | EmailChangedEmail) -> dict[str, Any]:
-    return {"changed_at": format_time(message.requested_at)}
+    # Formatted by the renderer, in the reader's language.
+    return {"changed_at": message.requested_at}
 
 
 def _reminder(message: VerificationEmail) -> str | None:
@@ -114,7 +137,7 @@ CATALOGUE: tuple[EmailKind[Any], ...] = (
     EmailKind[WelcomeEmail](
         task=SEND_WELCOME_EMAIL,
         template="welcome",
-        subject="Welcome to Herald",
+        subject=N_("Welcome to %(product)s"),
         # Version 1, from before verification links, has none.
         link=lambda message: message.verification,
         purpose="verify_email",
@@ -122,35 +145,35 @@ CATALOGUE: tuple[EmailKind[Any], ...] = (
     EmailKind[VerificationEmail](
         task=SEND_VERIFICATION_EMAIL,
         template="verification",
-        subject="Verify your email address for Herald",
+        subject=N_("Verify your email address for %(product)s"),
         link=lambda message: message.verification,
         purpose="verify_email",
         context=lambda message: {"reminder": _reminder(message) is not None},
-        variants={"reminder": "Reminder: verify your email address for Herald"},
+        variants={"reminder": N_("Reminder: verify your email address for %(product)s")},
         variant=_reminder,
     ),
     EmailKind[AccountExistsEmail](
         task=SEND_ACCOUNT_EXISTS_EMAIL,
         template="account_exists",
-        subject="Someone tried to sign up for Herald with your address",
+        subject=N_("Someone tried to sign up for %(product)s with your address"),
     ),
     EmailKind[PasswordResetEmail](
         task=SEND_PASSWORD_RESET_EMAIL,
         template="password_reset",
-        subject="Reset your Herald password",
+        subject=N_("Reset your %(product)s password"),
         link=lambda message: message.reset,
         purpose="reset_password",
     ),
     EmailKind[PasswordChangedEmail](
         task=SEND_PASSWORD_CHANGED_EMAIL,
         template="password_changed",
-        subject="Your Herald password was changed",
+        subject=N_("Your %(product)s password was changed"),
         context=_changed_at,
     ),
     EmailKind[EmailChangeEmail](
         task=SEND_EMAIL_CHANGE_EMAIL,
         template="email_change",
-        subject="Confirm your new email address for Herald",
+        subject=N_("Confirm your new email address for %(product)s"),
         link=lambda message: message.confirmation,
         # The verify page posts either token to the API's verify endpoint.
         purpose="change_email",
@@ -158,7 +181,7 @@ CATALOGUE: tuple[EmailKind[Any], ...] = (
     EmailKind[EmailChangedEmail](
         task=SEND_EMAIL_CHANGED_EMAIL,
         template="email_changed",
-        subject="Your Herald email address was changed",
+        subject=N_("Your %(product)s email address was changed"),
         context=_changed_at,
     ),
 )
@@ -175,7 +198,8 @@ SUBJECTS: dict[str, str] = {
         *((f"{kind.template}_{variant}", text) for variant, text in kind.variants.items()),
     )
 }
-"""Every subject, by name: its template's, or a variant's (``verification_reminder``)."""
+"""Every subject's source string, by name: its template's, or a variant's
+(``verification_reminder``)."""
 
 
 def kind_of(message: AccountEmail) -> EmailKind[Any]:

@@ -4,12 +4,15 @@
     herald-notifier run                  the same
     herald-notifier dead-letters list [--json]
     herald-notifier dead-letters replay MESSAGE_ID... | --all
+    herald-notifier preview KIND|all [--locale L] [--out DIR]
 
 ``list`` prints one line per dead letter, oldest first: failed_at,
 message_id, task, attempts, reason (``--json``: one JSON object per line,
 payload included). ``replay`` re-enqueues letters and removes each once SAQ
 accepted it; it exits 1 if any letter was kept (still malformed, unknown,
-already in flight) or not found.
+already in flight) or not found. ``preview`` writes sample emails
+(``{KIND}.{locale}.eml`` and ``.html``) for a designer and prints their paths;
+it needs no Redis, relay or configuration (``herald_notifier.preview``).
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import structlog
 from saq import Worker
 
 from herald_notifier.dead_letters import replay
+from herald_notifier.preview import KINDS, preview_renderer, write_previews
 from herald_notifier.settings import Settings
 from herald_notifier.worker import build_settings, connect_queue
+from herald_shared.locales import LOCALES
 from herald_shared.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -53,6 +59,19 @@ def parser() -> argparse.ArgumentParser:
     )
     again.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID")
     again.add_argument("--all", action="store_true", help="every dead letter")
+    preview = commands.add_parser(
+        "preview", help="write sample emails (.eml and .html) for a designer to look at"
+    )
+    preview.add_argument("kind", metavar="KIND", choices=[*KINDS, "all"], help=", ".join(KINDS))
+    preview.add_argument(
+        "--locale", choices=LOCALES, help="one language (default: every one: en, de, es)"
+    )
+    preview.add_argument(
+        "--out",
+        type=Path,
+        default=Path("email-previews"),
+        help="folder (default: ./email-previews)",
+    )
     return cli
 
 
@@ -63,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     replaying = args.command == "dead-letters" and args.action == "replay"
     if replaying and bool(args.all) == bool(args.message_ids):
         cli.error("dead-letters replay: give MESSAGE_IDs or --all (not both)")
+    if args.command == "preview":
+        kinds = list(KINDS) if args.kind == "all" else [args.kind]
+        locales = list(LOCALES) if args.locale is None else [args.locale]
+        for path in write_previews(
+            kinds=kinds, locales=locales, out=args.out, renderer=preview_renderer()
+        ):
+            print(path)
+        return
     settings = Settings()
     if args.command in (None, "run"):
         configure_logging(service="notifier", level=settings.log_level, fmt=settings.log_format)

@@ -1,17 +1,27 @@
-"""Turn queue messages into ready-to-send emails.
+"""Turn queue messages into ready-to-send emails, in their reader's language.
 
 Each email is an ``email.message.EmailMessage`` built with the SMTP policy
-(``POLICY``): From, To (the recipient checked, ``recipient``), a fixed
-subject, Date, a deterministic Message-ID, and a text and an HTML alternative
-from the email's templates (``herald_notifier.catalogue``; HTML autoescaped),
-both quoted-printable. The email package encodes every header (RFC 2047 for
+(``POLICY``): From, To (the recipient checked, ``recipient``), the subject,
+Date, a deterministic Message-ID, and a text and an HTML alternative from the
+email's templates (``herald_notifier.catalogue``; HTML autoescaped), both
+quoted-printable. The email package encodes every header (RFC 2047 for
 non-ASCII names and subjects) and refuses line breaks in them; the To header
 is also checked to read back as exactly its one mailbox.
 
-The link (``{page}#token={token}``) exists only inside the rendered email: no
-exception raised here can contain it (the recipient is checked before the
-link is made, and ``RenderError`` messages are fixed text). Why the emails are
-built this way, and what it costs: docs/notifier.md ("Rendering").
+Language: the message's ``locale`` resolved to one of ``LOCALES``
+(``herald_shared.locales.resolve``; messages from before locales mean
+English). Subjects, bodies and dates come from that locale's gettext
+catalogue (``locales/``, compiled to ``.mo`` by the build) through one Jinja2
+environment per locale, made once per renderer. The HTML part is one layout
+(``templates/_layout.html.j2``) styled by ``templates/email.css``, which
+css-inline copies into style attributes at render; the brand
+(``HERALD_BRAND_*``) names, colours and signs every email.
+
+The link (``{page}?lang={locale}#token={token}``) exists only inside the
+rendered email: no exception raised here can contain it (the recipient is
+checked before the link is made, and ``RenderError`` messages are fixed
+text). Why the emails are built this way, and what it costs: docs/notifier.md
+("Rendering", "Emails people read").
 """
 
 from __future__ import annotations
@@ -24,18 +34,34 @@ from email import message_from_bytes
 from email.headerregistry import Address, AddressHeader
 from email.message import EmailMessage
 from email.policy import SMTP
+from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import css_inline
 import structlog
+from babel.support import NullTranslations, Translations
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
+from markupsafe import Markup
 from pydantic import SecretStr
 
 from herald_notifier.catalogue import CATALOGUE, format_time, kind_of
+from herald_shared.brand import Brand, BrandSettings
+from herald_shared.locales import DEFAULT_LOCALE, LOCALES, resolve
 from herald_shared.messages import AccountEmail, EmailLink, Message
 from herald_shared.tokens import Purpose, derive
 
-__all__ = ["POLICY", "RenderError", "RenderedEmail", "Renderer", "recipient"]
+__all__ = [
+    "DEFAULT_BRAND",
+    "LOCALE_DIR",
+    "POLICY",
+    "RenderError",
+    "RenderedEmail",
+    "Renderer",
+    "load_translations",
+    "recipient",
+]
 
 POLICY = SMTP.clone(max_line_length=76)
 """The SMTP policy (CRLF line endings), with lines of at most 76 characters:
@@ -44,6 +70,15 @@ RFC 2045's limit for quoted-printable bodies (the SMTP policy allows 78)."""
 _FOLD = re.compile(r"\r\n(?=[ \t])")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _UNPRINTABLE = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+
+LOCALE_DIR = Path(__file__).parent / "locales"
+"""The gettext catalogues: ``{locale}/LC_MESSAGES/messages.po`` (committed) and
+``.mo`` (compiled by the build's hatch-babel hook)."""
+
+DEFAULT_BRAND = BrandSettings.model_construct().brand
+"""The brand of ``BrandSettings``' defaults (not read from the environment)."""
+
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 
 log = structlog.get_logger(__name__)
 
@@ -78,20 +113,52 @@ class RenderedEmail:
 
 
 class _Content(NamedTuple):
-    """What an email says: its template, its subject, and what its template is
-    given besides the display name, which every email greets."""
+    """What an email says: its template, its language, its subject (translated),
+    and what its template is given besides the display name, which every email
+    greets."""
 
     template: str
+    locale: str
     subject: str
     context: dict[str, Any]
 
 
+class _Language(NamedTuple):
+    """One supported locale's catalogue and compiled templates (text, HTML) by name."""
+
+    translations: NullTranslations
+    templates: dict[str, tuple[Template, Template]]
+
+
+def load_translations(locale: str) -> NullTranslations:
+    """The compiled catalogue of ``locale`` (one of ``LOCALES``); English, the
+    source language, needs none.
+
+    Raises ``RuntimeError`` if another locale's ``.mo`` is missing (an install
+    that skipped the build hook): such a notifier would send English while
+    claiming another language.
+    """
+    translations = Translations.load(LOCALE_DIR, [locale], domain="messages")
+    if locale != DEFAULT_LOCALE and not isinstance(translations, Translations):
+        raise RuntimeError(
+            f"no compiled catalogue for {locale!r} in {LOCALE_DIR}: the package was installed "
+            "without its build hook (hatch-babel compiles the .po files)"
+        )
+    return translations
+
+
 class Renderer:
-    """Renders the catalogue's emails from the package's Jinja2 templates,
-    compiled once per instance."""
+    """Renders the catalogue's emails from the package's Jinja2 templates, in
+    every locale of ``LOCALES``, compiled once per instance."""
 
     def __init__(
-        self, sender: Address, *, link_secret: SecretStr, verify_url: str, reset_url: str
+        self,
+        sender: Address,
+        *,
+        link_secret: SecretStr,
+        verify_url: str,
+        reset_url: str,
+        brand: Brand = DEFAULT_BRAND,
     ) -> None:
         if not _reads_back("From", sender):
             raise ValueError("the sender (HERALD_MAIL_FROM) does not read back from its header")
@@ -107,22 +174,33 @@ class Renderer:
             # The verify page posts either token to the API's verify endpoint.
             "change_email": verify_url,
         }
-        env = Environment(
-            loader=PackageLoader("herald_notifier", "templates"),
-            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
-            undefined=StrictUndefined,
-            # Block tags on lines of their own leave no blank lines behind.
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
+        self.brand = brand
+        self._languages = {locale: self._language(locale) for locale in LOCALES}
+        # The stylesheet is the brand's: rendered once, trusted (it is the package's).
+        stylesheet = _environment(NullTranslations()).get_template("email.css")
+        inlined, media_queries = split_stylesheet(stylesheet.render(accent=brand.accent))
+        # The package's own CSS, in the head's <style>: trusted, not escaped.
+        self._media_queries = Markup(media_queries)  # noqa: S704
+        self._inliner = css_inline.CSSInliner(
+            # The <style> of the head stays, for its @media blocks; the rest
+            # of the stylesheet goes into style attributes. Nothing is fetched.
+            keep_style_tags=True,
+            load_remote_stylesheets=False,
+            extra_css=inlined,
         )
-        self._templates: dict[str, tuple[Template, Template]] = {
+
+    def _language(self, locale: str) -> _Language:
+        """``locale``'s catalogue and templates."""
+        translations = load_translations(locale)
+        env = _environment(translations)
+        templates = {
             kind.template: (
                 env.get_template(f"{kind.template}.txt.j2"),
                 env.get_template(f"{kind.template}.html.j2"),
             )
             for kind in CATALOGUE
         }
+        return _Language(translations, templates)
 
     def __repr__(self) -> str:
         # The link secret is a SecretStr already; the pages are all worth showing.
@@ -143,7 +221,9 @@ class Renderer:
         to = recipient(message)
         content = self._content(message)
         text, html = self._bodies(
-            content.template, {"display_name": message.display_name, **content.context}
+            content.template,
+            content.locale,
+            {"display_name": message.display_name, "subject": content.subject, **content.context},
         )
         message_id = self.message_id(message)
         email = EmailMessage(policy=POLICY)
@@ -163,12 +243,16 @@ class Renderer:
             data=email.as_bytes(),
         )
 
-    def link_url(self, link: EmailLink, purpose: Purpose) -> str:
+    def link_url(self, link: EmailLink, purpose: Purpose, *, locale: str = DEFAULT_LOCALE) -> str:
         """The URL ``link`` opens: the page of ``purpose`` (``reset_url`` for
-        ``reset_password``, else ``verify_url``) with the token derived for
-        ``purpose`` in its fragment."""
+        ``reset_password``, else ``verify_url``) in ``locale`` (``lang``, added to
+        the page's own query, replacing a ``lang`` it has), with the token
+        derived for ``purpose`` in its fragment."""
         token = derive(self._link_secret, token_id=link.token_id, purpose=purpose)
-        return f"{self._pages[purpose]}#token={token}"
+        page = urlsplit(self._pages[purpose])
+        query = [(key, value) for key, value in parse_qsl(page.query) if key != "lang"]
+        query.append(("lang", resolve(locale)))
+        return urlunsplit(page._replace(query=urlencode(query), fragment=f"token={token}"))
 
     def message_id(self, message: Message) -> str:
         """The Message-ID header of ``message``'s email: the same on every attempt,
@@ -179,18 +263,87 @@ class Renderer:
         """What ``message``'s email says, from its row of the catalogue. It makes
         the link: call it once the recipient is checked."""
         kind = kind_of(message)
-        context = dict(kind.context(message))
+        locale = resolve(message.reader_locale)
+        # A time in the row's context is said in the reader's language.
+        context = {
+            name: format_time(value, locale=locale) if isinstance(value, datetime) else value
+            for name, value in kind.context(message).items()
+        }
         if kind.purpose is not None:
             link = kind.link_of(message)
-            context["link"] = None if link is None else self.link_url(link, kind.purpose)
+            context["link"] = (
+                None if link is None else self.link_url(link, kind.purpose, locale=locale)
+            )
             if link is not None:
-                context["expires"] = format_time(link.expires_at)
-        return _Content(kind.template, kind.subject_of(message), context)
+                context["expires"] = format_time(link.expires_at, locale=locale)
+        subject = self.subject(kind.subject_of(message), locale)
+        return _Content(kind.template, locale, subject, context)
 
-    def _bodies(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
-        """The text and HTML bodies of template ``name``."""
-        text, html = self._templates[name]
-        return text.render(context), html.render(context)
+    def subject(self, source: str, locale: str) -> str:
+        """The subject ``source`` (a catalogue row's) in ``locale``, the brand filled in."""
+        translated = self._languages[locale].translations.gettext(source)
+        return translated % {"product": self.brand.name}
+
+    def _bodies(self, name: str, locale: str, context: dict[str, Any]) -> tuple[str, str]:
+        """The text and HTML bodies of template ``name`` in ``locale``; the HTML
+        with email.css inlined."""
+        text, html = self._languages[locale].templates[name]
+        shared = {
+            "lang": locale,
+            "brand": self.brand,
+            "product": self.brand.name,
+            "media_queries": self._media_queries,
+            **context,
+        }
+        # Ended by a line break, as the email package would end it.
+        inlined = self._inliner.inline(html.render(shared)).rstrip("\n") + "\n"
+        return text.render(shared), inlined
+
+
+def split_stylesheet(css: str) -> tuple[str, str]:
+    """``css`` without comments, split into its plain rules (to inline) and its
+    ``@media`` blocks (for the head's ``<style>``: a style attribute cannot hold
+    a media query)."""
+    plain: list[str] = []
+    media: list[str] = []
+    rest = _CSS_COMMENT.sub("", css)
+    while (start := rest.find("@media")) != -1:
+        plain.append(rest[:start])
+        depth, opening = 0, rest.index("{", start)
+        for end in range(opening, len(rest)):
+            depth += {"{": 1, "}": -1}.get(rest[end], 0)
+            if depth == 0:
+                break
+        else:
+            raise ValueError("email.css: an @media block is not closed")
+        media.append(rest[start : end + 1])
+        rest = rest[end + 1 :]
+    plain.append(rest)
+    return _tidy("".join(plain)), "\n".join(_tidy(block) for block in media)
+
+
+def _tidy(css: str) -> str:
+    return "\n".join(line.rstrip() for line in css.strip().splitlines() if line.strip())
+
+
+def _environment(translations: NullTranslations) -> Environment:
+    """A Jinja2 environment of the package's templates speaking ``translations``
+    (newstyle gettext: ``_("Hello %(name)s", name=...)``, autoescaped in HTML)."""
+    env = Environment(
+        loader=PackageLoader("herald_notifier", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=StrictUndefined,
+        # Block tags on lines of their own leave no blank lines behind.
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    # {% trans %} blocks collapse their whitespace: the msgids are one line each
+    # (babel.cfg extracts with the same option).
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    return env
 
 
 def recipient(message: AccountEmail) -> Address:

@@ -9,13 +9,15 @@ from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from herald_notifier.faults import CrashPoint
+from herald_shared.brand import BrandSettings
 from herald_shared.settings import CommonSettings, LinkSecret, MetricsPort
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
 
-class Settings(CommonSettings):
-    """Everything the notifier reads from its environment."""
+class Settings(CommonSettings, BrandSettings):
+    """Everything the notifier reads from its environment (the brand its emails
+    show: ``BrandSettings``, shared with the API's pages)."""
 
     # The rest of the config (HERALD_ prefix, .env, errors that hide inputs) is
     # CommonSettings'.
@@ -61,14 +63,16 @@ class Settings(CommonSettings):
         default=HttpUrl("http://localhost:8000/verify-email"),
         description="The page an email verification link (and an email change confirmation "
         "link) opens; it reads the token and posts it to the API. The link is "
-        "{verify_url}#token={token}: the token travels in the URL fragment, which a browser "
+        "{verify_url}?lang={locale}#token={token} (any query of verify_url kept): the token "
+        "travels in the URL fragment, which a browser "
         "never sends to a server, so it stays out of request lines, access logs and proxy logs. "
         "An http(s) URL without a fragment or credentials (https in production).",
     )
     reset_url: HttpUrl = Field(
         default=HttpUrl("http://localhost:8000/reset-password"),
         description="The page a password reset link opens; it asks for the new password and "
-        "posts it to the API with the token. The link is {reset_url}#token={token}, the token "
+        "posts it to the API with the token. The link is {reset_url}?lang={locale}#token={token}, "
+        "the token "
         "in the fragment as for verify_url. An http(s) URL without a fragment or credentials "
         "(https in production).",
     )

@@ -73,6 +73,7 @@ def build_settings(settings: Settings) -> dict[str, Any]:
                 link_secret=settings.link_secret,
                 verify_url=str(settings.verify_url),
                 reset_url=str(settings.reset_url),
+                brand=settings.brand,
             ),
             mailer=Mailer(settings),
             deliveries=delivery_records(queue, settings),
