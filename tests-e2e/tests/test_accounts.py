@@ -18,8 +18,13 @@ from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
 from herald_testing.signups import PASSWORD, fresh_address, sign_up
 
-LINK = re.compile(r"(https?://[^\s\"'<>]+/verify-email)#token=([A-Za-z0-9_-]{43})")
-RESET_LINK = re.compile(r"(https?://[^\s\"'<>]+/reset-password)#token=([A-Za-z0-9_-]{43})")
+# The page, its query (the reader's language: ?lang=de) left out, and the token.
+LINK = re.compile(
+    r"(https?://[^\s\"'<>?#]+/verify-email)(?:\?[^\s\"'<>#]*)?#token=([A-Za-z0-9_-]{43})"
+)
+RESET_LINK = re.compile(
+    r"(https?://[^\s\"'<>?#]+/reset-password)(?:\?[^\s\"'<>#]*)?#token=([A-Za-z0-9_-]{43})"
+)
 LINK_INVALID = "This verification link is invalid, expired or already used. Ask for a new one."
 
 
