@@ -29,7 +29,7 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from herald_shared.locales import DEFAULT_LOCALE, LOCALES
-from herald_testing.browser import PageWatch, offline_page, save_screenshots
+from herald_testing.browser import PHONE, PageWatch, offline_page, save_screenshots
 from herald_testing.maildev import MailDevClient
 from herald_testing.signups import PASSWORD, fresh_address, sign_up
 
@@ -107,10 +107,34 @@ async def shoot(page: Page, name: str, locale: str = DEFAULT_LOCALE) -> None:
 async def shoot_email(
     browser_context: BrowserContext, message: dict[str, Any], kind: str, locale: str
 ) -> None:
-    """Screenshots of an email's HTML as MailDev has it, remote content blocked."""
+    """Screenshots of an email's HTML as MailDev has it, remote content blocked; it fits
+    a phone's width without sideways scrolling."""
     async with offline_page(browser_context) as page:
         await page.set_content(str(message["html"]), wait_until="load")
+        await assert_fits_a_phone(page)
         await save_screenshots(page, f"email.{kind}.{locale}")
+
+
+async def assert_fits_a_phone(page: Page) -> None:
+    """At 390 px wide, nothing sticks out sideways (the layout is fluid)."""
+    before = page.viewport_size
+    await page.set_viewport_size(PHONE.size())
+    try:
+        width = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= PHONE.width, f"{width} px wide on a {PHONE.width} px phone"
+    finally:
+        if before is not None:
+            await page.set_viewport_size(before)
+
+
+async def focus_order(page: Page, *, presses: int = 12) -> list[str]:
+    """The ids of the elements the Tab key visits from the top of the page, in order."""
+    await page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    visited: list[str] = []
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        visited.append(await page.evaluate("() => document.activeElement.id"))
+    return visited
 
 
 async def open_fresh(page: Page, link: str) -> None:
@@ -130,6 +154,7 @@ async def test_the_welcome_link_verifies_only_with_the_click(
 
     await page.goto(link)
     await state_of(page, "ready")
+    assert "confirm" in await focus_order(page), "the button cannot be reached by keyboard"
     await shoot(page, "verify-email.ready")
     assert "token" not in page.url  # the address bar (and history) lost the token
     assert await log_in(api, address, PASSWORD) == 403  # opening it verified nothing
@@ -212,6 +237,10 @@ async def test_a_forgotten_password_is_replaced_through_the_form(
     rules = page.locator("#password-rules")
     await expect(rules).to_be_visible()  # stated before the first submit
     await expect(password).to_have_attribute("aria-describedby", re.compile(r"password-rules"))
+    tabbed = [id_ for id_ in await focus_order(page) if id_]
+    fields = ["password", "password-confirm", "submit"]
+    assert [id_ for id_ in tabbed if id_ in fields][:3] == fields, tabbed
+    await password.focus()
     await shoot(page, "reset-password.ready")
 
     # Two different entries are refused on the page, before anything is sent.
@@ -391,3 +420,4 @@ async def assert_page_is_served_right(page: Page, url: str, locale: str) -> None
     )
     assert any(path == "/pages/herald.css" and rules > 0 for path, rules in sheets), sheets
     assert await page.locator("[style]").count() == 0  # the CSP would block inline styles
+    await assert_fits_a_phone(page)
