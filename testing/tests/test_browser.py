@@ -213,3 +213,20 @@ def test_make_e2e_without_chromium_stops_before_starting_anything(tmp_path: Path
     assert f"{browser.CHROMIUM_ENV}={missing} is not an executable file" in result.stderr
     assert "install Debian's chromium: sudo apt-get install chromium" in result.stderr
     assert "[stack]" not in result.stdout + result.stderr  # nothing was started
+
+
+@pytest.fixture(scope="module")
+def installed_chromium_version() -> str:
+    """What the system's Chromium says it is (``chromium --version``)."""
+    binary = browser.chromium_binary()
+    assert binary is not None, browser.CHROMIUM_MISSING
+    return subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+async def test_the_browser_driven_is_the_systems_chromium(installed_chromium_version: str) -> None:
+    installed = installed_chromium_version
+    async with browser.launch_chromium() as context:
+        assert context.browser is not None
+        assert context.browser.version in installed  # not a browser Playwright downloaded
