@@ -280,6 +280,7 @@ async def test_a_german_account_gets_german_emails_and_pages(
 ) -> None:
     address = await sign_up(api, display_name="Käthe", locale="de")
     welcome = await Mailbox(inbox, address).next()
+    assert "Willkommen" in welcome["subject"], welcome["subject"]
     await shoot_email(browser_context, welcome, "welcome", "de")
     link = emailed_link(welcome)
     assert link_language(link) == ["de"]
@@ -294,6 +295,36 @@ async def test_a_german_account_gets_german_emails_and_pages(
     await state_of(page, "verified")
     await expect(page.locator("#status")).not_to_have_text(CAN_LOG_IN)  # not the English text
     await shoot(page, "verify-email.verified", "de")
+
+
+async def test_a_changed_language_holds_for_the_next_email_and_its_page(
+    api: httpx.AsyncClient, inbox: MailDevClient, page: Page, browser_context: BrowserContext
+) -> None:
+    address = await sign_up(api)
+    mailbox = Mailbox(inbox, address)
+    token = urlsplit(emailed_link(await mailbox.next())).fragment.removeprefix("token=")
+    assert (await api.post(VERIFY_API, json={"token": token})).status_code == 200
+    login = await api.post("/api/v1/auth/token", data={"username": address, "password": PASSWORD})
+    changed = await api.patch(
+        "/api/v1/users/me",
+        json={"locale": "es"},
+        headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+    )
+    assert changed.status_code == 200
+    assert changed.json()["locale"] == "es"
+
+    forgot = await api.post("/api/v1/auth/password/forgot", json={"email": address})
+    assert forgot.status_code == 202
+    reset_email = await mailbox.next()
+    await shoot_email(browser_context, reset_email, "password_reset", "es")
+    link = emailed_link(reset_email)
+    assert link_language(link) == ["es"]
+    await page.goto(link)
+
+    await state_of(page, "ready")
+    await expect(page.locator("html")).to_have_attribute("lang", "es")
+    await expect(page.locator("#submit")).to_have_text(re.compile(r"contraseña", re.IGNORECASE))
+    await shoot(page, "reset-password.ready", "es")
 
 
 async def test_the_browser_language_chooses_the_page_language(page: Page, api_url: str) -> None:
