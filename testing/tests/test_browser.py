@@ -230,3 +230,32 @@ async def test_the_browser_driven_is_the_systems_chromium(installed_chromium_ver
     async with browser.launch_chromium() as context:
         assert context.browser is not None
         assert context.browser.version in installed  # not a browser Playwright downloaded
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    header = path.read_bytes()[16:24]
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+
+
+async def test_screenshots_go_to_the_logs_and_the_docs_folder_at_both_sizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(browser.LOG_DIR_ENV, str(tmp_path / "logs"))
+    monkeypatch.setenv(browser.SCREENSHOTS_ENV, str(tmp_path / "docs"))
+    async with browser.launch_chromium() as context:
+        page = await context.new_page()
+        await page.set_content("<p>a page</p>")
+        written = await browser.save_screenshots(page, "verify-email.ready")
+        assert page.viewport_size == browser.DESKTOP.size()  # given back as it was
+
+    expected = {
+        folder / f"verify-email.ready.{name}.png"
+        for folder in (tmp_path / "logs" / "screenshots", tmp_path / "docs")
+        for name in ("desktop", "phone")
+    }
+    assert set(written) == expected
+    for path in expected:
+        width, height = png_size(path)
+        viewport = browser.DESKTOP if ".desktop." in path.name else browser.PHONE
+        assert (width, height) == (viewport.width, viewport.height)
