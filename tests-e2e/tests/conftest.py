@@ -10,6 +10,12 @@ On the Swarm stack (``make swarm-e2e``) the API runs as several replicas, each
 on a host port of its own: ``HERALD_E2E_API_URLS`` (comma-separated) lists them
 and the ``api`` client sends each request to the next in turn (unset: no change).
 There ``HERALD_E2E_LOG_DIR`` holds the services' followed ``docker service logs``.
+Every stack sets ``HERALD_E2E_LOG_DIR``: the browser tests write their
+screenshots to its ``screenshots/`` (and to ``HERALD_SCREENSHOTS_DIR`` if set).
+
+The browser fixtures (``browser_context``, ``page_watch``, ``page``: Debian's
+Chromium, a page that fails its test on a console error or a CSP violation)
+come from ``herald_testing.browser``.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herald_testing.browser import browser_context, page, page_watch
 from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
 from herald_testing.roundrobin import RoundRobinTransport, api_urls
+
+__all__ = ["browser_context", "page", "page_watch"]  # fixtures, for pytest to find
 
 
 def _required(name: str) -> str:

@@ -4,6 +4,7 @@ Each problem is one message naming its fix (README "Troubleshooting" quotes
 them), printed without a traceback; the command then exits 1.
 
     python -m herald_testing.preflight test   # where the tests' backends come from
+    python -m herald_testing.preflight e2e    # the browser the e2e suite drives
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from herald_testing import backends
+from herald_testing.browser import chromium_problem
 from herald_testing.maildev import MAILDEV_MISSING, maildev_binary, maildev_source
 from herald_testing.pgbouncer import pgbouncer_binary
 from herald_testing.ports import port_open
@@ -103,6 +105,12 @@ def dev_stack(*, database_url: str, redis_url: str, ports: Mapping[str, int]) ->
     return problems
 
 
+def e2e_browser() -> list[str]:
+    """Problems that would stop ``make e2e``'s browser tests: no Chromium to drive."""
+    problem = chromium_problem()
+    return [problem] if problem is not None else []
+
+
 def report(problems: list[str]) -> int:
     """Print ``problems`` (one paragraph each); the exit status to end with."""
     for problem in problems:
@@ -111,10 +119,11 @@ def report(problems: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["test"]:
-        print("usage: python -m herald_testing.preflight test", file=sys.stderr)
+    checks = {"test": test_backends, "e2e": e2e_browser}
+    if len(argv) != 1 or argv[0] not in checks:
+        print("usage: python -m herald_testing.preflight test|e2e", file=sys.stderr)
         return 2
-    return report(test_backends())
+    return report(checks[argv[0]]())
 
 
 if __name__ == "__main__":

@@ -14,14 +14,20 @@ def fresh_address() -> str:
 
 
 async def sign_up(
-    api: httpx.AsyncClient, *, display_name: str = "E2E", request_id: str | None = None
+    api: httpx.AsyncClient,
+    *,
+    display_name: str = "E2E",
+    request_id: str | None = None,
+    locale: str | None = None,
 ) -> str:
-    """Sign a fresh address up (asserting 202); return the address."""
+    """Sign a fresh address up (asserting 202), in ``locale`` if given (else the API's
+    choice); return the address."""
     address = fresh_address()
     headers = {"X-Request-ID": request_id} if request_id else {}
+    body = {"email": address, "password": PASSWORD, "display_name": display_name}
     response = await api.post(
         "/api/v1/users",
-        json={"email": address, "password": PASSWORD, "display_name": display_name},
+        json=body if locale is None else body | {"locale": locale},
         headers=headers,
     )
     assert response.status_code == 202, response.text

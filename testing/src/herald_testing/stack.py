@@ -447,6 +447,8 @@ def e2e_compose(run_id: str, pytest_args: list[str]) -> int:
                 "HERALD_E2E_API_URL": f"http://127.0.0.1:{env['HERALD_API_PUBLISHED_PORT']}",
                 "HERALD_E2E_MAILDEV_URL": f"http://127.0.0.1:{env['HERALD_MAILDEV_WEB_PORT']}",
                 "HERALD_E2E_MONITOR_URL": f"http://127.0.0.1:{env['HERALD_MONITOR_PUBLISHED_PORT']}",
+                # With the container logs: the browser tests' screenshots go here too.
+                "HERALD_E2E_LOG_DIR": str(log_dir),
             },
         )
     finally:
@@ -464,6 +466,8 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     if args.mode == "dev":
         sys.exit(dev())
+    if args.mode == "e2e" and (problems := preflight.e2e_browser()):
+        sys.exit(preflight.report(problems))  # before starting anything
     run_id = uuid.uuid4().hex[:10]
     if args.mode == "fuzz":
         sys.exit(fuzz(run_id, rest))
