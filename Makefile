@@ -14,6 +14,8 @@ COMPOSE ?= docker compose
 SYNCED := .venv/.herald-synced
 NPM_INSTALLED := testing/node_modules/.herald-installed
 PYPROJECTS := pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml) testing/pyproject.toml
+# The translations: a changed .po rebuilds its package (uv's cache-keys), which compiles its .mo.
+CATALOGUES := $(wildcard services/*/src/*/locales/*/LC_MESSAGES/*.po services/*/src/*/*/locales/*/LC_MESSAGES/*.po)
 # make test BACKENDS=containers: PostgreSQL, Redis and MailDev from testcontainers even
 # where local servers answer (the path of a machine that has only Docker).
 BACKENDS ?= auto
@@ -32,7 +34,7 @@ install: $(SYNCED) $(NPM_INSTALLED) ## Install uv if missing, Python deps (locke
 $(TOOLS)/bin/uv:
 	@$(PREFLIGHT) uv $(UV_VERSION) $(TOOLS)
 
-$(SYNCED): uv.lock $(PYPROJECTS) | $(UV)
+$(SYNCED): uv.lock $(PYPROJECTS) $(CATALOGUES) | $(UV)
 	@UV_PYTHON="$$($(PREFLIGHT) python)" && export UV_PYTHON && $(UV) sync --locked
 	@touch $@
 
