@@ -108,6 +108,26 @@ def healthy(container: str) -> bool:
     return bool(state.get("Running")) and (health is None or health.get("Status") == "healthy")
 
 
+def ipv4_port(task: Task) -> int:
+    """The host port ``task`` answers on at 127.0.0.1.
+
+    Swarm's task status lists every published port without its address, and on
+    a host with IPv6 Docker picks one port for 0.0.0.0 and another for ``[::]``,
+    in a pool every service shares: a service's IPv6 port may be another's IPv4
+    one. The container's own bindings say which is which.
+    """
+    try:
+        raw = docker("inspect", "--type", "container", task.container)
+        bindings = json.loads(raw)[0]["NetworkSettings"]["Ports"] or {}
+    except (DockerError, IndexError, KeyError):
+        bindings = {}
+    for published in bindings.values():
+        for binding in published or ():
+            if ":" not in binding.get("HostIp", ""):
+                return int(binding["HostPort"])
+    raise DockerError(f"task {task.label} has no IPv4 host port: {task.ports}")
+
+
 def running(service: str) -> list[Task]:
     """The tasks of ``service`` that run, healthy."""
     return [

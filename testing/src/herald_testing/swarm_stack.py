@@ -22,6 +22,7 @@ from herald_testing.stack import LOAD_RATE_LIMITS, ROOT, random_secrets
 from herald_testing.swarm_docker import (
     DockerError,
     docker,
+    ipv4_port,
     job_completed,
     running,
     swarm_state,
@@ -145,7 +146,7 @@ def deploy(run: Run) -> None:
 
 
 def host_urls(run: Run, service: str) -> list[str]:
-    return [f"http://127.0.0.1:{task.ports[0]}" for task in running(run.service(service))]
+    return [f"http://127.0.0.1:{ipv4_port(task)}" for task in running(run.service(service))]
 
 
 @contextlib.contextmanager
