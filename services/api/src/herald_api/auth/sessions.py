@@ -158,7 +158,6 @@ class SessionService:
         same transaction. Raises ``InvalidRefreshTokenError``.
         """
         digest = token_digest(refresh_token)
-        now = datetime.now(UTC)
         async with self.sessions() as session:
             query = (
                 select(LoginSession)
@@ -171,6 +170,8 @@ class SessionService:
                 .with_for_update()
             )
             row = (await session.exec(query)).first()
+            # Read after the lock: a refresh that held it first rotated before this "now".
+            now = datetime.now(UTC)
             if row is None:
                 log.info("session.refresh_refused", reason="unknown")
                 raise InvalidRefreshTokenError
@@ -181,7 +182,7 @@ class SessionService:
             current = hmac.compare_digest(row.token_hash, digest)
             if not current:
                 rotated_at = row.rotated_at
-                if rotated_at is None or now - rotated_at > self.policy.grace:
+                if rotated_at is None or now - rotated_at >= self.policy.grace:
                     row.revoked_at = now
                     row.revoked_reason = "reuse"
                     await session.commit()
