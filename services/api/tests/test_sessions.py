@@ -229,6 +229,9 @@ async def test_unknown_and_malformed_refresh_tokens_get_one_answer(
     assert unknown.status_code == 401
     assert unknown.json() == INVALID_REFRESH
     assert (await client.post(REFRESH_URL, json={})).status_code == 422
+    too_long = await refresh(client, "secret-" * 30)
+    assert too_long.status_code == 422
+    assert "secret-" not in too_long.text
 
 
 # --- expiry ---------------------------------------------------------------------------------

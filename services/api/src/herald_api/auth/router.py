@@ -84,7 +84,8 @@ async def log_in_for_access_token(
     The access token is an HS256 JWT valid for ``expires_in`` seconds; send it
     as ``Authorization: Bearer <token>``. The login starts a session (see
     ``GET /api/v1/users/me/sessions``); its ``refresh_token`` gets new tokens
-    at ``POST /api/v1/auth/refresh`` for up to 30 days idle, 90 in all.
+    at ``POST /api/v1/auth/refresh`` until the session has been idle for
+    ``HERALD_SESSION_IDLE_DAYS`` (30) or lived ``HERALD_SESSION_MAX_DAYS`` (90).
     """
     email = normalised_email(form.username)
     await limits.check("login", email=email)

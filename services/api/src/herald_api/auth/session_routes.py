@@ -24,7 +24,7 @@ async def list_own_sessions(caller: CallerDep, auth: AuthDep) -> list[SessionVie
     """The caller's sessions in force, the most recently used first; ``current`` marks
     the one of the request's access token. No token material is shown."""
     service = auth.login_sessions
-    rows = await service.list(user_id=caller.user.id)
+    rows = await service.list_in_force(user_id=caller.user.id)
     return [
         SessionView(
             id=row.id,

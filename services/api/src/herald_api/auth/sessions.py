@@ -208,7 +208,7 @@ class SessionService:
             access=self.tokens.issue(claims), refresh_token=new_token, session_id=session_id
         )
 
-    async def list(self, *, user_id: uuid.UUID) -> Sequence[LoginSession]:
+    async def list_in_force(self, *, user_id: uuid.UUID) -> Sequence[LoginSession]:
         """``user_id``'s sessions in force, the most recently used first."""
         async with self.sessions() as session:
             query = (
