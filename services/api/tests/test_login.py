@@ -121,14 +121,14 @@ async def test_login_returns_a_bearer_token_for_the_user(
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
     assert response.headers["Cache-Control"] == "no-store"
     token = body["access_token"]
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, secret, algorithms=["HS256"], audience="herald-api", issuer="herald")
-    assert set(claims) == {"sub", "iss", "aud", "iat", "exp", "jti", "ver"}
+    assert set(claims) == {"sub", "iss", "aud", "iat", "exp", "jti", "ver", "sid"}
     assert claims["sub"] == str(user_id)
     assert claims["ver"] == 0
     assert before <= claims["iat"] <= time.time()

@@ -54,6 +54,7 @@ async def test_the_migrations_go_down_and_up_again(
         "email_tokens",
         "idempotency_keys",
         "outbox",
+        "sessions",
         "users",
     ]
     index = await db.fetchval(

@@ -15,7 +15,7 @@ from herald_api.accounts.link_pages import LinkPages
 from herald_api.accounts.routers import account, pages, password, users, verification
 from herald_api.accounts.routers import internal as accounts_internal
 from herald_api.auth import http as auth_http
-from herald_api.auth import open_auth
+from herald_api.auth import open_auth, session_routes
 from herald_api.auth import router as login
 from herald_api.core import errors, health
 from herald_api.core.infrastructure import open_infrastructure
@@ -27,6 +27,7 @@ from herald_shared.metrics import serve_metrics
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(login.router)
+api_router.include_router(session_routes.router)
 # Before users: no "/users/{...}" route added there can then shadow "/users/me".
 api_router.include_router(account.router)
 api_router.include_router(users.router)

@@ -25,6 +25,7 @@ from herald_api.accounts.links import CHANGE_EMAIL, RESET_PASSWORD, VERIFY_EMAIL
 from herald_api.accounts.schemas import UserCreate
 from herald_api.auth.models import User
 from herald_api.auth.passwords import PasswordHasher
+from herald_api.auth.sessions import EndReason, end_sessions
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.outbox import Dispatcher, OutboxMessage
 from herald_shared.locales import DEFAULT_LOCALE
@@ -331,7 +332,7 @@ class AccountService:
             await _mark_verified(session, user_id=spent.user_id)
             await links.void(session, user_id=spent.user_id, purpose=RESET_PASSWORD)
             changed = await self._replace_password(
-                session, user_id=spent.user_id, password_hash=password_hash
+                session, user_id=spent.user_id, password_hash=password_hash, ends="password_reset"
             )
             if changed is None:
                 raise LinkInvalidError
@@ -354,7 +355,8 @@ class AccountService:
         self, user: User, *, current_password: str, new_password: str
     ) -> PasswordChanged:
         """Replace ``user``'s password after checking ``current_password``, and issue a
-        fresh access token (every earlier one stops working).
+        fresh access token (every earlier one stops working, and every session ends:
+        the new token belongs to none, so the client logs in again for a refresh token).
 
         Raises ``WrongPasswordError`` when ``current_password`` is not the account's
         (or the password changed meanwhile).
@@ -366,6 +368,7 @@ class AccountService:
                 session,
                 user_id=confirmed.user_id,
                 password_hash=new_hash,
+                ends="password_changed",
                 old_hash=confirmed.password_hash,
             )
             if changed is None:
@@ -470,10 +473,12 @@ class AccountService:
         *,
         user_id: uuid.UUID,
         password_hash: str,
+        ends: EndReason,
         old_hash: str | None = None,
     ) -> _Staged | None:
-        """Store ``password_hash`` with the token version raised, void a pending email
-        change, and stage the "password changed" notice; ``None`` when nothing changed.
+        """Store ``password_hash`` with the token version raised, end every session
+        (their refresh tokens; ``ends`` says why), void a pending email change, and
+        stage the "password changed" notice; ``None`` when nothing changed.
 
         ``old_hash``: change only if the stored hash is still that one (a change
         committed meanwhile wins).
@@ -491,6 +496,7 @@ class AccountService:
         # A pending move to another address was asked for with the old password:
         # whoever knew it must not be able to finish it now.
         await links.void(session, user_id=user_id, purpose=CHANGE_EMAIL)
+        await end_sessions(session, user_id=user_id, reason=ends)
         user = await session.get(User, user_id, populate_existing=True)
         assert user is not None  # just updated, in this transaction
         notice = PasswordChangedEmail(

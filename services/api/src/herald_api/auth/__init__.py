@@ -5,13 +5,22 @@ Accounts build on it (``CurrentUserDep``, ``RateLimitsDep``, the hasher, the tok
 codec); auth imports no account code.
 """
 
-from herald_api.auth.deps import AuthDep, ClientLimits, CurrentUserDep, RateLimitsDep
+from herald_api.auth.deps import (
+    AuthDep,
+    Caller,
+    CallerDep,
+    ClientLimits,
+    CurrentUserDep,
+    RateLimitsDep,
+)
 from herald_api.auth.models import User
 from herald_api.auth.runtime import Auth, open_auth
 
 __all__ = [
     "Auth",
     "AuthDep",
+    "Caller",
+    "CallerDep",
     "ClientLimits",
     "CurrentUserDep",
     "RateLimitsDep",

@@ -1,17 +1,23 @@
-"""Auth's FastAPI dependencies: the caller's user, and rate limits bound to its address."""
+"""Auth's FastAPI dependencies: the caller (user and session), and rate limits bound to
+its address."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import and_
+from sqlmodel import col, select
 
-from herald_api.auth.models import User
+from herald_api.auth.models import LoginSession, User
 from herald_api.auth.ratelimit import Action, RateLimiter
 from herald_api.auth.runtime import Auth
+from herald_api.auth.sessions import live
 from herald_api.auth.tokens import InvalidAccessTokenError
 from herald_api.core.deps import ClientAddressDep, InfrastructureDep
 
@@ -65,16 +71,29 @@ def _not_authenticated(error: str | None = None) -> HTTPException:
     )
 
 
-async def get_current_user(
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: the user, and the session its access token belongs to."""
+
+    user: User
+    session_id: uuid.UUID | None
+    """None only for the token a password change answers with (it has no session)."""
+
+
+async def get_caller(
     auth: AuthDep,
     infrastructure: InfrastructureDep,
     token: Annotated[str | None, Depends(_access_token)],
-) -> User:
-    """The user the request's bearer access token was issued to; 401 for any other request.
+) -> Caller:
+    """The user and session the request's bearer access token was issued to; 401 for
+    any other request.
 
     One answer for a missing, forged, expired or foreign token, a deleted
-    user's, and one issued before the user's password last changed: the
-    caller learns only that it must log in (again).
+    user's, one issued before the user's password last changed, and one of a
+    session that ended (logout, ended from the session list, reuse detected) or
+    expired: the caller learns only that it must log in (again). The session is
+    checked in the same query as the user (a primary-key join), so logging out
+    stops the access tokens at once.
     """
     if not token:  # no Authorization header, another scheme, or "Bearer" alone
         raise _not_authenticated()
@@ -83,8 +102,27 @@ async def get_current_user(
     except InvalidAccessTokenError as exc:
         log.info("access_token.rejected", reason=str(exc))
         raise _not_authenticated("invalid_token") from None
+    session_live = True
     async with infrastructure.sessions() as session:
-        user = await session.get(User, claims.user_id)
+        if claims.session_id is None:
+            user = await session.get(User, claims.user_id)
+        else:
+            policy = auth.login_sessions.policy
+            query = (
+                select(User, LoginSession.id)
+                .outerjoin(
+                    LoginSession,
+                    and_(
+                        col(LoginSession.id) == claims.session_id,
+                        col(LoginSession.user_id) == col(User.id),
+                        live(policy, now=datetime.now(UTC)),
+                    ),
+                )
+                .where(col(User.id) == claims.user_id)
+            )
+            row = (await session.exec(query)).first()
+            user = None if row is None else row[0]
+            session_live = row is not None and row[1] is not None
     if user is None:
         log.info("access_token.rejected", reason="user_gone", user_id=str(claims.user_id))
         raise _not_authenticated("invalid_token")
@@ -92,7 +130,23 @@ async def get_current_user(
         # Issued before the password last changed: that change signed it out.
         log.info("access_token.rejected", reason="revoked", user_id=str(user.id))
         raise _not_authenticated("invalid_token")
-    return user
+    if not session_live:
+        log.info(
+            "access_token.rejected",
+            reason="session_ended",
+            user_id=str(user.id),
+            session_id=str(claims.session_id),
+        )
+        raise _not_authenticated("invalid_token")
+    return Caller(user=user, session_id=claims.session_id)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_current_user(caller: CallerDep) -> User:
+    """The user of ``get_caller``: what most routes need."""
+    return caller.user
 
 
 CurrentUserDep = Annotated[User, Depends(get_current_user)]

@@ -10,7 +10,8 @@ from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from herald_api.auth.ratelimit import RateLimitedError
-from herald_api.auth.schemas import AccessToken
+from herald_api.auth.schemas import AccessToken, TokenPairBody
+from herald_api.auth.sessions import TokenPair
 from herald_api.auth.tokens import IssuedToken
 
 RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -56,3 +57,13 @@ def token_response(response: Response, issued: IssuedToken) -> AccessToken:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     return AccessToken(access_token=issued.token, expires_in=issued.expires_in)
+
+
+def token_pair_response(response: Response, pair: TokenPair) -> TokenPairBody:
+    """The body carrying ``pair``, with ``response`` made uncacheable."""
+    token_response(response, pair.access)
+    return TokenPairBody(
+        access_token=pair.access.token,
+        expires_in=pair.access.expires_in,
+        refresh_token=pair.refresh_token,
+    )

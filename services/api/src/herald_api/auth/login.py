@@ -12,7 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.auth.models import User
 from herald_api.auth.passwords import PasswordHasher
-from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
+from herald_api.auth.sessions import SessionService, TokenPair
+from herald_api.auth.tokens import AccessClaims
 from herald_api.core.admission import OverloadedError
 from herald_api.core.db import DATABASE_ERRORS
 
@@ -28,21 +29,23 @@ class EmailNotVerifiedError(Exception):
 
 
 class LoginService:
-    """Checks credentials and issues access tokens; owns each login's transaction."""
+    """Checks credentials and starts sessions; owns each login's transaction."""
 
     def __init__(
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
         hasher: PasswordHasher,
-        tokens: AccessTokens,
+        login_sessions: SessionService,
     ) -> None:
         self.sessions = sessions
         self.hasher = hasher
-        self.tokens = tokens
+        self.login_sessions = login_sessions
 
-    async def log_in(self, *, email: str | None, password: str) -> IssuedToken:
-        """An access token for the user ``email`` and ``password`` belong to.
+    async def log_in(
+        self, *, email: str | None, password: str, user_agent: str | None, client: str
+    ) -> TokenPair:
+        """A new session, and its tokens, of the user ``email`` and ``password`` belong to.
 
         ``email`` is the normalised address, or None for a username that is no
         address at all (it has no account). Raises ``InvalidCredentialsError``
@@ -52,7 +55,9 @@ class LoginService:
         """
         async with self.sessions() as session:
             claims = await self._check(session, email=email, password=password)
-        return self.tokens.issue(claims)
+        return await self.login_sessions.start(
+            user_id=claims.user_id, version=claims.version, user_agent=user_agent, client=client
+        )
 
     async def _check(
         self, session: AsyncSession, *, email: str | None, password: str

@@ -1,4 +1,5 @@
-"""The users table: who may log in, with which password hash and token version."""
+"""The users table (who may log in, with which password hash and token version) and the
+sessions table (one row per login, holding its refresh token's hash)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import (
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -53,3 +55,56 @@ class User(SQLModel, table=True):
     )
     """Carried by every access token (claim ``ver``); a password change raises it, so
     the tokens issued before stop working."""
+
+
+class LoginSession(SQLModel, table=True):
+    """One login: its refresh token (as SHA-256 only), the one it replaced, and its life.
+
+    The row's id is the session (the refresh-token family of RFC 9700 §4.14): every
+    rotation stays in it, and ending it ends them all. It is live while
+    ``revoked_at`` is NULL and neither ``expires_at`` (absolute) nor
+    ``last_used_at`` + the idle time has passed.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("sessions_user_idx", "user_id"),
+        # Reuse detection finds a session by the token it replaced.
+        Index(
+            "sessions_previous_token_idx",
+            "previous_token_hash",
+            postgresql_where=text("previous_token_hash IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    user_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    """SHA-256 (hex) of the current refresh token."""
+    previous_token_hash: str | None = Field(
+        default=None, sa_column=Column(String(64), nullable=True)
+    )
+    """SHA-256 (hex) of the refresh token the last rotation replaced."""
+    rotated_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    last_used_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    """The absolute end (login + ``HERALD_SESSION_MAX_DAYS``)."""
+    user_agent: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    client_network: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    """The client's IPv4 address or IPv6 /64 at login: a coarse location."""
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    revoked_reason: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    """logout, ended, ended_by_other, reuse, password_changed, password_reset."""

@@ -1,18 +1,26 @@
-"""Logging in: the OAuth2 password flow, answered with a bearer access token."""
+"""Logging in (the OAuth2 password flow, answered with a bearer access token and a refresh
+token), refreshing, and logging out."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import TypeAdapter, ValidationError
 
-from herald_api.auth.deps import AuthDep, RateLimitsDep
-from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
+from herald_api.auth.deps import AuthDep, CallerDep, RateLimitsDep
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_pair_response
 from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
-from herald_api.auth.schemas import AccessToken, Email
-from herald_api.core.errors import BODY_TOO_LARGE, UNAVAILABLE_RESPONSES
+from herald_api.auth.schemas import Email, RefreshRequest, TokenPairBody
+from herald_api.auth.sessions import InvalidRefreshTokenError
+from herald_api.core.deps import ClientAddressDep
+from herald_api.core.errors import (
+    BODY_RESPONSES,
+    BODY_TOO_LARGE,
+    UNAVAILABLE_RESPONSES,
+    require_json_body,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -48,11 +56,14 @@ def normalised_email(username: str) -> str | None:
 
 @router.post("/token", responses=LOGIN_RESPONSES)
 async def log_in_for_access_token(
+    *,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     response: Response,
     limits: RateLimitsDep,
     auth: AuthDep,
-) -> AccessToken:
+    client: ClientAddressDep,
+    user_agent: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> TokenPairBody:
     """Log in with the OAuth2 password flow: ``username`` is the email address.
 
     - Unknown address and wrong password get the same 401 with
@@ -70,13 +81,18 @@ async def log_in_for_access_token(
     - Counts against the login rate limits, per client address and per email
       address, before any work (429 with ``Retry-After`` over either).
 
-    The token is an HS256 JWT valid for ``expires_in`` seconds; send it as
-    ``Authorization: Bearer <token>``.
+    The access token is an HS256 JWT valid for ``expires_in`` seconds; send it
+    as ``Authorization: Bearer <token>``. The login starts a session (see
+    ``GET /api/v1/users/me/sessions``); its ``refresh_token`` gets new tokens
+    at ``POST /api/v1/auth/refresh`` until the session has been idle for
+    ``HERALD_SESSION_IDLE_DAYS`` (30) or lived ``HERALD_SESSION_MAX_DAYS`` (90).
     """
     email = normalised_email(form.username)
     await limits.check("login", email=email)
     try:
-        issued = await auth.login.log_in(email=email, password=form.password)
+        pair = await auth.login.log_in(
+            email=email, password=form.password, user_agent=user_agent, client=client
+        )
     except InvalidCredentialsError:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -87,4 +103,54 @@ async def log_in_for_access_token(
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED
         ) from None
-    return token_response(response, issued)
+    return token_pair_response(response, pair)
+
+
+INVALID_REFRESH_TOKEN = "The refresh token is invalid or expired; log in again."  # noqa: S105
+
+REFRESH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **BODY_RESPONSES,
+    status.HTTP_401_UNAUTHORIZED: {
+        "description": f"{INVALID_REFRESH_TOKEN} One answer for an unknown, replaced, "
+        "ended or expired token; a replaced token presented after the grace window "
+        "also ends its session (reuse detection)."
+    },
+    **UNAVAILABLE_RESPONSES,
+}
+
+
+@router.post("/refresh", responses=REFRESH_RESPONSES, dependencies=[Depends(require_json_body)])
+async def refresh_tokens(body: RefreshRequest, response: Response, auth: AuthDep) -> TokenPairBody:
+    """Exchange a refresh token for a new access token and a new refresh token.
+
+    Rotation: the refresh token sent is replaced; keep the new one. Sent again
+    within ``HERALD_REFRESH_GRACE_SECONDS`` (default 5 s: two refreshes of one
+    client at once), it is accepted and answered with another fresh pair, which
+    replaces the first one's. Sent again later, it is taken for a stolen token
+    (RFC 9700 §4.14): the session ends, every token of it stops working, and
+    the answer is 401.
+    """
+    try:
+        pair = await auth.login_sessions.refresh(refresh_token=body.refresh_token)
+    except InvalidRefreshTokenError:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN
+        ) from None
+    return token_pair_response(response, pair)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        status.HTTP_401_UNAUTHORIZED: {"description": "A valid access token is required."},
+        **UNAVAILABLE_RESPONSES,
+    },
+)
+async def log_out(caller: CallerDep, auth: AuthDep) -> None:
+    """End the session of the request's access token: its refresh token and its access
+    tokens (this one included) stop working at once."""
+    if caller.session_id is not None:
+        await auth.login_sessions.end(
+            user_id=caller.user.id, session_id=caller.session_id, reason="logout"
+        )

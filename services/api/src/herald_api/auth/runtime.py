@@ -1,5 +1,5 @@
 """What auth holds open for the API's lifetime: the hasher's threads, the rate limiter's
-Redis pool, the token codec, and the login service built on them."""
+Redis pool, the token codec, and the login and session services built on them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import structlog
 from herald_api.auth.login import LoginService
 from herald_api.auth.passwords import PasswordHasher
 from herald_api.auth.ratelimit import RateLimiter
+from herald_api.auth.sessions import SessionPolicy, SessionService
 from herald_api.auth.tokens import AccessTokens
 from herald_api.core.infrastructure import Infrastructure
 
@@ -24,6 +25,7 @@ class Auth:
     rate_limiter: RateLimiter
     tokens: AccessTokens
     login: LoginService
+    login_sessions: SessionService
 
 
 @asynccontextmanager
@@ -45,12 +47,20 @@ async def open_auth(infrastructure: Infrastructure) -> AsyncIterator[Auth]:
             effect="signups, logins, verification resends and password resets are not rate limited",
         )
     tokens = AccessTokens.from_settings(settings)
+    login_sessions = SessionService(
+        sessions=infrastructure.sessions,
+        tokens=tokens,
+        policy=SessionPolicy.from_settings(settings),
+    )
     try:
         yield Auth(
             hasher=hasher,
             rate_limiter=rate_limiter,
             tokens=tokens,
-            login=LoginService(sessions=infrastructure.sessions, hasher=hasher, tokens=tokens),
+            login=LoginService(
+                sessions=infrastructure.sessions, hasher=hasher, login_sessions=login_sessions
+            ),
+            login_sessions=login_sessions,
         )
     finally:
         hasher.close()

@@ -1,12 +1,15 @@
-"""Credential shapes: an email address, a new password, an access token."""
+"""Credential shapes: an email address, a new password, access and refresh tokens, and
+the session list's rows."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, SecretStr, StringConstraints
 from pydantic_core import PydanticCustomError
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 
 from herald_api.auth.password_policy import is_common
 
@@ -56,3 +59,31 @@ class AccessToken(SQLModel):
     token_type: Literal["bearer"] = "bearer"  # noqa: S105  # OAuth2's token type, no secret
     expires_in: int
     """Seconds the token is valid for."""
+
+
+class TokenPairBody(AccessToken):
+    """A login's or a refresh's answer: an access token and the session's refresh token."""
+
+    refresh_token: str
+    """Opaque; exchange it at ``POST /api/v1/auth/refresh`` before the access token
+    expires. Each refresh answers with a new one: keep the last one only."""
+
+
+class RefreshRequest(SQLModel):
+    refresh_token: str = Field(min_length=1, max_length=128)
+
+
+class SessionView(SQLModel):
+    """One session in force, as its owner sees it (no token material)."""
+
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    """The last login or refresh."""
+    expires_at: datetime
+    """When it ends unless refreshed before (idle), or at the latest (absolute)."""
+    user_agent: str | None
+    client_network: str | None
+    """The IPv4 address or IPv6 /64 it logged in from: a coarse location."""
+    current: bool
+    """Whether the request's access token belongs to it."""

@@ -37,6 +37,10 @@ class AccessClaims:
     version: int
     """The user's ``token_version`` when it was issued; a password change raises that,
     and a token of an older version is refused."""
+    session_id: uuid.UUID | None = None
+    """The session (claim ``sid``) it was issued in: ending that session refuses it.
+    None only for the token a password change answers with, which belongs to no
+    session (every session ended with that change)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class AccessTokens:
             "jti": uuid.uuid4().hex,
             "ver": claims.version,
         }
+        if claims.session_id is not None:
+            payload["sid"] = str(claims.session_id)
         token = jwt.encode(payload, self._secret.get_secret_value(), algorithm=ALGORITHM)
         return IssuedToken(token=token, expires_in=self.ttl_seconds)
 
@@ -94,6 +100,8 @@ class AccessTokens:
                 },
             )
             user_id = uuid.UUID(claims["sub"])
+            sid = claims.get("sid")
+            session_id = None if sid is None else uuid.UUID(sid)
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             # Only the check that failed (ExpiredSignatureError, ...): pyjwt's messages
             # may quote parts of the token, and what is raised here may be logged.
@@ -101,4 +109,4 @@ class AccessTokens:
         version = claims["ver"]
         if type(version) is not int:  # bool is an int subclass: refuse true/false too
             raise InvalidAccessTokenError("InvalidVersionError")
-        return AccessClaims(user_id=user_id, version=version)
+        return AccessClaims(user_id=user_id, version=version, session_id=session_id)

@@ -126,7 +126,30 @@ class Settings(CommonSettings, BrandSettings):
         default=900,
         ge=60,
         le=86_400,
-        description="How long an access token is valid; there is no revocation before then.",
+        description="How long an access token is valid. Logging out or ending a session "
+        "stops its access tokens at once (one primary-key lookup per request).",
+    )
+    session_idle_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description="A session whose refresh token was not used for this many days has "
+        "expired (logging in again starts a new one).",
+    )
+    session_max_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="A session expires this many days after its login, however often it "
+        "is refreshed.",
+    )
+    refresh_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="For how long after a refresh the refresh token it replaced is still "
+        "accepted (once more, for two concurrent refreshes of one client); presented "
+        "later, it ends the session as a reuse.",
     )
     enqueue_timeout_seconds: float = Field(
         default=2.0,

@@ -1,0 +1,274 @@
+"""Sessions: refresh tokens with rotation and reuse detection, logout, and ending sessions.
+
+A login starts a session (a ``LoginSession`` row) and hands out its refresh token:
+``secrets.token_urlsafe(32)`` (256 bits from the OS CSPRNG), stored only as its
+SHA-256. Each refresh replaces it (rotation) under a row lock; the replaced token
+is kept, as a hash, for ``HERALD_REFRESH_GRACE_SECONDS``:
+
+- presented within that window (two refreshes of one client at once), it is
+  accepted again and gets a fresh pair; the pair the first refresh got is then
+  replaced too (a client keeps the pair of its last answer);
+- presented later, it was stolen or replayed (RFC 9700 §4.14): the whole session
+  ends and ``session.reuse_detected`` is logged.
+
+Every other failure (unknown, ended or expired token) is one ``InvalidRefreshTokenError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import structlog
+from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from herald_api.auth.models import LoginSession, User
+from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
+from herald_api.core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+REFRESH_TOKEN_BYTES = 32
+"""256 bits of the OS CSPRNG per refresh token."""
+
+USER_AGENT_LENGTH = 256
+
+EndReason = Literal[
+    "logout", "ended", "ended_by_other", "reuse", "password_changed", "password_reset"
+]
+
+
+class InvalidRefreshTokenError(Exception):
+    """Unknown, replaced, ended or expired: one error for every refused refresh token."""
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """What a login or a refresh answers with."""
+
+    access: IssuedToken
+    refresh_token: str
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long sessions live, and the grace window of a replaced refresh token."""
+
+    idle: timedelta
+    max_age: timedelta
+    grace: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionPolicy:
+        """``HERALD_SESSION_IDLE_DAYS``, ``HERALD_SESSION_MAX_DAYS`` and
+        ``HERALD_REFRESH_GRACE_SECONDS``."""
+        return cls(
+            idle=timedelta(days=settings.session_idle_days),
+            max_age=timedelta(days=settings.session_max_days),
+            grace=timedelta(seconds=settings.refresh_grace_seconds),
+        )
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 (hex) a refresh token is stored and looked up as."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def client_network(address: str) -> str | None:
+    """The coarse location kept of a client: its IPv4 address or its IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def live(policy: SessionPolicy, *, now: datetime) -> ColumnElement[bool]:
+    """The condition of a session still in force at ``now``."""
+    return and_(
+        col(LoginSession.revoked_at).is_(None),
+        col(LoginSession.expires_at) > now,
+        col(LoginSession.last_used_at) > now - policy.idle,
+    )
+
+
+def is_live(row: LoginSession, policy: SessionPolicy, *, now: datetime) -> bool:
+    """``live`` for a row already loaded."""
+    return row.revoked_at is None and row.expires_at > now and row.last_used_at > now - policy.idle
+
+
+class SessionService:
+    """Starts, refreshes, lists and ends sessions; owns each one's transaction."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        tokens: AccessTokens,
+        policy: SessionPolicy,
+    ) -> None:
+        self.sessions = sessions
+        self.tokens = tokens
+        self.policy = policy
+
+    async def start(
+        self, *, user_id: uuid.UUID, version: int, user_agent: str | None, client: str
+    ) -> TokenPair:
+        """A new session of ``user_id`` (at login), with its first pair of tokens."""
+        refresh_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+        now = datetime.now(UTC)
+        row = LoginSession(
+            user_id=user_id,
+            token_hash=token_digest(refresh_token),
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self.policy.max_age,
+            user_agent=None if not user_agent else user_agent[:USER_AGENT_LENGTH],
+            client_network=client_network(client),
+        )
+        session_id = row.id
+        async with self.sessions() as session:
+            session.add(row)
+            await session.commit()
+        log.info("session.started", user_id=str(user_id), session_id=str(session_id))
+        claims = AccessClaims(user_id=user_id, version=version, session_id=session_id)
+        return TokenPair(
+            access=self.tokens.issue(claims), refresh_token=refresh_token, session_id=session_id
+        )
+
+    async def refresh(self, *, refresh_token: str) -> TokenPair:
+        """Exchange ``refresh_token`` for a new pair (rotation); see the module's rules.
+
+        The new access token carries the user's current token version, read in the
+        same transaction. Raises ``InvalidRefreshTokenError``.
+        """
+        digest = token_digest(refresh_token)
+        async with self.sessions() as session:
+            query = (
+                select(LoginSession)
+                .where(
+                    or_(
+                        col(LoginSession.token_hash) == digest,
+                        col(LoginSession.previous_token_hash) == digest,
+                    )
+                )
+                .with_for_update()
+            )
+            row = (await session.exec(query)).first()
+            # Read after the lock: a refresh that held it first rotated before this "now".
+            now = datetime.now(UTC)
+            if row is None:
+                log.info("session.refresh_refused", reason="unknown")
+                raise InvalidRefreshTokenError
+            ids = {"user_id": str(row.user_id), "session_id": str(row.id)}
+            if not is_live(row, self.policy, now=now):
+                log.info("session.refresh_refused", reason="ended_or_expired", **ids)
+                raise InvalidRefreshTokenError
+            current = hmac.compare_digest(row.token_hash, digest)
+            if not current:
+                rotated_at = row.rotated_at
+                if rotated_at is None or now - rotated_at >= self.policy.grace:
+                    row.revoked_at = now
+                    row.revoked_reason = "reuse"
+                    await session.commit()
+                    log.warning("session.reuse_detected", **ids)
+                    raise InvalidRefreshTokenError
+                log.info("session.refresh_in_grace", **ids)
+            new_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+            if current:
+                row.previous_token_hash = row.token_hash
+                row.rotated_at = now
+            row.token_hash = token_digest(new_token)
+            row.last_used_at = now
+            user_id, session_id = row.user_id, row.id
+            version = (
+                await session.exec(select(User.token_version).where(col(User.id) == user_id))
+            ).first()
+            if version is None:  # the user is gone; the cascade is about to take the row
+                raise InvalidRefreshTokenError
+            await session.commit()
+        log.info("session.refreshed", **ids)
+        claims = AccessClaims(user_id=user_id, version=version, session_id=session_id)
+        return TokenPair(
+            access=self.tokens.issue(claims), refresh_token=new_token, session_id=session_id
+        )
+
+    async def list_in_force(self, *, user_id: uuid.UUID) -> Sequence[LoginSession]:
+        """``user_id``'s sessions in force, the most recently used first."""
+        async with self.sessions() as session:
+            query = (
+                select(LoginSession)
+                .where(
+                    col(LoginSession.user_id) == user_id, live(self.policy, now=datetime.now(UTC))
+                )
+                .order_by(col(LoginSession.last_used_at).desc())
+            )
+            return (await session.exec(query)).all()
+
+    async def end(self, *, user_id: uuid.UUID, session_id: uuid.UUID, reason: EndReason) -> bool:
+        """End ``user_id``'s session ``session_id``; whether one in force was ended."""
+        async with self.sessions() as session:
+            ended = await end_sessions(
+                session,
+                user_id=user_id,
+                reason=reason,
+                only=session_id,
+                policy=self.policy,
+            )
+            await session.commit()
+        log.info("session.ended", user_id=str(user_id), session_id=str(session_id), reason=reason)
+        return ended == 1
+
+    async def end_others(self, *, user_id: uuid.UUID, keep: uuid.UUID | None) -> int:
+        """End every session of ``user_id`` but ``keep``; how many were ended."""
+        async with self.sessions() as session:
+            ended = await end_sessions(
+                session, user_id=user_id, reason="ended_by_other", keep=keep, policy=self.policy
+            )
+            await session.commit()
+        log.info("session.others_ended", user_id=str(user_id), ended=ended)
+        return ended
+
+
+async def end_sessions(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    reason: EndReason,
+    only: uuid.UUID | None = None,
+    keep: uuid.UUID | None = None,
+    policy: SessionPolicy | None = None,
+) -> int:
+    """Mark ``user_id``'s sessions ended in the open transaction; how many were in force.
+
+    ``only``: that session alone; ``keep``: all but that one. Used by password changes
+    and resets too, in their own transaction.
+    """
+    now = datetime.now(UTC)
+    condition = and_(
+        col(LoginSession.user_id) == user_id,
+        live(policy, now=now) if policy else col(LoginSession.revoked_at).is_(None),
+    )
+    if only is not None:
+        condition = and_(condition, col(LoginSession.id) == only)
+    if keep is not None:
+        condition = and_(condition, col(LoginSession.id) != keep)
+    result = await session.exec(
+        update(LoginSession).where(condition).values(revoked_at=func.now(), revoked_reason=reason)
+    )
+    return result.rowcount
