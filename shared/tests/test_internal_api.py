@@ -29,6 +29,7 @@ def test_every_endpoint_lives_under_the_prefix_at_its_own_path() -> None:
         "/internal/v1/users/purge-unverified",
         "/internal/v1/tokens/purge",
         "/internal/v1/idempotency-keys/purge",
+        "/internal/v1/sessions/purge",
     ]
 
 

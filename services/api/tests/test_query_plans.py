@@ -216,3 +216,45 @@ async def test_the_unverified_purge_finds_old_unverified_accounts_by_index(
 
     nodes = await plan_of(db, *the_one(statements, "DELETE FROM users"))
     assert_indexed(nodes, table="users", index="users_unverified_idx")
+
+
+async def test_the_session_purge_finds_ended_sessions_by_index(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    await sign_up_verified(client, db, "ada@example.com")
+    user_id = await db.fetchval("SELECT id FROM users")
+    # Sessions used within the idle time (30 days), one in ten ended (revoked) within the
+    # week: none due. Then ten due: revoked, expired, idle since long ago.
+    await db.execute(
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_used_at, expires_at, "
+        "revoked_at) SELECT gen_random_uuid(), $1, md5(i::text) || md5((-i)::text), "
+        "t - interval '1 day', t, t + interval '89 days', "
+        "CASE WHEN i % 10 = 0 THEN now() - make_interval(secs => i % 600000) END "
+        "FROM generate_series(1, $2) AS i, "
+        "LATERAL (SELECT now() - make_interval(secs => i * 25) AS t WHERE i IS NOT NULL) AS a",
+        user_id,
+        ROWS,
+    )
+    await db.execute(
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_used_at, expires_at, "
+        "revoked_at) SELECT gen_random_uuid(), $1, md5(random()::text), t, "
+        "CASE WHEN i % 3 = 2 THEN t ELSE now() - interval '10 days' END, "
+        "CASE WHEN i % 3 = 1 THEN now() - interval '8 days' ELSE t + interval '90 days' END, "
+        "CASE WHEN i % 3 = 0 THEN now() - interval '8 days' END "
+        "FROM generate_series(1, 10) AS i, "
+        "LATERAL (SELECT now() - interval '60 days' AS t WHERE i IS NOT NULL) AS a",
+        user_id,
+    )
+    await db.execute("ANALYZE sessions")
+
+    with recorded() as statements:
+        response = await client.post(
+            "/internal/v1/sessions/purge", json={"older_than_seconds": 7 * DAY}, headers=AUTH
+        )
+    assert response.json() == {"deleted": 10}
+    assert await db.fetchval("SELECT count(*) FROM sessions") == ROWS + 1
+
+    # Both rules, each by its index, read together (a BitmapOr): no scan of the table.
+    nodes = await plan_of(db, *the_one(statements, "DELETE FROM sessions"))
+    assert_indexed(nodes, table="sessions", index="sessions_ended_idx")
+    assert_indexed(nodes, table="sessions", index="sessions_last_used_idx")

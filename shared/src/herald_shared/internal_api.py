@@ -22,6 +22,7 @@ __all__ = [
     "PREFIX",
     "PURGE_IDEMPOTENCY_KEYS",
     "PURGE_OUTBOX",
+    "PURGE_SESSIONS",
     "PURGE_TOKENS",
     "PURGE_UNVERIFIED_USERS",
     "RECONCILE_OUTBOX",
@@ -146,6 +147,8 @@ PURGE_TOKENS = Endpoint("/tokens/purge", Deleted)
 """Delete link tokens spent or expired longer ago than the age."""
 PURGE_IDEMPOTENCY_KEYS = Endpoint("/idempotency-keys/purge", Deleted)
 """Delete idempotency keys expired longer ago than the age."""
+PURGE_SESSIONS = Endpoint("/sessions/purge", Deleted)
+"""Delete login sessions ended (revoked, expired, or idle too long) longer ago than the age."""
 
 ENDPOINTS: tuple[Endpoint[Any], ...] = (
     RECONCILE_OUTBOX,
@@ -154,4 +157,5 @@ ENDPOINTS: tuple[Endpoint[Any], ...] = (
     PURGE_UNVERIFIED_USERS,
     PURGE_TOKENS,
     PURGE_IDEMPOTENCY_KEYS,
+    PURGE_SESSIONS,
 )

@@ -15,6 +15,7 @@ from herald_api.accounts.link_pages import LinkPages
 from herald_api.accounts.routers import account, pages, password, users, verification
 from herald_api.accounts.routers import internal as accounts_internal
 from herald_api.auth import http as auth_http
+from herald_api.auth import internal as auth_internal
 from herald_api.auth import open_auth, session_routes
 from herald_api.auth import router as login
 from herald_api.core import errors, health
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.internal_token is not None:
         # Without a token the internal routes do not exist at all: 404, not 401.
         app.include_router(outbox_internal.router)
+        app.include_router(auth_internal.router)
         app.include_router(accounts_internal.router)
     app.include_router(health.router)
     # Every page in every language, built once: a request only picks one.

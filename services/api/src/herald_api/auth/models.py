@@ -75,6 +75,10 @@ class LoginSession(SQLModel, table=True):
             "previous_token_hash",
             postgresql_where=text("previous_token_hash IS NOT NULL"),
         ),
+        # The purge's two questions (``auth.housekeeping.ended_before``): revoked or past
+        # the absolute end (``least`` skips a NULL revoked_at), and unused since when.
+        Index("sessions_ended_idx", text("least(revoked_at, expires_at)")),
+        Index("sessions_last_used_idx", "last_used_at"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
