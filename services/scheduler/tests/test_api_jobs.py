@@ -5,7 +5,8 @@
 - ``remind_unverified_users``: one reminder per user unverified for a while;
 - ``purge_unverified_users``: accounts never verified;
 - ``purge_tokens``: spent verification tokens;
-- ``purge_idempotency_keys``: expired idempotency keys.
+- ``purge_idempotency_keys``: expired idempotency keys;
+- ``purge_sessions``: login sessions that ended long ago.
 
 The API itself cannot run here (no service imports another); an HTTP server
 speaking the API's internal contract stands in for it, and the e2e suite runs
@@ -33,6 +34,7 @@ from herald_scheduler.internal_api import InternalApi
 from herald_scheduler.jobs import (
     purge_idempotency_keys,
     purge_outbox,
+    purge_sessions,
     purge_tokens,
     purge_unverified_users,
     reconcile_outbox,
@@ -103,7 +105,14 @@ PURGE_KEYS = ApiJob(
     "idempotency_keys.purged",
     "deleted",
 )
-JOBS = [OUTBOX, REMIND, PURGE_USERS, PURGE_TOKENS, PURGE_KEYS]
+PURGE_SESSIONS = ApiJob(
+    purge_sessions,
+    "/internal/v1/sessions/purge",
+    "session_retention_seconds",
+    "sessions.purged",
+    "deleted",
+)
+JOBS = [OUTBOX, REMIND, PURGE_USERS, PURGE_TOKENS, PURGE_KEYS, PURGE_SESSIONS]
 """The jobs whose endpoint answers one count."""
 RECONCILE_PATH = "/internal/v1/outbox/reconcile"
 RECONCILED = {
@@ -290,6 +299,7 @@ def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> Non
         "unverified_purge_cron": "7 * * * *",
         "token_purge_cron": "9 3 * * *",
         "idempotency_key_purge_cron": "11 * * * *",
+        "session_purge_cron": "13 4 * * *",
     }
     without = build_settings(Settings(_env_file=None, internal_token=None, **crons))
     with_token = build_settings(Settings(_env_file=None, internal_token=SecretStr(TOKEN), **crons))
@@ -306,9 +316,10 @@ def test_the_api_jobs_are_scheduled_as_configured_and_only_with_a_token() -> Non
         purge_unverified_users: ("7 * * * *", True, 1),
         purge_tokens: ("9 3 * * *", True, 1),
         purge_idempotency_keys: ("11 * * * *", True, 1),
+        purge_sessions: ("13 4 * * *", True, 1),
     }
     # One slot per CronJob: a slow API call holds up no other job.
-    assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 7
+    assert with_token["concurrency"] == len(with_token["cron_jobs"]) == 8
 
 
 def worker_settings(
@@ -323,6 +334,7 @@ def worker_settings(
         "unverified_purge_cron": NEVER,
         "token_purge_cron": NEVER,
         "idempotency_key_purge_cron": NEVER,
+        "session_purge_cron": NEVER,
         **overrides,
     }
     return Settings(
@@ -350,12 +362,14 @@ async def test_a_worker_sends_each_job_its_configured_age(
         unverified_purge_cron=EVERY_SECOND,
         token_purge_cron=EVERY_SECOND,
         idempotency_key_purge_cron=EVERY_SECOND,
+        session_purge_cron=EVERY_SECOND,
         outbox_reconcile_after_seconds=240,
         outbox_retention_seconds=600,
         verification_reminder_after_seconds=120,
         unverified_account_days=2,
         token_retention_seconds=300,
         idempotency_key_retention_seconds=90,
+        session_retention_seconds=150,
     )
 
     async with running_worker(build_settings(settings)):
@@ -374,6 +388,7 @@ async def test_a_worker_sends_each_job_its_configured_age(
         PURGE_USERS.path: {2 * 24 * 3600},
         PURGE_TOKENS.path: {300},
         PURGE_KEYS.path: {90},
+        PURGE_SESSIONS.path: {150},
     }
 
 

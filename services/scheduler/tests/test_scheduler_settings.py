@@ -26,6 +26,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "HERALD_TOKEN_RETENTION_SECONDS",
         "HERALD_IDEMPOTENCY_KEY_PURGE_CRON",
         "HERALD_IDEMPOTENCY_KEY_RETENTION_SECONDS",
+        "HERALD_SESSION_PURGE_CRON",
+        "HERALD_SESSION_RETENTION_SECONDS",
         "HERALD_SCHEDULER_SHUTDOWN_GRACE_SECONDS",
         "HERALD_INTERNAL_TOKEN",
         "HERALD_METRICS_HOST",
@@ -60,6 +62,8 @@ def test_defaults() -> None:
     assert settings.token_retention_seconds == 24 * 3600
     assert settings.idempotency_key_purge_cron == "35 * * * *"
     assert settings.idempotency_key_retention_seconds == 60
+    assert settings.session_purge_cron == "25 3 * * *"
+    assert settings.session_retention_seconds == 7 * 24 * 3600
     assert settings.outbox_reconcile_cron == "* * * * *"
     assert settings.outbox_reconcile_after_seconds == 300
 
@@ -120,6 +124,8 @@ def test_reads_the_account_jobs_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HERALD_UNVERIFIED_ACCOUNT_DAYS", "1")
     monkeypatch.setenv("HERALD_TOKEN_PURGE_CRON", "* * * * * */9")
     monkeypatch.setenv("HERALD_TOKEN_RETENTION_SECONDS", "90")
+    monkeypatch.setenv("HERALD_SESSION_PURGE_CRON", "* * * * * */11")
+    monkeypatch.setenv("HERALD_SESSION_RETENTION_SECONDS", "120")
 
     settings = Settings(_env_file=None)
 
@@ -129,6 +135,8 @@ def test_reads_the_account_jobs_from_the_environment(monkeypatch: pytest.MonkeyP
     assert settings.unverified_account_seconds == 24 * 3600
     assert settings.token_purge_cron == "* * * * * */9"
     assert settings.token_retention_seconds == 90
+    assert settings.session_purge_cron == "* * * * * */11"
+    assert settings.session_retention_seconds == 120
 
 
 @pytest.mark.parametrize(
@@ -138,6 +146,7 @@ def test_reads_the_account_jobs_from_the_environment(monkeypatch: pytest.MonkeyP
         "unverified_purge_cron",
         "token_purge_cron",
         "idempotency_key_purge_cron",
+        "session_purge_cron",
     ],
 )
 def test_rejects_an_invalid_account_job_cron(name: str) -> None:
@@ -157,6 +166,7 @@ def test_rejects_an_invalid_account_job_cron(name: str) -> None:
         ("token_retention_seconds", 100 * 365 * 24 * 3600 + 1),
         ("idempotency_key_retention_seconds", 59),
         ("outbox_retention_seconds", 100 * 365 * 24 * 3600 + 1),
+        ("session_retention_seconds", 59),
         ("unverified_account_days", 0),
         ("unverified_account_days", 100 * 365 + 1),
     ],

@@ -36,6 +36,8 @@ class SchedulerContext(Context, total=False):
     """How long after use or expiry a verification token is deleted."""
     idempotency_key_retention_seconds: int
     """How long after expiry an idempotency key is deleted."""
+    session_retention_seconds: int
+    """How long after it ended (revoked, expired or idle) a login session is deleted."""
 
 
 async def open_context(ctx: SchedulerContext, settings: Settings) -> None:
@@ -59,6 +61,7 @@ async def open_context(ctx: SchedulerContext, settings: Settings) -> None:
     ctx["unverified_account_seconds"] = settings.unverified_account_seconds
     ctx["token_retention_seconds"] = settings.token_retention_seconds
     ctx["idempotency_key_retention_seconds"] = settings.idempotency_key_retention_seconds
+    ctx["session_retention_seconds"] = settings.session_retention_seconds
 
 
 async def close_context(ctx: SchedulerContext) -> None:

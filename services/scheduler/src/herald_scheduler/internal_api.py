@@ -58,6 +58,11 @@ class InternalApi:
         deleted."""
         return (await self._post(contract.PURGE_IDEMPOTENCY_KEYS, older_than_seconds)).deleted
 
+    async def purge_sessions(self, *, older_than_seconds: int) -> int:
+        """Delete login sessions that ended (revoked, expired or idle) more than
+        ``older_than_seconds`` ago; the count deleted."""
+        return (await self._post(contract.PURGE_SESSIONS, older_than_seconds)).deleted
+
     async def _post(self, endpoint: contract.Endpoint[Answer], older_than_seconds: int) -> Answer:
         body = contract.OlderThan(older_than_seconds=older_than_seconds)
         response = await self._http.post(endpoint.url, json=body.model_dump())

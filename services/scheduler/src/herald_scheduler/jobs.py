@@ -22,6 +22,7 @@ __all__ = [
     "QueueReport",
     "purge_idempotency_keys",
     "purge_outbox",
+    "purge_sessions",
     "purge_tokens",
     "purge_unverified_users",
     "reconcile_outbox",
@@ -148,6 +149,15 @@ async def purge_idempotency_keys(ctx: SchedulerContext) -> int:
         older_than,
         "idempotency_keys.purged",
         "deleted",
+    )
+
+
+async def purge_sessions(ctx: SchedulerContext) -> int:
+    """Ask the API to delete login sessions that ended (revoked, expired or idle) longer
+    ago than their retention; log how many."""
+    api, older_than = ctx["internal_api"], ctx["session_retention_seconds"]
+    return await _counted(
+        "purge_sessions", api.purge_sessions, older_than, "sessions.purged", "deleted"
     )
 
 

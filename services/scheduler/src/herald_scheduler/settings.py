@@ -102,6 +102,17 @@ class Settings(CommonSettings):
         description="Idempotency keys expired longer ago than this are deleted (an expired "
         "key is free already: the purge only reclaims its row).",
     )
+    session_purge_cron: str = Field(
+        # Daily, at a quiet minute no other job uses.
+        default="25 3 * * *",
+        description="When to ask the API to delete login sessions that ended long ago (cron, UTC).",
+    )
+    session_retention_seconds: AgeSeconds = Field(
+        default=7 * DAY_SECONDS,
+        description="Login sessions that ended (logged out or otherwise revoked, past their "
+        "absolute end, or unused for the API's HERALD_SESSION_IDLE_DAYS) longer ago than this "
+        "are deleted; sessions in force are never deleted.",
+    )
     api_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long one internal API call may take."
     )
@@ -142,6 +153,7 @@ class Settings(CommonSettings):
         "unverified_purge_cron",
         "token_purge_cron",
         "idempotency_key_purge_cron",
+        "session_purge_cron",
         mode="after",
     )
     @classmethod

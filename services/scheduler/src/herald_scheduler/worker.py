@@ -19,6 +19,7 @@ from herald_scheduler.context import SchedulerContext, close_context, open_conte
 from herald_scheduler.jobs import (
     purge_idempotency_keys,
     purge_outbox,
+    purge_sessions,
     purge_tokens,
     purge_unverified_users,
     reconcile_outbox,
@@ -53,6 +54,7 @@ API_JOBS = (
     purge_unverified_users,
     purge_tokens,
     purge_idempotency_keys,
+    purge_sessions,
 )
 """The jobs that call the API's internal endpoints."""
 
@@ -71,6 +73,7 @@ def api_cron_jobs(settings: Settings) -> list[CronJob[SchedulerContext]]:
         purge_unverified_users: settings.unverified_purge_cron,
         purge_tokens: settings.token_purge_cron,
         purge_idempotency_keys: settings.idempotency_key_purge_cron,
+        purge_sessions: settings.session_purge_cron,
     }
     return [
         CronJob(
