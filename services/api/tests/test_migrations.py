@@ -61,6 +61,14 @@ async def test_the_migrations_go_down_and_up_again(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_pending_idx'"
     )
     assert "WHERE (relayed_at IS NULL)" in index
+    purge_indexes = await db.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN "
+        "('sessions_ended_idx', 'sessions_last_used_idx') ORDER BY indexname"
+    )
+    assert [(row["indexname"], row["indexdef"].split(" USING ")[1]) for row in purge_indexes] == [
+        ("sessions_ended_idx", "btree (LEAST(revoked_at, expires_at))"),
+        ("sessions_last_used_idx", "btree (last_used_at)"),
+    ]
     columns = await db.fetch(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
     )
