@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,9 +18,11 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from herald_api.auth.ratelimit import (
+    ACTION_SCOPES,
     ACTIONS,
+    PAIRS,
     PAUSE_AFTER_FAILURE_SECONDS,
-    SCOPES,
+    RATE_LIMITED,
     Action,
     RateLimitedError,
     RateLimiter,
@@ -35,9 +38,9 @@ MakeLimiter = Callable[..., RateLimiter]
 
 def limits(**overrides: str) -> dict[tuple[Action, Any], str]:
     """Every (action, scope) at ``GENEROUS`` but those given as ``signup_email="2/minute"``."""
-    chosen = {(action, scope): GENEROUS for action in ACTIONS for scope in SCOPES}
+    chosen = dict.fromkeys(PAIRS, GENEROUS)
     for name, value in overrides.items():
-        action, scope = name.split("_")
+        action, scope = name.rsplit("_", 1)
         assert (action, scope) in chosen, name
         chosen[action, scope] = value  # type: ignore[index]
     return chosen
@@ -84,7 +87,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def allowed(limiter: RateLimiter, action: Action, count: int, **who: str) -> None:
+async def allowed(limiter: RateLimiter, action: Action, count: int, **who: Any) -> None:
     for _ in range(count):
         await limiter.check(action, **who)
 
@@ -164,6 +167,83 @@ async def test_a_client_over_its_limit_does_not_use_up_an_addresss_budget(
     assert refused.value.scope == "email"
 
 
+async def test_a_refresh_counts_per_client_and_per_session(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(limits=limits(refresh_client="3/minute", refresh_session="2/minute"))
+    tab, other_tab = uuid.uuid4(), uuid.uuid4()
+
+    await allowed(limiter, "refresh", 2, client="198.51.100.1", session=tab)
+    with capture_logs() as logs, pytest.raises(RateLimitedError) as refused:
+        await limiter.check("refresh", client="198.51.100.2", session=tab)
+
+    assert (refused.value.action, refused.value.scope) == ("refresh", "session")
+    [line] = [line for line in logs if line["event"] == "rate_limit.exceeded"]
+    assert (line["session_id"], line["client"]) == (str(tab), "198.51.100.2")
+    # The session refused first: the per-client count of 198.51.100.1 holds one more.
+    await limiter.check("refresh", client="198.51.100.1", session=other_tab)
+    with pytest.raises(RateLimitedError) as refused:
+        await limiter.check("refresh", client="198.51.100.1", session=other_tab)
+    assert refused.value.scope == "client"
+
+
+async def test_check_subject_counts_the_subject_alone(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(limits=limits(refresh_client="1/minute", refresh_session="2/minute"))
+    session = uuid.uuid4()
+
+    await limiter.check("refresh", client="198.51.100.1")
+    # The client was counted once, by check: check_subject does not count it again.
+    await limiter.check_subject("refresh", client="198.51.100.1", session=session)
+    await limiter.check_subject("refresh", client="198.51.100.1", session=session)
+    with pytest.raises(RateLimitedError) as refused:
+        await limiter.check_subject("refresh", client="198.51.100.1", session=session)
+    assert refused.value.scope == "session"
+    with pytest.raises(RateLimitedError) as refused:
+        await limiter.check("refresh", client="198.51.100.1")
+    assert refused.value.scope == "client"
+
+
+async def test_a_subject_outside_the_actions_scopes_is_a_bug_not_a_pass(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(enabled=False)
+
+    with pytest.raises(ValueError, match="no session scope"):
+        await limiter.check("login", client="198.51.100.1", session=uuid.uuid4())
+    with pytest.raises(ValueError, match="no email scope"):
+        await limiter.check("refresh", client="198.51.100.1", email="ada@example.com")
+    with pytest.raises(ValueError, match="needs a subject"):
+        await limiter.check_subject("refresh", client="198.51.100.1")
+
+
+def test_each_action_counts_its_client_first_then_one_subject() -> None:
+    assert set(ACTION_SCOPES) == set(ACTIONS)
+    for scopes in ACTION_SCOPES.values():
+        assert scopes[0] == "client"
+        assert len(scopes) == 2
+    assert ACTION_SCOPES["refresh"] == ("client", "session")
+    assert ("refresh", "session") in PAIRS
+    assert ("login", "session") not in PAIRS
+    assert ("refresh", "email") not in PAIRS
+
+
+def test_refusal_series_exist_for_the_valid_pairs_only() -> None:
+    series = {
+        (sample.labels["action"], sample.labels["scope"])
+        for metric in RATE_LIMITED.collect()
+        for sample in metric.samples
+        if sample.name == "herald_api_rate_limited_total"
+    }
+    assert series == set(PAIRS)
+
+
+def test_limits_must_name_every_pair_and_no_other(make_limiter: MakeLimiter) -> None:
+    incomplete = limits()
+    del incomplete["refresh", "session"]
+    with pytest.raises(ValueError, match="missing"):
+        make_limiter(limits=incomplete)
+    with pytest.raises(ValueError, match="unknown"):
+        make_limiter(limits=limits() | {("login", "session"): GENEROUS})
+
+
 async def test_email_addresses_are_counted_case_insensitively(make_limiter: MakeLimiter) -> None:
     limiter = make_limiter(limits=limits(login_email="1/minute"))
 
@@ -241,6 +321,24 @@ async def test_keys_hold_a_digest_of_the_email_address_never_the_address(
     ]
     for key in keys:
         assert 0 < await redis_client.ttl(key) <= 3600
+
+
+async def test_refresh_keys_hold_the_session_id(
+    make_limiter: MakeLimiter, queue_namespace: str, redis_client: aioredis.Redis
+) -> None:
+    limiter = make_limiter()
+    session = uuid.uuid4()
+
+    await limiter.check("refresh", client="2001:db8:1:2::1")
+    await limiter.check_subject("refresh", client="2001:db8:1:2::1", session=session)
+
+    keys = sorted(
+        [key.decode() async for key in redis_client.scan_iter(match=f"{queue_namespace}:*")]
+    )
+    assert keys == [
+        f"{queue_namespace}:ratelimit:refresh/client/2001:db8:1:2::/64/1000/1/hour",
+        f"{queue_namespace}:ratelimit:refresh/session/{session}/1000/1/hour",
+    ]
 
 
 async def test_retry_after_is_when_the_oldest_attempt_leaves_the_window(
@@ -398,11 +496,9 @@ async def test_default_limits_are_valid(make_limiter: MakeLimiter) -> None:
         for name, field in Settings.model_fields.items()
         if name.startswith("rate_limit_") and name != "rate_limit_timeout_seconds"
     }
-    assert len(defaults) == len(ACTIONS) * len(SCOPES)
+    assert len(defaults) == len(PAIRS)
     chosen = {
-        (action, scope): defaults[f"rate_limit_{action}_per_{scope}"]
-        for action in ACTIONS
-        for scope in SCOPES
+        (action, scope): defaults[f"rate_limit_{action}_per_{scope}"] for action, scope in PAIRS
     }
 
     limiter = make_limiter(limits=chosen)

@@ -23,6 +23,7 @@ RATE_LIMITED_ROUTES = [
     ("post", "/api/v1/users"),
     ("post", "/api/v1/auth/token"),
     ("post", "/api/v1/auth/verify/resend"),
+    ("post", "/api/v1/auth/refresh"),
 ]
 
 ClientFrom = Callable[[str], httpx.AsyncClient]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import REGISTRY
 
-from herald_api.auth.ratelimit import ACTIONS, SCOPES, RateLimitedError, RateLimiter
+from herald_api.auth.ratelimit import PAIRS, RateLimitedError, RateLimiter
 from herald_shared.redis_client import RedisTarget, parse_sentinels
 from herald_testing.sentinel import MASTER_NAME, SentinelSet
 
@@ -25,7 +25,7 @@ def fail_open_total() -> float:
 
 @pytest.fixture
 async def limiter(redis_sentinels: SentinelSet) -> AsyncIterator[RateLimiter]:
-    chosen = {(action, scope): "1000/hour" for action in ACTIONS for scope in SCOPES}
+    chosen = dict.fromkeys(PAIRS, "1000/hour")
     chosen["login", "client"] = "2/minute"
     built = RateLimiter(
         redis=RedisTarget(

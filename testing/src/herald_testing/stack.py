@@ -63,9 +63,11 @@ LOAD_RATE_LIMITS = {
     "HERALD_RATE_LIMIT_LOGIN_PER_CLIENT": "100000/minute",
     "HERALD_RATE_LIMIT_RESEND_PER_CLIENT": "100000/minute",
     "HERALD_RATE_LIMIT_PASSWORD_RESET_PER_CLIENT": "100000/minute",
+    "HERALD_RATE_LIMIT_REFRESH_PER_CLIENT": "100000/minute",
 }
 """Per-client limits for test runs, whose every request comes from one address; the
-per-email limits stay as configured (each test uses fresh addresses)."""
+per-email and per-session limits stay as configured (each test uses fresh addresses
+and sessions)."""
 
 
 def random_secrets() -> dict[str, str]:

@@ -12,6 +12,7 @@ from herald_api.auth.deps import (
     ClientLimits,
     CurrentUserDep,
     RateLimitsDep,
+    SessionServiceDep,
 )
 from herald_api.auth.models import User
 from herald_api.auth.runtime import Auth, open_auth
@@ -24,6 +25,7 @@ __all__ = [
     "ClientLimits",
     "CurrentUserDep",
     "RateLimitsDep",
+    "SessionServiceDep",
     "User",
     "open_auth",
 ]

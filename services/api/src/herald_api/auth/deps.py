@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from herald_api.auth.models import LoginSession, User
 from herald_api.auth.ratelimit import Action, RateLimiter
 from herald_api.auth.runtime import Auth
-from herald_api.auth.sessions import live
+from herald_api.auth.sessions import SessionService, live
 from herald_api.auth.tokens import InvalidAccessTokenError
 from herald_api.core.deps import ClientAddressDep, InfrastructureDep
 
@@ -39,9 +39,19 @@ class ClientLimits:
     limiter: RateLimiter
     client: str
 
-    async def check(self, action: Action, *, email: str | None = None) -> None:
-        """Count one ``action`` attempt (``RateLimiter.check``); 429 over a limit."""
-        await self.limiter.check(action, client=self.client, email=email)
+    async def check(
+        self, action: Action, *, email: str | None = None, session: uuid.UUID | None = None
+    ) -> None:
+        """Count one ``action`` attempt per client address, then per its subject if
+        given (``RateLimiter.check``); 429 over a limit."""
+        await self.limiter.check(action, client=self.client, email=email, session=session)
+
+    async def check_subject(
+        self, action: Action, *, email: str | None = None, session: uuid.UUID | None = None
+    ) -> None:
+        """Count one ``action`` attempt per its subject only, after ``check(action)``
+        counted it per client (``RateLimiter.check_subject``); 429 over a limit."""
+        await self.limiter.check_subject(action, client=self.client, email=email, session=session)
 
 
 async def get_limits(auth: AuthDep, client: ClientAddressDep) -> ClientLimits:
@@ -49,6 +59,13 @@ async def get_limits(auth: AuthDep, client: ClientAddressDep) -> ClientLimits:
 
 
 RateLimitsDep = Annotated[ClientLimits, Depends(get_limits)]
+
+
+async def get_session_service(auth: AuthDep) -> SessionService:
+    return auth.login_sessions
+
+
+SessionServiceDep = Annotated[SessionService, Depends(get_session_service)]
 
 
 _access_token = OAuth2PasswordBearer(

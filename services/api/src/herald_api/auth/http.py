@@ -14,19 +14,26 @@ from herald_api.auth.schemas import AccessToken, TokenPairBody
 from herald_api.auth.sessions import TokenPair
 from herald_api.auth.tokens import IssuedToken
 
-RATE_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    HTTPStatus.TOO_MANY_REQUESTS.value: {
-        "description": "Too many attempts from this client address or for this email "
-        "address; try again after Retry-After seconds.",
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds until the limit that refused has room again.",
-                "schema": {"type": "integer", "minimum": 1},
-            }
-        },
+
+def rate_limit_responses(subject: str) -> dict[int | str, dict[str, Any]]:
+    """The 429 answer of a route whose attempts are counted per client address and per
+    ``subject`` ("for this email address"), for its ``responses=``."""
+    return {
+        HTTPStatus.TOO_MANY_REQUESTS.value: {
+            "description": f"Too many attempts from this client address or {subject}; "
+            "try again after Retry-After seconds.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds until the limit that refused has room again.",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            },
+        }
     }
-}
-"""The answer of every route that checks a rate limit, for its ``responses=``."""
+
+
+RATE_LIMIT_RESPONSES = rate_limit_responses("for this email address")
+"""The answer of every route that checks a per-email rate limit, for its ``responses=``."""
 
 
 def too_many_attempts(retry_after: int) -> str:

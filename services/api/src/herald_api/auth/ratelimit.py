@@ -1,9 +1,10 @@
-"""Anti-automation rate limits (OWASP ASVS 5.0 2.4.1) on signups, logins, resends and
-password resets: each attempt counts per client address and per email address, in Redis
-(shared by every replica), and is let through when Redis fails (fail open).
+"""Anti-automation rate limits (OWASP ASVS 5.0 2.4.1) on signups, logins, resends,
+password resets and refreshes: each attempt counts per client address and per its
+subject (the email address, or for a refresh the session), in Redis (shared by every
+replica), and is let through when Redis fails (fail open).
 
-docs/rate-limits.md says why each choice: the two scopes, hashed addresses, IPv6 /64,
-the moving window, the order of counting, and availability over enforcement.
+docs/rate-limits.md says why each choice: the scopes of each action, hashed addresses,
+IPv6 /64, the moving window, the order of counting, and availability over enforcement.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import ipaddress
 import math
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Literal, get_args
 
@@ -33,12 +35,26 @@ from herald_shared.redis_client import RedisTarget, redis_client
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["signup", "login", "resend", "password_reset"]
-Scope = Literal["client", "email"]
+Action = Literal["signup", "login", "resend", "password_reset", "refresh"]
+Scope = Literal["client", "email", "session"]
 FailOpenReason = Literal["timeout", "redis", "paused", "other"]
 
 ACTIONS: tuple[Action, ...] = get_args(Action)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+ACTION_SCOPES: Mapping[Action, tuple[Scope, ...]] = {
+    "signup": ("client", "email"),
+    "login": ("client", "email"),
+    "resend": ("client", "email"),
+    "password_reset": ("client", "email"),
+    "refresh": ("client", "session"),
+}
+"""The scopes each action is counted in, in counting order: always the client first."""
+
+PAIRS: tuple[tuple[Action, Scope], ...] = tuple(
+    (action, scope) for action in ACTIONS for scope in ACTION_SCOPES[action]
+)
+"""Every (action, scope) that has a limit: ``HERALD_RATE_LIMIT_<ACTION>_PER_<SCOPE>``."""
 
 PAUSE_AFTER_FAILURE_SECONDS = 1.0
 """After Redis failed a check, how long checks are skipped (let through) before one probes."""
@@ -49,21 +65,23 @@ KEY_NAME = "ratelimit"
 RATE_LIMITED = Counter(
     "herald_api_rate_limited_total",
     "Attempts refused with 429 by a rate limit (logged as rate_limit.exceeded), by action "
-    "(signup, login, resend) and by the scope of the limit that refused (client, email).",
+    "(signup, login, resend, password_reset, refresh) and by the scope of the limit that "
+    "refused (client; email, or session for refresh).",
     ["action", "scope"],
 )
 RATE_LIMIT_FAIL_OPEN = Counter(
     "herald_api_rate_limit_fail_open_total",
-    "Attempts let through without a rate-limit check, by action and reason: timeout or "
+    "Rate-limit checks let through unchecked, by action and reason: timeout or "
     "redis (the check failed; logged as rate_limit.unavailable), paused (skipped for a "
     "second after such a failure), other (a bug). Any increase means limits are off.",
     ["action", "reason"],
 )
 
+# Export 0 before the first event, so rate() and alerts see the series at once; only
+# for the pairs that exist, so no dashboard shows a series that can never move.
+for _action, _scope in PAIRS:
+    RATE_LIMITED.labels(_action, _scope)
 for _action in ACTIONS:
-    # Export 0 before the first event, so rate() and alerts see the series at once.
-    for _scope in SCOPES:
-        RATE_LIMITED.labels(_action, _scope)
     for _reason in get_args(FailOpenReason):
         RATE_LIMIT_FAIL_OPEN.labels(_action, _reason)
 
@@ -110,8 +128,25 @@ def storage_uri(redis_url: str) -> str:
     return f"async+{redis_url}"
 
 
+def _subject(
+    action: Action, *, email: str | None, session: uuid.UUID | None
+) -> tuple[Scope, str] | None:
+    """The (scope, key identity) of an attempt's subject, checked against ``action``."""
+    given: list[tuple[Scope, str]] = []
+    if email is not None:
+        given.append(("email", email_digest(email)))
+    if session is not None:
+        given.append(("session", str(session)))
+    for scope, _ in given:
+        if scope not in ACTION_SCOPES[action]:
+            raise ValueError(f"the {action} action has no {scope} scope")
+    if len(given) > 1:
+        raise ValueError(f"one subject per {action} attempt, not {[s for s, _ in given]}")
+    return given[0] if given else None
+
+
 class RateLimiter:
-    """Counts attempts per action, client and email address in Redis (docs/rate-limits.md)."""
+    """Counts attempts per action, client and subject in Redis (docs/rate-limits.md)."""
 
     def __init__(
         self,
@@ -123,23 +158,31 @@ class RateLimiter:
         enabled: bool = True,
     ) -> None:
         """``redis``: a target (``settings.redis_target``, Sentinels included) or a URL.
-        ``limits``: each (action, scope) and its limits string; every pair must be given.
+        ``limits``: each (action, scope) of ``PAIRS`` and its limits string; every pair
+        must be given, and no other.
 
         Nothing connects until the first check, so an API whose Redis is down
         still starts. limits runs its scripts on the pool of Herald's one Redis
         client (``herald_shared.redis_client``), so the counts follow the same
         master, Sentinels and TLS as the queues (docs/operations.md, "Redis").
         """
+        missing = set(PAIRS) - set(limits)
+        unknown = set(limits) - set(PAIRS)
+        if missing or unknown:
+            raise ValueError(
+                f"rate limits must be given for exactly {sorted(PAIRS)}; "
+                f"missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
         self.enabled = enabled
         self.timeout_seconds = timeout_seconds
-        self.limits: dict[tuple[Action, Scope], list[RateLimitItem]] = {}
-        for action in ACTIONS:
-            for scope in SCOPES:
-                # The action in the item's namespace keeps each action's keys apart.
-                self.limits[action, scope] = [
-                    type(item)(item.amount, item.multiples, namespace=action)
-                    for item in parse_limits(limits[action, scope])
-                ]
+        self.limits: dict[tuple[Action, Scope], list[RateLimitItem]] = {
+            # The action in the item's namespace keeps each action's keys apart.
+            (action, scope): [
+                type(item)(item.amount, item.multiples, namespace=action)
+                for item in parse_limits(limits[action, scope])
+            ]
+            for action, scope in PAIRS
+        }
         target = RedisTarget(redis) if isinstance(redis, str) else redis
         # No retries: the deadline is short, and a failed check is let through anyway.
         # With Sentinels, the client's one retry on a connection a failover closed
@@ -178,18 +221,63 @@ class RateLimiter:
                 ("resend", "email"): settings.rate_limit_resend_per_email,
                 ("password_reset", "client"): settings.rate_limit_password_reset_per_client,
                 ("password_reset", "email"): settings.rate_limit_password_reset_per_email,
+                ("refresh", "client"): settings.rate_limit_refresh_per_client,
+                ("refresh", "session"): settings.rate_limit_refresh_per_session,
             },
             timeout_seconds=settings.rate_limit_timeout_seconds,
             enabled=settings.rate_limits_enabled,
         )
 
-    async def check(self, action: Action, *, client: str, email: str | None = None) -> None:
-        """Count one ``action`` attempt by ``client`` (and for ``email``, if given).
+    async def check(
+        self,
+        action: Action,
+        *,
+        client: str,
+        email: str | None = None,
+        session: uuid.UUID | None = None,
+    ) -> None:
+        """Count one ``action`` attempt by ``client``, then for its subject if given
+        (``email``, or ``session``: whichever scope ``action`` has besides the client).
 
-        Raises RateLimitedError if the per-client or the per-email limit of
+        Raises RateLimitedError if the per-client or the per-subject limit of
         ``action`` refuses it. Lets the attempt through when rate limits are
-        disabled, or when Redis fails or is slow (fail open).
+        disabled, or when Redis fails or is slow (fail open). Raises ValueError
+        for a subject ``action`` has no scope for (a bug of the caller).
         """
+        targets: list[tuple[Scope, str]] = [("client", client_bucket(client))]
+        subject = _subject(action, email=email, session=session)
+        if subject is not None:
+            targets.append(subject)
+        await self._check(action, targets, client=client, session=session)
+
+    async def check_subject(
+        self,
+        action: Action,
+        *,
+        client: str,
+        email: str | None = None,
+        session: uuid.UUID | None = None,
+    ) -> None:
+        """Count one ``action`` attempt for its subject only: the second half of
+        ``check``, for an action whose subject is known only after its per-client
+        check (a refresh's session is looked up by its token). ``client`` is not
+        counted again; it names the attempt in the log line of a refusal.
+
+        Exactly one of ``email`` and ``session``; otherwise as ``check``.
+        """
+        subject = _subject(action, email=email, session=session)
+        if subject is None:
+            raise ValueError(f"check_subject({action!r}) needs a subject")
+        await self._check(action, [subject], client=client, session=session)
+
+    async def _check(
+        self,
+        action: Action,
+        targets: list[tuple[Scope, str]],
+        *,
+        client: str,
+        session: uuid.UUID | None,
+    ) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -201,7 +289,7 @@ class RateLimiter:
             self._paused_until = now + self.timeout_seconds
         try:
             async with asyncio.timeout(self.timeout_seconds):
-                refused = await self._hit(action, client=client, email=email)
+                refused = await self._hit(action, targets)
         except Exception as exc:
             self._fail_open(action, exc)
             return
@@ -214,6 +302,8 @@ class RateLimiter:
             # The client address, not the email: it is what an operator blocks,
             # and the request log does not carry it. Email addresses stay out of
             # logs (a digest of one is easily reversed by hashing candidates).
+            # A session id is no secret (the session logs carry it too).
+            extra = {} if session is None else {"session_id": str(session)}
             log.warning(
                 "rate_limit.exceeded",
                 action=refused.action,
@@ -221,16 +311,14 @@ class RateLimiter:
                 limit=refused.limit,
                 retry_after=refused.retry_after,
                 client=client_bucket(client),
+                **extra,
             )
             raise refused
 
     async def _hit(
-        self, action: Action, *, client: str, email: str | None
+        self, action: Action, targets: list[tuple[Scope, str]]
     ) -> RateLimitedError | None:
         """Count the attempt limit by limit; the error of the first limit that refuses."""
-        targets: list[tuple[Scope, str]] = [("client", client_bucket(client))]
-        if email is not None:
-            targets.append(("email", email_digest(email)))
         for scope, identity in targets:
             for item in self.limits[action, scope]:
                 if not await self._strategy.hit(item, scope, identity):

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import TypeAdapter, ValidationError
 
-from herald_api.auth.deps import AuthDep, CallerDep, RateLimitsDep
-from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_pair_response
+from herald_api.auth.deps import AuthDep, CallerDep, RateLimitsDep, SessionServiceDep
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, rate_limit_responses, token_pair_response
 from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
 from herald_api.auth.schemas import Email, RefreshRequest, TokenPairBody
 from herald_api.auth.sessions import InvalidRefreshTokenError
@@ -115,12 +115,18 @@ REFRESH_RESPONSES: dict[int | str, dict[str, Any]] = {
         "ended or expired token; a replaced token presented after the grace window "
         "also ends its session (reuse detection)."
     },
+    **rate_limit_responses("for this session"),
     **UNAVAILABLE_RESPONSES,
 }
 
 
 @router.post("/refresh", responses=REFRESH_RESPONSES, dependencies=[Depends(require_json_body)])
-async def refresh_tokens(body: RefreshRequest, response: Response, auth: AuthDep) -> TokenPairBody:
+async def refresh_tokens(
+    body: RefreshRequest,
+    response: Response,
+    limits: RateLimitsDep,
+    sessions: SessionServiceDep,
+) -> TokenPairBody:
     """Exchange a refresh token for a new access token and a new refresh token.
 
     Rotation: the refresh token sent is replaced; keep the new one. Sent again
@@ -129,9 +135,19 @@ async def refresh_tokens(body: RefreshRequest, response: Response, auth: AuthDep
     replaces the first one's. Sent again later, it is taken for a stolen token
     (RFC 9700 §4.14): the session ends, every token of it stops working, and
     the answer is 401.
+
+    Rate limits: ``HERALD_RATE_LIMIT_REFRESH_PER_CLIENT`` (120 a minute) counts
+    every refresh of the client address before any other work, unknown tokens
+    included; ``HERALD_RATE_LIMIT_REFRESH_PER_SESSION`` (10 a minute, 60 an
+    hour) counts the refreshes of the token's session. Over either: 429 with
+    ``Retry-After``, and nothing else happens: the token is not replaced, the
+    session is untouched, and the same token refreshes once the limit has room.
     """
+    await limits.check("refresh")
     try:
-        pair = await auth.login_sessions.refresh(refresh_token=body.refresh_token)
+        session_id = await sessions.session_of(refresh_token=body.refresh_token)
+        await limits.check_subject("refresh", session=session_id)
+        pair = await sessions.refresh(refresh_token=body.refresh_token)
     except InvalidRefreshTokenError:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN

@@ -44,7 +44,8 @@ async def open_auth(infrastructure: Infrastructure) -> AsyncIterator[Auth]:
         log.warning(
             "rate_limit.disabled",
             setting="HERALD_RATE_LIMITS_ENABLED",
-            effect="signups, logins, verification resends and password resets are not rate limited",
+            effect="signups, logins, verification resends, password resets and refreshes "
+            "are not rate limited",
         )
     tokens = AccessTokens.from_settings(settings)
     login_sessions = SessionService(

@@ -220,6 +220,32 @@ class SessionService:
             )
             return (await session.exec(query)).all()
 
+    async def session_of(self, *, refresh_token: str) -> uuid.UUID:
+        """The id of the session ``refresh_token`` is the current or the previous token
+        of, for its per-session rate limit before ``refresh``; raises
+        ``InvalidRefreshTokenError`` if it is neither of any session.
+
+        One unlocked read by the SHA-256 (the unique index on ``token_hash``, the
+        partial one on ``previous_token_hash``), in and out of its own transaction:
+        it changes nothing and decides nothing but the session to count. Whether
+        the token is still accepted is ``refresh``'s to decide, under its lock (a
+        rotation in between keeps the token in the same session). A session ended
+        or expired is still named, so its refreshes count against it too.
+        """
+        digest = token_digest(refresh_token)
+        async with self.sessions() as session:
+            query = select(LoginSession.id).where(
+                or_(
+                    col(LoginSession.token_hash) == digest,
+                    col(LoginSession.previous_token_hash) == digest,
+                )
+            )
+            session_id = (await session.exec(query)).first()
+        if session_id is None:
+            log.info("session.refresh_refused", reason="unknown")
+            raise InvalidRefreshTokenError
+        return session_id
+
     async def end(self, *, user_id: uuid.UUID, session_id: uuid.UUID, reason: EndReason) -> bool:
         """End ``user_id``'s session ``session_id``; whether one in force was ended."""
         async with self.sessions() as session:

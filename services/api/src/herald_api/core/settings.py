@@ -165,8 +165,9 @@ class Settings(CommonSettings, BrandSettings):
     )
     rate_limits_enabled: bool = Field(
         default=True,
-        description="Anti-automation rate limits on signups, logins, verification resends "
-        "and password resets (429 with Retry-After). Off only for benchmarks and load tests.",
+        description="Anti-automation rate limits on signups, logins, verification resends, "
+        "password resets and refreshes (429 with Retry-After). Off only for benchmarks and "
+        "load tests.",
     )
     rate_limit_signup_per_client: str = Field(
         default="10/minute;100/hour",
@@ -195,6 +196,15 @@ class Settings(CommonSettings, BrandSettings):
     )
     rate_limit_password_reset_per_email: str = Field(
         default="3/hour;10/day", description="Password reset emails one address may be sent."
+    )
+    rate_limit_refresh_per_client: str = Field(
+        default="120/minute",
+        description="Refreshes one client address may attempt (known or unknown tokens; "
+        "many users may share one address behind a NAT).",
+    )
+    rate_limit_refresh_per_session: str = Field(
+        default="10/minute;60/hour",
+        description="Refreshes of one session (a client refreshes about every 15 minutes).",
     )
     rate_limit_timeout_seconds: float = Field(
         default=0.25,
@@ -279,6 +289,8 @@ class Settings(CommonSettings, BrandSettings):
         "rate_limit_resend_per_email",
         "rate_limit_password_reset_per_client",
         "rate_limit_password_reset_per_email",
+        "rate_limit_refresh_per_client",
+        "rate_limit_refresh_per_session",
     )
     @classmethod
     def _valid_rate_limits(cls, value: str, info: ValidationInfo) -> str:
