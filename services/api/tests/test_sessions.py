@@ -14,10 +14,15 @@ import jwt
 import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
+from saq import Queue
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
+from herald_shared.messages import SessionReuseEmail
+from herald_shared.tasks import SEND_SESSION_REUSE_EMAIL
 from herald_testing.clients import OpenClient
+from herald_testing.jobs import queued
+from herald_testing.ports import free_port
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a quite different passphrase"
@@ -137,12 +142,23 @@ async def test_a_refresh_rotates_both_tokens(
     assert (await refresh(client, second["refresh_token"])).status_code == 200
 
 
+async def reuse_emails(queue: Queue) -> list[SessionReuseEmail]:
+    """The reuse emails queued for the notifier, oldest first."""
+    return [
+        SessionReuseEmail.decode(payload)
+        for payload in await queued(queue, SEND_SESSION_REUSE_EMAIL.name)
+    ]
+
+
 async def test_an_old_refresh_token_after_the_grace_window_ends_the_session(
-    no_grace_client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    no_grace_client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    notifier_queue: Queue,
 ) -> None:
     client = no_grace_client
     user_id = await add_user(db, settings)
-    first = await log_in(client)
+    first = await log_in(client, user_agent="Firefox/133.0 (Android 15)")
     second = (await refresh(client, first["refresh_token"])).json()
 
     with capture_logs() as logs:
@@ -160,6 +176,44 @@ async def test_an_old_refresh_token_after_the_grace_window_ends_the_session(
     assert event["user_id"] == str(user_id)
     assert event["session_id"] == str(sid(first["access_token"]))
     assert first["refresh_token"] not in repr(logs)
+    # The owner is told which session it was, in their language, once.
+    [notice] = await reuse_emails(notifier_queue)
+    assert (notice.user_id, notice.email, notice.locale) == (user_id, EMAIL, "en")
+    assert notice.user_agent == "Firefox/133.0 (Android 15)"
+    assert notice.client_network == "127.0.0.1"
+    started = await db.fetchval("SELECT created_at FROM sessions")
+    assert notice.session_started_at == started
+    assert event["message_id"] == str(notice.message_id)
+    assert (
+        await db.fetchval("SELECT count(*) FROM outbox WHERE message_id = $1", notice.message_id)
+        == 1
+    )
+    for token in (*secrets_of(first), *secrets_of(second)):
+        assert token not in repr(notice.encode())
+    # Replaying again finds the session ended: no second email.
+    assert (await refresh(client, first["refresh_token"])).status_code == 401
+    assert len(await reuse_emails(notifier_queue)) == 1
+
+
+async def test_with_redis_down_a_reuse_still_ends_the_session_and_its_email_waits(
+    settings: Settings, open_client: OpenClient, db: asyncpg.Connection
+) -> None:
+    down = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "refresh_grace_seconds": 0}
+    )
+    await add_user(db, settings)
+    async with open_client(down) as client:
+        first = await log_in(client)
+        assert (await refresh(client, first["refresh_token"])).status_code == 200
+
+        replayed = await refresh(client, first["refresh_token"])
+
+    assert replayed.status_code == 401
+    assert await db.fetchval("SELECT revoked_reason FROM sessions") == "reuse"
+    # Committed with the session's end: the relay pushes it once Redis is back.
+    row = await db.fetchrow("SELECT task, relayed_at FROM outbox")
+    assert row is not None
+    assert (row["task"], row["relayed_at"]) == (SEND_SESSION_REUSE_EMAIL.name, None)
 
 
 async def test_within_the_grace_window_the_replaced_token_gets_a_fresh_pair(
@@ -210,7 +264,10 @@ async def test_two_refreshes_at_once_both_succeed_within_the_grace_window(
 
 
 async def test_two_refreshes_at_once_without_grace_one_wins_and_the_session_ends(
-    no_grace_client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    no_grace_client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    notifier_queue: Queue,
 ) -> None:
     client = no_grace_client
     await add_user(db, settings)
@@ -220,6 +277,7 @@ async def test_two_refreshes_at_once_without_grace_one_wins_and_the_session_ends
 
     assert sorted(answer.status_code for answer in answers) == [200, 401]
     assert await db.fetchval("SELECT revoked_reason FROM sessions") == "reuse"
+    assert len(await reuse_emails(notifier_queue)) == 1
 
 
 async def test_unknown_and_malformed_refresh_tokens_get_one_answer(

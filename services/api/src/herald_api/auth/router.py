@@ -14,7 +14,7 @@ from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_pair_response
 from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
 from herald_api.auth.schemas import Email, RefreshRequest, TokenPairBody
 from herald_api.auth.sessions import InvalidRefreshTokenError
-from herald_api.core.deps import ClientAddressDep
+from herald_api.core.deps import ClientAddressDep, RequestIdDep
 from herald_api.core.errors import (
     BODY_RESPONSES,
     BODY_TOO_LARGE,
@@ -120,18 +120,22 @@ REFRESH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/refresh", responses=REFRESH_RESPONSES, dependencies=[Depends(require_json_body)])
-async def refresh_tokens(body: RefreshRequest, response: Response, auth: AuthDep) -> TokenPairBody:
+async def refresh_tokens(
+    body: RefreshRequest, response: Response, auth: AuthDep, request_id: RequestIdDep
+) -> TokenPairBody:
     """Exchange a refresh token for a new access token and a new refresh token.
 
     Rotation: the refresh token sent is replaced; keep the new one. Sent again
     within ``HERALD_REFRESH_GRACE_SECONDS`` (default 5 s: two refreshes of one
     client at once), it is accepted and answered with another fresh pair, which
     replaces the first one's. Sent again later, it is taken for a stolen token
-    (RFC 9700 §4.14): the session ends, every token of it stops working, and
-    the answer is 401.
+    (RFC 9700 §4.14): the session ends, every token of it stops working, the
+    answer is 401, and the account's owner is emailed which session it was.
     """
     try:
-        pair = await auth.login_sessions.refresh(refresh_token=body.refresh_token)
+        pair = await auth.login_sessions.refresh(
+            refresh_token=body.refresh_token, request_id=request_id
+        )
     except InvalidRefreshTokenError:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN

@@ -9,7 +9,8 @@ is kept, as a hash, for ``HERALD_REFRESH_GRACE_SECONDS``:
   accepted again and gets a fresh pair; the pair the first refresh got is then
   replaced too (a client keeps the pair of its last answer);
 - presented later, it was stolen or replayed (RFC 9700 §4.14): the whole session
-  ends and ``session.reuse_detected`` is logged.
+  ends, ``session.reuse_detected`` is logged, and the owner is emailed (a
+  ``SessionReuseEmail`` staged in the outbox in the same transaction).
 
 Every other failure (unknown, ended or expired token) is one ``InvalidRefreshTokenError``.
 """
@@ -35,13 +36,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from herald_api.auth.models import LoginSession, User
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.core.settings import Settings
+from herald_api.outbox import Dispatcher
+from herald_shared.messages import SessionReuseEmail
+from herald_shared.text import as_printable
 
 log = structlog.get_logger(__name__)
 
 REFRESH_TOKEN_BYTES = 32
 """256 bits of the OS CSPRNG per refresh token."""
-
-USER_AGENT_LENGTH = 256
 
 EndReason = Literal[
     "logout", "ended", "ended_by_other", "reuse", "password_changed", "password_reset"
@@ -121,10 +123,12 @@ class SessionService:
         sessions: async_sessionmaker[AsyncSession],
         tokens: AccessTokens,
         policy: SessionPolicy,
+        dispatcher: Dispatcher,
     ) -> None:
         self.sessions = sessions
         self.tokens = tokens
         self.policy = policy
+        self.dispatcher = dispatcher
 
     async def start(
         self, *, user_id: uuid.UUID, version: int, user_agent: str | None, client: str
@@ -138,7 +142,7 @@ class SessionService:
             created_at=now,
             last_used_at=now,
             expires_at=now + self.policy.max_age,
-            user_agent=None if not user_agent else user_agent[:USER_AGENT_LENGTH],
+            user_agent=as_printable(user_agent) or None if user_agent else None,
             client_network=client_network(client),
         )
         session_id = row.id
@@ -151,11 +155,12 @@ class SessionService:
             access=self.tokens.issue(claims), refresh_token=refresh_token, session_id=session_id
         )
 
-    async def refresh(self, *, refresh_token: str) -> TokenPair:
+    async def refresh(self, *, refresh_token: str, request_id: str | None = None) -> TokenPair:
         """Exchange ``refresh_token`` for a new pair (rotation); see the module's rules.
 
         The new access token carries the user's current token version, read in the
-        same transaction. Raises ``InvalidRefreshTokenError``.
+        same transaction. Raises ``InvalidRefreshTokenError``. ``request_id``: the
+        request a reuse email is caused by.
         """
         digest = token_digest(refresh_token)
         async with self.sessions() as session:
@@ -183,10 +188,7 @@ class SessionService:
             if not current:
                 rotated_at = row.rotated_at
                 if rotated_at is None or now - rotated_at >= self.policy.grace:
-                    row.revoked_at = now
-                    row.revoked_reason = "reuse"
-                    await session.commit()
-                    log.warning("session.reuse_detected", **ids)
+                    await self._end_reused(session, row, now=now, request_id=request_id)
                     raise InvalidRefreshTokenError
                 log.info("session.refresh_in_grace", **ids)
             new_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
@@ -207,6 +209,42 @@ class SessionService:
         return TokenPair(
             access=self.tokens.issue(claims), refresh_token=new_token, session_id=session_id
         )
+
+    async def _end_reused(
+        self,
+        session: AsyncSession,
+        row: LoginSession,
+        *,
+        now: datetime,
+        request_id: str | None,
+    ) -> None:
+        """End the locked session ``row`` for reuse, stage its owner's email, commit,
+        and push the email (the relay does, if Redis fails now)."""
+        row.revoked_at = now
+        row.revoked_reason = "reuse"
+        owner = await session.get(User, row.user_id)
+        notice = None
+        if owner is not None:  # else the user is gone, and the cascade takes the row
+            notice = SessionReuseEmail(
+                user_id=owner.id,
+                email=owner.email,
+                display_name=owner.display_name,
+                locale=owner.locale,
+                request_id=request_id,
+                session_started_at=row.created_at,
+                user_agent=row.user_agent,
+                client_network=row.client_network,
+            )
+            await self.dispatcher.stage(session, notice)
+        await session.commit()
+        log.warning(
+            "session.reuse_detected",
+            user_id=str(row.user_id),
+            session_id=str(row.id),
+            message_id=None if notice is None else str(notice.message_id),
+        )
+        if notice is not None:
+            await self.dispatcher.publish_after_commit(session, notice, user_id=notice.user_id)
 
     async def list_in_force(self, *, user_id: uuid.UUID) -> Sequence[LoginSession]:
         """``user_id``'s sessions in force, the most recently used first."""
