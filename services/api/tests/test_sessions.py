@@ -424,22 +424,32 @@ async def test_ending_the_others_keeps_only_the_current_session(
 # --- what else ends sessions ----------------------------------------------------------------
 
 
-async def test_a_password_change_ends_every_session(
+async def test_a_password_change_ends_every_session_and_keeps_the_device_signed_in(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     await add_user(db, settings)
-    tokens = await log_in(client)
+    phone = await log_in(client, user_agent="phone/1.0")
+    laptop = await log_in(client, user_agent="laptop/1.0")
 
     changed = await client.post(
         "/api/v1/users/me/password",
         json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-        headers=bearer(tokens["access_token"]),
+        headers=bearer(laptop["access_token"]) | {"User-Agent": "laptop/1.0"},
     )
 
     assert changed.status_code == 200
-    assert (await refresh(client, tokens["refresh_token"])).status_code == 401
-    assert await db.fetchval("SELECT revoked_reason FROM sessions") == "password_changed"
-    assert await me(client, changed.json()["access_token"]) == 200
+    fresh = changed.json()
+    assert set(fresh) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    for old in (phone, laptop):
+        assert (await refresh(client, old["refresh_token"])).status_code == 401
+        assert await me(client, old["access_token"]) == 401
+    ended = await db.fetch("SELECT revoked_reason FROM sessions WHERE revoked_at IS NOT NULL")
+    assert [row["revoked_reason"] for row in ended] == ["password_changed"] * 2
+    # The device that changed it has a session of its own, listed as current.
+    assert await me(client, fresh["access_token"]) == 200
+    listed = (await client.get(SESSIONS_URL, headers=bearer(fresh["access_token"]))).json()
+    assert [(entry["user_agent"], entry["current"]) for entry in listed] == [("laptop/1.0", True)]
+    assert (await refresh(client, fresh["refresh_token"])).status_code == 200
 
 
 async def test_deleting_the_account_deletes_its_sessions(

@@ -134,25 +134,21 @@ class SessionService:
         self, *, user_id: uuid.UUID, version: int, user_agent: str | None, client: str
     ) -> TokenPair:
         """A new session of ``user_id`` (at login), with its first pair of tokens."""
-        refresh_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
-        now = datetime.now(UTC)
-        row = LoginSession(
-            user_id=user_id,
-            token_hash=token_digest(refresh_token),
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + self.policy.max_age,
-            user_agent=as_printable(user_agent) or None if user_agent else None,
-            client_network=client_network(client),
-        )
-        session_id = row.id
         async with self.sessions() as session:
-            session.add(row)
+            opened = open_session(
+                session, user_id=user_id, user_agent=user_agent, client=client, policy=self.policy
+            )
             await session.commit()
-        log.info("session.started", user_id=str(user_id), session_id=str(session_id))
-        claims = AccessClaims(user_id=user_id, version=version, session_id=session_id)
+        return self.first_pair(opened, version=version)
+
+    def first_pair(self, opened: OpenedSession, *, version: int) -> TokenPair:
+        """The tokens of a session ``open_session`` started (and its caller committed)."""
+        log.info("session.started", user_id=str(opened.user_id), session_id=str(opened.id))
+        claims = AccessClaims(user_id=opened.user_id, version=version, session_id=opened.id)
         return TokenPair(
-            access=self.tokens.issue(claims), refresh_token=refresh_token, session_id=session_id
+            access=self.tokens.issue(claims),
+            refresh_token=opened.refresh_token,
+            session_id=opened.id,
         )
 
     async def refresh(self, *, refresh_token: str, request_id: str | None = None) -> TokenPair:
@@ -281,6 +277,40 @@ class SessionService:
             await session.commit()
         log.info("session.others_ended", user_id=str(user_id), ended=ended)
         return ended
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session row added to an open transaction, and its refresh token."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    refresh_token: str
+
+
+def open_session(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    user_agent: str | None,
+    client: str,
+    policy: SessionPolicy,
+) -> OpenedSession:
+    """Add a new session of ``user_id`` to the open transaction; its caller commits,
+    then hands out ``SessionService.first_pair``."""
+    refresh_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    now = datetime.now(UTC)
+    row = LoginSession(
+        user_id=user_id,
+        token_hash=token_digest(refresh_token),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + policy.max_age,
+        user_agent=as_printable(user_agent) or None if user_agent else None,
+        client_network=client_network(client),
+    )
+    session.add(row)
+    return OpenedSession(id=row.id, user_id=user_id, refresh_token=refresh_token)
 
 
 async def end_sessions(
