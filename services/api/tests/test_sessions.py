@@ -195,6 +195,40 @@ async def test_an_old_refresh_token_after_the_grace_window_ends_the_session(
     assert len(await reuse_emails(notifier_queue)) == 1
 
 
+async def test_any_earlier_token_of_the_family_ends_the_session_however_old(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    notifier_queue: Queue,
+) -> None:
+    await add_user(db, settings)
+    first = await log_in(client)
+    tokens = [first]
+    for _ in range(3):
+        answer = await refresh(client, tokens[-1]["refresh_token"])
+        assert answer.status_code == 200
+        tokens.append(answer.json())
+    # Three rotations: the first token is two generations past "previous".
+    assert await db.fetchval("SELECT count(*) FROM retired_refresh_tokens") == 2
+    stored = {
+        row["token_hash"] for row in await db.fetch("SELECT token_hash FROM retired_refresh_tokens")
+    }
+    assert first["refresh_token"] not in repr(stored)
+
+    replayed = await refresh(client, first["refresh_token"])
+
+    assert replayed.status_code == 401
+    assert await db.fetchval("SELECT revoked_reason FROM sessions") == "reuse"
+    assert (await refresh(client, tokens[-1]["refresh_token"])).status_code == 401
+    assert await me(client, tokens[-1]["access_token"]) == 401
+    assert len(await reuse_emails(notifier_queue)) == 1
+    # The session's end is final: its retired tokens answer like unknown ones, silently.
+    assert (await refresh(client, tokens[1]["refresh_token"])).status_code == 401
+    assert len(await reuse_emails(notifier_queue)) == 1
+    await db.execute("DELETE FROM sessions")
+    assert await db.fetchval("SELECT count(*) FROM retired_refresh_tokens") == 0
+
+
 async def test_with_redis_down_a_reuse_still_ends_the_session_and_its_email_waits(
     settings: Settings, open_client: OpenClient, db: asyncpg.Connection
 ) -> None:

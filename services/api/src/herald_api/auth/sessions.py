@@ -12,6 +12,9 @@ is kept, as a hash, for ``HERALD_REFRESH_GRACE_SECONDS``:
   ends, ``session.reuse_detected`` is logged, and the owner is emailed (a
   ``SessionReuseEmail`` staged in the outbox in the same transaction).
 
+Each rotation retires the token replaced before (``RetiredRefreshToken``), so any
+earlier token of the family, however old, is a reuse too.
+
 Every other failure (unknown, ended or expired token) is one ``InvalidRefreshTokenError``.
 """
 
@@ -25,7 +28,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn
 
 import structlog
 from sqlalchemy import ColumnElement, and_, func, or_
@@ -33,7 +36,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.auth.models import LoginSession, User
+from herald_api.auth.models import LoginSession, RetiredRefreshToken, User
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.core.settings import Settings
 from herald_api.outbox import Dispatcher
@@ -171,11 +174,10 @@ class SessionService:
                 .with_for_update()
             )
             row = (await session.exec(query)).first()
+            if row is None:
+                await self._refuse_unknown_or_retired(session, digest, request_id=request_id)
             # Read after the lock: a refresh that held it first rotated before this "now".
             now = datetime.now(UTC)
-            if row is None:
-                log.info("session.refresh_refused", reason="unknown")
-                raise InvalidRefreshTokenError
             ids = {"user_id": str(row.user_id), "session_id": str(row.id)}
             if not is_live(row, self.policy, now=now):
                 log.info("session.refresh_refused", reason="ended_or_expired", **ids)
@@ -189,6 +191,10 @@ class SessionService:
                 log.info("session.refresh_in_grace", **ids)
             new_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
             if current:
+                if row.previous_token_hash is not None:
+                    session.add(
+                        RetiredRefreshToken(token_hash=row.previous_token_hash, session_id=row.id)
+                    )
                 row.previous_token_hash = row.token_hash
                 row.rotated_at = now
             row.token_hash = token_digest(new_token)
@@ -205,6 +211,28 @@ class SessionService:
         return TokenPair(
             access=self.tokens.issue(claims), refresh_token=new_token, session_id=session_id
         )
+
+    async def _refuse_unknown_or_retired(
+        self, session: AsyncSession, digest: str, *, request_id: str | None
+    ) -> NoReturn:
+        """Refuse a token that is neither a session's current nor its previous one: a
+        retired token of a session in force ends that session as a reuse first."""
+        query = (
+            select(LoginSession)
+            .join(RetiredRefreshToken, col(RetiredRefreshToken.session_id) == col(LoginSession.id))
+            .where(col(RetiredRefreshToken.token_hash) == digest)
+            .with_for_update(of=LoginSession)
+        )
+        row = (await session.exec(query)).first()
+        now = datetime.now(UTC)
+        if row is None:
+            log.info("session.refresh_refused", reason="unknown")
+        elif not is_live(row, self.policy, now=now):
+            ids = {"user_id": str(row.user_id), "session_id": str(row.id)}
+            log.info("session.refresh_refused", reason="ended_or_expired", **ids)
+        else:
+            await self._end_reused(session, row, now=now, request_id=request_id)
+        raise InvalidRefreshTokenError
 
     async def _end_reused(
         self,
