@@ -19,25 +19,11 @@ from pydantic import SecretStr
 from herald_notifier.render import Renderer
 from herald_shared.messages import AccountEmail
 from herald_testing.messages import (
-    account_exists_email,
-    email_change_email,
-    email_changed_email,
-    password_changed_email,
-    password_reset_email,
-    verification_email,
-    welcome_email,
+    EMAILS,
 )
 
 NAMES = ("Bench User", "Zoë Ørsted", 'Zoë "Zed" O\'Brien')
-MAKERS = (
-    welcome_email,
-    verification_email,
-    account_exists_email,
-    password_reset_email,
-    password_changed_email,
-    email_change_email,
-    email_changed_email,
-)
+MAKERS = tuple(EMAILS.values())
 
 
 def emails() -> list[AccountEmail]:

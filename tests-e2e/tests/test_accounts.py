@@ -77,7 +77,7 @@ async def test_signup_then_the_link_then_login_and_no_secret_in_any_log(
     assert (unknown.status_code, unknown.json()) == (400, {"detail": LINK_INVALID})
     login = await log_in(api, address, PASSWORD)
     assert login.status_code == 200
-    access_token = login.json()["access_token"]
+    access_token, refresh_token = login.json()["access_token"], login.json()["refresh_token"]
     me = await api.get("/api/v1/users/me", headers={"Authorization": f"Bearer {access_token}"})
     assert me.status_code == 200
     assert me.json()["email"] == address
@@ -91,8 +91,65 @@ async def test_signup_then_the_link_then_login_and_no_secret_in_any_log(
 
     logs = await wait_for_logs(service_logs, last)
     assert address.split("@")[0] in logs or "user.created" in logs  # the flow was logged
-    for secret in (PASSWORD, "not the password", token, access_token, "$argon2"):
+    for secret in (PASSWORD, "not the password", token, access_token, refresh_token, "$argon2"):
         assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
+
+
+REFRESH_GRACE_SECONDS = 5
+"""The stacks' HERALD_REFRESH_GRACE_SECONDS (the default)."""
+
+
+async def refresh(api: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    return await api.post(
+        "/api/v1/auth/refresh",
+        json={"refresh_token": refresh_token},
+        headers={"X-Request-ID": str(uuid.uuid4())},
+    )
+
+
+async def test_a_replayed_refresh_token_ends_the_session_and_emails_its_owner(
+    api: httpx.AsyncClient, inbox: MailDevClient, service_logs: Callable[[], str]
+) -> None:
+    address = await sign_up(api)
+    _, verify_token = link_in(await inbox.wait_for_email(address, within=10.0))
+    assert (await api.post("/api/v1/auth/verify", json={"token": verify_token})).status_code == 200
+    login = await api.post(
+        "/api/v1/auth/token",
+        data={"username": address, "password": PASSWORD},
+        headers={"User-Agent": "HeraldPhone/2.1 (e2e)"},
+    )
+    first = login.json()
+    rotated = await refresh(api, first["refresh_token"])
+    assert rotated.status_code == 200
+    second = rotated.json()
+    await asyncio.sleep(REFRESH_GRACE_SECONDS + 1)  # past the window for a client's race
+
+    last = str(uuid.uuid4())
+    replayed = await api.post(
+        "/api/v1/auth/refresh",
+        json={"refresh_token": first["refresh_token"]},
+        headers={"X-Request-ID": last},
+    )
+
+    assert replayed.status_code == 401
+    # The whole session ended: its newest tokens too.
+    assert (await refresh(api, second["refresh_token"])).status_code == 401
+    bearer = {"Authorization": f"Bearer {second['access_token']}"}
+    assert (await api.get("/api/v1/users/me", headers=bearer)).status_code == 401
+    await inbox.wait_for_all([address], within=10.0, count=2)
+    [notice] = [
+        message
+        for message in await inbox.emails_to(address)
+        if message["subject"] == "A Herald session was signed out for your safety"
+    ]
+    for body in (str(notice["text"]), str(notice["html"])):
+        assert "so we signed that session out." in " ".join(body.split())
+        assert "HeraldPhone/2.1 (e2e)" in body
+    logs = await wait_for_logs(service_logs, last)
+    assert "session.reuse_detected" in logs
+    for secret in (*first.values(), *second.values()):
+        if len(str(secret)) > 20:  # the tokens, not "bearer" or the lifetime
+            assert str(secret) not in logs, f"a secret reached the logs: {str(secret)[:12]}..."
 
 
 async def test_a_retried_signup_with_an_idempotency_key_sends_one_email(

@@ -50,6 +50,8 @@ VERIFY_STATES = (
 )
 RESET_STATES = ("ready", "saving", "done", "invalid", "error", "no-token")
 CAN_LOG_IN = re.compile(r"log in", re.IGNORECASE)
+REFRESH_GRACE_SECONDS = 5
+"""The stacks' HERALD_REFRESH_GRACE_SECONDS (the default)."""
 
 
 class Mailbox:
@@ -295,7 +297,8 @@ async def test_a_german_account_gets_german_emails_and_pages(
     api: httpx.AsyncClient, inbox: MailDevClient, page: Page, browser_context: BrowserContext
 ) -> None:
     address = await sign_up(api, display_name="Käthe", locale="de")
-    welcome = await Mailbox(inbox, address).next()
+    mailbox = Mailbox(inbox, address)
+    welcome = await mailbox.next()
     assert "Willkommen" in welcome["subject"], welcome["subject"]
     await shoot_email(browser_context, welcome, "welcome", "de")
     link = emailed_link(welcome)
@@ -311,6 +314,15 @@ async def test_a_german_account_gets_german_emails_and_pages(
     await state_of(page, "verified")
     await expect(page.locator("#status")).not_to_have_text(CAN_LOG_IN)  # not the English text
     await shoot(page, "verify-email.verified", "de")
+    # A refresh token replayed past the grace window: the reuse email is German too.
+    login = await api.post("/api/v1/auth/token", data={"username": address, "password": PASSWORD})
+    replaced = {"refresh_token": login.json()["refresh_token"]}
+    assert (await api.post("/api/v1/auth/refresh", json=replaced)).status_code == 200
+    await asyncio.sleep(REFRESH_GRACE_SECONDS + 1)
+    assert (await api.post("/api/v1/auth/refresh", json=replaced)).status_code == 401
+    notice = await mailbox.next()
+    assert notice["subject"] == "Eine Herald-Sitzung wurde zu deiner Sicherheit abgemeldet"
+    await shoot_email(browser_context, notice, "session_reuse", "de")
 
 
 async def test_a_changed_language_holds_for_the_next_email_and_its_page(

@@ -54,6 +54,7 @@ async def test_the_migrations_go_down_and_up_again(
         "email_tokens",
         "idempotency_keys",
         "outbox",
+        "retired_refresh_tokens",
         "sessions",
         "users",
     ]

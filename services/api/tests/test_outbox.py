@@ -27,6 +27,7 @@ from herald_api.accounts.links import LinkPolicy
 from herald_api.accounts.schemas import UserCreate
 from herald_api.accounts.service import AccountService
 from herald_api.auth.passwords import PasswordHasher
+from herald_api.auth.sessions import SessionPolicy, SessionService
 from herald_api.auth.tokens import AccessTokens
 from herald_api.core import faults
 from herald_api.outbox import table as outbox
@@ -105,11 +106,20 @@ async def test_a_crash_right_after_commit_leaves_a_pending_row_that_the_relay_de
         grace_seconds=0,
         faults=faults.Faults("after_commit"),
     )
+    tokens = AccessTokens(secret=SecretStr("y" * 32), ttl_seconds=900)
     accounts = AccountService(
         sessions=sessions,
         dispatcher=dispatcher,
         hasher=hasher,
-        tokens=AccessTokens(secret=SecretStr("y" * 32), ttl_seconds=900),
+        tokens=tokens,
+        login_sessions=SessionService(
+            sessions=sessions,
+            tokens=tokens,
+            policy=SessionPolicy(
+                idle=timedelta(days=30), max_age=timedelta(days=90), grace=timedelta(seconds=5)
+            ),
+            dispatcher=dispatcher,
+        ),
         links=LinkPolicy(
             secret=SecretStr("x" * 32),
             address_link_valid_for=timedelta(hours=1),

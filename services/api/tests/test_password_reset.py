@@ -20,6 +20,7 @@ from herald_shared.tasks import (
 )
 from herald_shared.tokens import derive
 from herald_testing.clients import OpenClient
+from herald_testing.jobs import queued
 from herald_testing.ports import free_port
 
 EMAIL = "ada@example.com"
@@ -54,13 +55,6 @@ async def reset(client: httpx.AsyncClient, token: str, password: str) -> httpx.R
 
 async def log_in(client: httpx.AsyncClient, password: str) -> httpx.Response:
     return await client.post("/api/v1/auth/token", data={"username": EMAIL, "password": password})
-
-
-async def queued(queue: Queue, function: str) -> list[dict[str, object]]:
-    """The payloads of the queued jobs of ``function``, oldest first."""
-    info = await queue.info(jobs=True)
-    jobs = sorted(info["jobs"], key=lambda job: job["queued"])
-    return [job["kwargs"]["payload"] for job in jobs if job["function"] == function]
 
 
 async def reset_tokens(queue: Queue, settings: Settings) -> list[str]:

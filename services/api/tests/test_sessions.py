@@ -14,10 +14,15 @@ import jwt
 import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type
+from saq import Queue
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
+from herald_shared.messages import SessionReuseEmail
+from herald_shared.tasks import SEND_SESSION_REUSE_EMAIL
 from herald_testing.clients import OpenClient
+from herald_testing.jobs import queued
+from herald_testing.ports import free_port
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a quite different passphrase"
@@ -137,12 +142,23 @@ async def test_a_refresh_rotates_both_tokens(
     assert (await refresh(client, second["refresh_token"])).status_code == 200
 
 
+async def reuse_emails(queue: Queue) -> list[SessionReuseEmail]:
+    """The reuse emails queued for the notifier, oldest first."""
+    return [
+        SessionReuseEmail.decode(payload)
+        for payload in await queued(queue, SEND_SESSION_REUSE_EMAIL.name)
+    ]
+
+
 async def test_an_old_refresh_token_after_the_grace_window_ends_the_session(
-    no_grace_client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    no_grace_client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    notifier_queue: Queue,
 ) -> None:
     client = no_grace_client
     user_id = await add_user(db, settings)
-    first = await log_in(client)
+    first = await log_in(client, user_agent="Firefox/133.0 (Android 15)")
     second = (await refresh(client, first["refresh_token"])).json()
 
     with capture_logs() as logs:
@@ -160,6 +176,78 @@ async def test_an_old_refresh_token_after_the_grace_window_ends_the_session(
     assert event["user_id"] == str(user_id)
     assert event["session_id"] == str(sid(first["access_token"]))
     assert first["refresh_token"] not in repr(logs)
+    # The owner is told which session it was, in their language, once.
+    [notice] = await reuse_emails(notifier_queue)
+    assert (notice.user_id, notice.email, notice.locale) == (user_id, EMAIL, "en")
+    assert notice.user_agent == "Firefox/133.0 (Android 15)"
+    assert notice.client_network == "127.0.0.1"
+    started = await db.fetchval("SELECT created_at FROM sessions")
+    assert notice.session_started_at == started
+    assert event["message_id"] == str(notice.message_id)
+    assert (
+        await db.fetchval("SELECT count(*) FROM outbox WHERE message_id = $1", notice.message_id)
+        == 1
+    )
+    for token in (*secrets_of(first), *secrets_of(second)):
+        assert token not in repr(notice.encode())
+    # Replaying again finds the session ended: no second email.
+    assert (await refresh(client, first["refresh_token"])).status_code == 401
+    assert len(await reuse_emails(notifier_queue)) == 1
+
+
+async def test_any_earlier_token_of_the_family_ends_the_session_however_old(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    notifier_queue: Queue,
+) -> None:
+    await add_user(db, settings)
+    first = await log_in(client)
+    tokens = [first]
+    for _ in range(3):
+        answer = await refresh(client, tokens[-1]["refresh_token"])
+        assert answer.status_code == 200
+        tokens.append(answer.json())
+    # Three rotations: the first token is two generations past "previous".
+    assert await db.fetchval("SELECT count(*) FROM retired_refresh_tokens") == 2
+    stored = {
+        row["token_hash"] for row in await db.fetch("SELECT token_hash FROM retired_refresh_tokens")
+    }
+    assert first["refresh_token"] not in repr(stored)
+
+    replayed = await refresh(client, first["refresh_token"])
+
+    assert replayed.status_code == 401
+    assert await db.fetchval("SELECT revoked_reason FROM sessions") == "reuse"
+    assert (await refresh(client, tokens[-1]["refresh_token"])).status_code == 401
+    assert await me(client, tokens[-1]["access_token"]) == 401
+    assert len(await reuse_emails(notifier_queue)) == 1
+    # The session's end is final: its retired tokens answer like unknown ones, silently.
+    assert (await refresh(client, tokens[1]["refresh_token"])).status_code == 401
+    assert len(await reuse_emails(notifier_queue)) == 1
+    await db.execute("DELETE FROM sessions")
+    assert await db.fetchval("SELECT count(*) FROM retired_refresh_tokens") == 0
+
+
+async def test_with_redis_down_a_reuse_still_ends_the_session_and_its_email_waits(
+    settings: Settings, open_client: OpenClient, db: asyncpg.Connection
+) -> None:
+    down = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "refresh_grace_seconds": 0}
+    )
+    await add_user(db, settings)
+    async with open_client(down) as client:
+        first = await log_in(client)
+        assert (await refresh(client, first["refresh_token"])).status_code == 200
+
+        replayed = await refresh(client, first["refresh_token"])
+
+    assert replayed.status_code == 401
+    assert await db.fetchval("SELECT revoked_reason FROM sessions") == "reuse"
+    # Committed with the session's end: the relay pushes it once Redis is back.
+    row = await db.fetchrow("SELECT task, relayed_at FROM outbox")
+    assert row is not None
+    assert (row["task"], row["relayed_at"]) == (SEND_SESSION_REUSE_EMAIL.name, None)
 
 
 async def test_within_the_grace_window_the_replaced_token_gets_a_fresh_pair(
@@ -210,7 +298,10 @@ async def test_two_refreshes_at_once_both_succeed_within_the_grace_window(
 
 
 async def test_two_refreshes_at_once_without_grace_one_wins_and_the_session_ends(
-    no_grace_client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+    no_grace_client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    settings: Settings,
+    notifier_queue: Queue,
 ) -> None:
     client = no_grace_client
     await add_user(db, settings)
@@ -220,6 +311,7 @@ async def test_two_refreshes_at_once_without_grace_one_wins_and_the_session_ends
 
     assert sorted(answer.status_code for answer in answers) == [200, 401]
     assert await db.fetchval("SELECT revoked_reason FROM sessions") == "reuse"
+    assert len(await reuse_emails(notifier_queue)) == 1
 
 
 async def test_unknown_and_malformed_refresh_tokens_get_one_answer(
@@ -366,22 +458,32 @@ async def test_ending_the_others_keeps_only_the_current_session(
 # --- what else ends sessions ----------------------------------------------------------------
 
 
-async def test_a_password_change_ends_every_session(
+async def test_a_password_change_ends_every_session_and_keeps_the_device_signed_in(
     client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
 ) -> None:
     await add_user(db, settings)
-    tokens = await log_in(client)
+    phone = await log_in(client, user_agent="phone/1.0")
+    laptop = await log_in(client, user_agent="laptop/1.0")
 
     changed = await client.post(
         "/api/v1/users/me/password",
         json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-        headers=bearer(tokens["access_token"]),
+        headers=bearer(laptop["access_token"]) | {"User-Agent": "laptop/1.0"},
     )
 
     assert changed.status_code == 200
-    assert (await refresh(client, tokens["refresh_token"])).status_code == 401
-    assert await db.fetchval("SELECT revoked_reason FROM sessions") == "password_changed"
-    assert await me(client, changed.json()["access_token"]) == 200
+    fresh = changed.json()
+    assert set(fresh) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    for old in (phone, laptop):
+        assert (await refresh(client, old["refresh_token"])).status_code == 401
+        assert await me(client, old["access_token"]) == 401
+    ended = await db.fetch("SELECT revoked_reason FROM sessions WHERE revoked_at IS NOT NULL")
+    assert [row["revoked_reason"] for row in ended] == ["password_changed"] * 2
+    # The device that changed it has a session of its own, listed as current.
+    assert await me(client, fresh["access_token"]) == 200
+    listed = (await client.get(SESSIONS_URL, headers=bearer(fresh["access_token"]))).json()
+    assert [(entry["user_agent"], entry["current"]) for entry in listed] == [("laptop/1.0", True)]
+    assert (await refresh(client, fresh["refresh_token"])).status_code == 200
 
 
 async def test_deleting_the_account_deletes_its_sessions(

@@ -38,6 +38,7 @@ from herald_shared.tasks import (
     SEND_EMAIL_CHANGED_EMAIL,
     SEND_PASSWORD_CHANGED_EMAIL,
     SEND_PASSWORD_RESET_EMAIL,
+    SEND_SESSION_REUSE_EMAIL,
     SEND_VERIFICATION_EMAIL,
     SEND_WELCOME_EMAIL,
     Task,
@@ -54,6 +55,7 @@ from herald_testing.messages import (
     link_token,
     password_changed_email,
     password_reset_email,
+    session_reuse_email,
     verification_email,
     welcome_email,
     welcome_email_v1,
@@ -316,6 +318,11 @@ async def test_a_version_1_welcome_still_goes_out_without_a_link(
             "Your Herald email address was changed",
             "emails about your account now go to the new address.",
         ),
+        (
+            session_reuse_email,
+            "A Herald session was signed out for your safety",
+            "so we signed that session out.",
+        ),
     ],
     ids=[
         "verification-requested",
@@ -325,6 +332,7 @@ async def test_a_version_1_welcome_still_goes_out_without_a_link(
         "password-changed",
         "email-change",
         "email-changed",
+        "session-reuse",
     ],
 )
 async def test_each_account_email_goes_to_its_recipient_with_its_subject(
@@ -476,6 +484,7 @@ refused as malformed before anything is rendered."""
         (SEND_PASSWORD_CHANGED_EMAIL, password_changed_email),
         (SEND_EMAIL_CHANGE_EMAIL, email_change_email),
         (SEND_EMAIL_CHANGED_EMAIL, email_changed_email),
+        (SEND_SESSION_REUSE_EMAIL, session_reuse_email),
     ],
     ids=lambda value: value.name if isinstance(value, Task) else "",
 )

@@ -22,11 +22,9 @@ from herald_shared.brand import Brand
 from herald_shared.locales import LOCALES
 from herald_shared.messages import AccountEmail
 from herald_testing.messages import (
+    EMAILS,
     LINK_SECRET,
-    account_exists_email,
-    email_change_email,
     email_changed_email,
-    password_changed_email,
     password_reset_email,
     verification_email,
     welcome_email,
@@ -44,15 +42,8 @@ BRAND = Brand(
     logo_url="https://cdn.acme.example.org/logo.png",
 )
 
-KINDS: dict[str, Callable[..., AccountEmail]] = {
-    "welcome": welcome_email,
-    "verification": verification_email,
+KINDS: dict[str, Callable[..., AccountEmail]] = EMAILS | {
     "verification_reminder": lambda **fields: verification_email(reason="reminder", **fields),
-    "account_exists": account_exists_email,
-    "password_reset": password_reset_email,
-    "password_changed": password_changed_email,
-    "email_change": email_change_email,
-    "email_changed": email_changed_email,
 }
 """A message of every kind and variant the catalogue has, by subject name."""
 
@@ -65,6 +56,7 @@ GERMAN_SUBJECTS = {
     "password_changed": "Dein Acme-Passwort wurde geändert",
     "email_change": "Bestätige deine neue E-Mail-Adresse für Acme",
     "email_changed": "Deine E-Mail-Adresse bei Acme wurde geändert",
+    "session_reuse": "Eine Acme-Sitzung wurde zu deiner Sicherheit abgemeldet",
 }
 
 

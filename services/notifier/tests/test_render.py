@@ -24,6 +24,7 @@ from herald_shared.messages import AccountEmail, EmailLink, WelcomeEmail
 from herald_shared.tasks import TASKS
 from herald_shared.tokens import Purpose
 from herald_testing.messages import (
+    EMAILS,
     LINK_SECRET,
     account_exists_email,
     email_change_email,
@@ -31,6 +32,7 @@ from herald_testing.messages import (
     link_token,
     password_changed_email,
     password_reset_email,
+    session_reuse_email,
     verification_email,
     verification_link,
     welcome_email,
@@ -46,15 +48,7 @@ PAGES: dict[Purpose, str] = {
     "change_email": VERIFY_URL,
 }
 
-MAKERS: dict[str, Callable[..., AccountEmail]] = {
-    "welcome": welcome_email,
-    "verification": verification_email,
-    "account_exists": account_exists_email,
-    "password_reset": password_reset_email,
-    "password_changed": password_changed_email,
-    "email_change": email_change_email,
-    "email_changed": email_changed_email,
-}
+MAKERS: dict[str, Callable[..., AccountEmail]] = EMAILS
 """A valid message of each kind of email, by the name of its template."""
 
 
@@ -381,6 +375,50 @@ def test_password_changed_email_says_when_and_what_to_do_and_has_no_link(
         assert "http" not in unmarked(body)
 
 
+def test_session_reuse_email_says_which_session_was_ended_and_what_to_do(
+    renderer: Renderer,
+) -> None:
+    detected = datetime(2026, 12, 6, 9, 5, tzinfo=UTC)
+    started = datetime(2026, 12, 1, 18, 30, tzinfo=UTC)
+    message = session_reuse_email(
+        email="zoe@example.com",
+        display_name="Zoë",
+        requested_at=detected,
+        session_started_at=started,
+        user_agent='Evil/1.0 <script>alert("x")</script>',
+        client_network="203.0.113.7",
+    )
+
+    _, parsed = on_the_wire(rendered(renderer, message))
+
+    assert parsed["Subject"] == "A Herald session was signed out for your safety"
+    assert parsed["To"].addresses == (Address("Zoë", addr_spec="zoe@example.com"),)
+    text, html = bodies(parsed)["text/plain"], bodies(parsed)["text/html"]
+    for body in (text, html):
+        assert "Hello Zoë," in body
+        assert "On December 6, 2026, 9:05 AM UTC, a sign-in token" in said(body)
+        assert "so we signed that session out." in said(body)
+        assert "signed in on December 1, 2026, 6:30 PM UTC" in said(body)
+        assert "network: 203.0.113.7" in said(body)
+        assert "change your password: that signs out every other session too." in said(body)
+        assert "#token=" not in body
+    # The client's own words, shown as text: never markup in the HTML part.
+    assert 'browser or app: Evil/1.0 <script>alert("x")</script>' in text
+    assert "<script>" not in html
+    assert "Evil/1.0 &lt;script&gt;" in html
+
+
+def test_a_session_reuse_email_without_device_or_network_leaves_those_lines_out(
+    renderer: Renderer,
+) -> None:
+    message = session_reuse_email(user_agent=None, client_network=None)
+
+    for body in bodies(rendered(renderer, message)).values():
+        assert "signed in on" in said(body)
+        assert "browser or app" not in body
+        assert "network:" not in body
+
+
 def test_email_change_email_links_to_the_verify_page_with_a_change_email_token(
     renderer: Renderer,
 ) -> None:
@@ -703,6 +741,7 @@ def test_render_makes_each_kind_of_email(renderer: Renderer) -> None:
         "Your Herald password was changed",
         "Confirm your new email address for Herald",
         "Your Herald email address was changed",
+        "A Herald session was signed out for your safety",
     }
     assert subjects == {source % {"product": "Herald"} for source in SUBJECTS.values()}
 

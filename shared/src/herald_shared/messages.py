@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from herald_shared.locales import DEFAULT_LOCALE, LocaleTag
-from herald_shared.text import DisplayName
+from herald_shared.text import DisplayName, UserAgent
 from herald_shared.tokens import TokenId
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "MessageError",
     "PasswordChangedEmail",
     "PasswordResetEmail",
+    "SessionReuseEmail",
     "VerificationEmail",
     "WelcomeEmail",
 ]
@@ -237,3 +238,27 @@ class EmailChangedEmail(AccountEmail):
     SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
 
     schema_version: Literal[1, 2] = 2
+
+
+class SessionReuseEmail(AccountEmail):
+    """Tell an account holder that a replaced refresh token of one of their sessions
+    was used again, so that session was ended (reuse detection, RFC 9700 §4.14).
+
+    Someone else may hold a copy of that session's tokens: the email says which
+    session (when it started, its browser or app, its network) and what to do.
+    A type born with locales: version 1 carries one.
+    """
+
+    SUPPORTED_VERSIONS: ClassVar[frozenset[int]] = frozenset({1})
+    LOCALE_SINCE: ClassVar[int] = 1
+
+    schema_version: Literal[1] = 1
+    session_started_at: AwareDatetime
+    user_agent: UserAgent | None = Field(
+        default=None, description="The session's browser or app, as it said."
+    )
+    client_network: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Where the session started: an IPv4 address or an IPv6 /64.",
+    )

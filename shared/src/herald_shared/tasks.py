@@ -23,6 +23,7 @@ from herald_shared.messages import (
     Message,
     PasswordChangedEmail,
     PasswordResetEmail,
+    SessionReuseEmail,
     VerificationEmail,
     WelcomeEmail,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "SEND_EMAIL_CHANGE_EMAIL",
     "SEND_PASSWORD_CHANGED_EMAIL",
     "SEND_PASSWORD_RESET_EMAIL",
+    "SEND_SESSION_REUSE_EMAIL",
     "SEND_VERIFICATION_EMAIL",
     "SEND_WELCOME_EMAIL",
     "TASKS",
@@ -140,6 +142,7 @@ SEND_PASSWORD_RESET_EMAIL = _email_task("send_password_reset_email", PasswordRes
 SEND_PASSWORD_CHANGED_EMAIL = _email_task("send_password_changed_email", PasswordChangedEmail)
 SEND_EMAIL_CHANGE_EMAIL = _email_task("send_email_change_email", EmailChangeEmail)
 SEND_EMAIL_CHANGED_EMAIL = _email_task("send_email_changed_email", EmailChangedEmail)
+SEND_SESSION_REUSE_EMAIL = _email_task("send_session_reuse_email", SessionReuseEmail)
 
 TASKS: dict[str, Task[Any]] = {
     task.name: task
@@ -151,6 +154,7 @@ TASKS: dict[str, Task[Any]] = {
         SEND_PASSWORD_CHANGED_EMAIL,
         SEND_EMAIL_CHANGE_EMAIL,
         SEND_EMAIL_CHANGED_EMAIL,
+        SEND_SESSION_REUSE_EMAIL,
     )
 }
 

@@ -6,9 +6,9 @@ import re
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
-__all__ = ["ENCODED_WORD", "DisplayName"]
+__all__ = ["ENCODED_WORD", "USER_AGENT_LENGTH", "DisplayName", "UserAgent", "as_printable"]
 
 
 def _printable(value: str) -> str:
@@ -39,3 +39,28 @@ DisplayName = Annotated[
     AfterValidator(_printable),
 ]
 """A person's display name: 1..100 printable characters, trimmed."""
+
+
+USER_AGENT_LENGTH = 256
+"""How much of a client's ``User-Agent`` Herald keeps."""
+
+
+def as_printable(value: str, *, max_length: int = USER_AGENT_LENGTH) -> str:
+    """``value`` with every control, format or surrogate character made a space, runs
+    of whitespace made one, trimmed and cut to ``max_length``: text a client sent
+    that is shown back to a person (a session's browser), never refused for it."""
+    kept = "".join(
+        " " if unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zl", "Zp"} else char
+        for char in value
+    )
+    return " ".join(kept.split())[:max_length]
+
+
+def _as_printable(value: object) -> object:
+    return as_printable(value) if isinstance(value, str) else value
+
+
+UserAgent = Annotated[
+    str, BeforeValidator(_as_printable), StringConstraints(max_length=USER_AGENT_LENGTH)
+]
+"""A client's ``User-Agent``, made printable and cut to ``USER_AGENT_LENGTH``."""

@@ -48,3 +48,10 @@ async def wait_for_job(
 def finished(job: Job) -> bool:
     """The job is over: complete, failed or aborted."""
     return job.status in TERMINAL_STATUSES
+
+
+async def queued(queue: Queue, function: str) -> list[dict[str, Any]]:
+    """The payloads of ``queue``'s queued jobs of ``function``, oldest first."""
+    info = await queue.info(jobs=True)
+    jobs = sorted(info["jobs"], key=lambda job: job["queued"])
+    return [job["kwargs"]["payload"] for job in jobs if job["function"] == function]

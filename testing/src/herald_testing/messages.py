@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from herald_shared.messages import (
     EmailLink,
     PasswordChangedEmail,
     PasswordResetEmail,
+    SessionReuseEmail,
     VerificationEmail,
     WelcomeEmail,
 )
@@ -108,3 +110,26 @@ def email_change_email(**fields: Any) -> EmailChangeEmail:
 def email_changed_email(**fields: Any) -> EmailChangedEmail:
     """An ``EmailChangedEmail`` to the previous address; ``fields`` override."""
     return EmailChangedEmail(**(_account_fields() | fields))
+
+
+def session_reuse_email(**fields: Any) -> SessionReuseEmail:
+    """A ``SessionReuseEmail`` about a session started a day ago on a phone."""
+    defaults = _account_fields() | {
+        "session_started_at": datetime.now(UTC) - timedelta(days=1),
+        "user_agent": "Mozilla/5.0 (Android 15; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
+        "client_network": "2001:db8:4:2::/64",
+    }
+    return SessionReuseEmail(**(defaults | fields))
+
+
+EMAILS: dict[str, Callable[..., AccountEmail]] = {
+    "welcome": welcome_email,
+    "verification": verification_email,
+    "account_exists": account_exists_email,
+    "password_reset": password_reset_email,
+    "password_changed": password_changed_email,
+    "email_change": email_change_email,
+    "email_changed": email_changed_email,
+    "session_reuse": session_reuse_email,
+}
+"""A maker of a valid message of each kind of email, by the name of its template."""

@@ -305,7 +305,13 @@ FUZZ_MAX_EXAMPLES = 200
 """Generated cases per operation and phase: the run stays well under 3 minutes on 2 cores."""
 
 
+FUZZ_REFRESH_SESSIONS = 6
+"""Sessions whose real refresh tokens the fuzzer sends to /api/v1/auth/refresh."""
+
 FUZZ_CONFIG = """\
+[dictionaries.refresh-tokens]
+from-file = "refresh-tokens.dict"
+
 [[operations]]
 include-path-regex = "^/internal/"
 headers = { Authorization = "Bearer ${HERALD_INTERNAL_TOKEN}" }
@@ -313,29 +319,67 @@ headers = { Authorization = "Bearer ${HERALD_INTERNAL_TOKEN}" }
 [[operations]]
 include-path-regex = "^/api/v1/users/me"
 headers = { Authorization = "Bearer ${HERALD_FUZZ_ACCESS_TOKEN}" }
+
+[[operations]]
+include-path = "/api/v1/auth/refresh"
+parameters = { "body.refresh_token" = { dictionary = "refresh-tokens", probability = 0.5 } }
+
+[[operations]]
+include-path = "/api/v1/auth/logout"
+headers = { Authorization = "Bearer ${HERALD_FUZZ_LOGOUT_TOKEN}" }
 """
-"""schemathesis.toml of a fuzz run: the internal token for /internal/v1, and a real
+"""schemathesis.toml of a fuzz run: the internal token for /internal/v1; a real
 account's access token for the caller's own account (whose password the fuzzer
-never guesses: the account outlives the run)."""
+never guesses: the account outlives the run); and, of a second account (so that
+ending "every other session" on the first spares them), real refresh tokens for
+half the refreshes (rotated, replayed in and past the grace window) and an access
+token for logout."""
 
 
-async def verified_account_token(stack: LocalRun) -> str:
-    """Sign a fresh account up on ``stack``, verify it by its emailed link, log in:
-    the access token."""
+@dataclass(frozen=True)
+class FuzzCredentials:
+    """What the fuzzer authenticates with (``FUZZ_CONFIG``)."""
+
+    access_token: str
+    """Of the account ``/api/v1/users/me*`` is fuzzed as."""
+    refresh_tokens: list[str]
+    """Of ``FUZZ_REFRESH_SESSIONS`` sessions of another account."""
+    logout_token: str
+    """An access token of that other account, for ``/api/v1/auth/logout``."""
+
+
+async def verified_account(api: httpx.AsyncClient, inbox: MailDevClient) -> str:
+    """Sign a fresh account up, verify it by its emailed link: its address."""
+    address = await sign_up(api)
+    welcome = await inbox.wait_for_email(address, within=15.0)
+    token = re.search(r"#token=([A-Za-z0-9_-]{43})", str(welcome["text"]))
+    assert token is not None, "the welcome email has no verification link"
+    verified = await api.post("/api/v1/auth/verify", json={"token": token[1]})
+    assert verified.status_code == 200, verified.text
+    return address
+
+
+async def logged_in(api: httpx.AsyncClient, address: str) -> dict[str, str]:
+    """A new session of ``address``: the login's answer."""
+    login = await api.post("/api/v1/auth/token", data={"username": address, "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    answer: dict[str, str] = login.json()
+    return answer
+
+
+async def fuzz_credentials(stack: LocalRun) -> FuzzCredentials:
+    """Two fresh verified accounts on ``stack`` and their sessions (``FuzzCredentials``)."""
     inbox = MailDevClient(stack.maildev_url)
     try:
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as api:
-            address = await sign_up(api)
-            welcome = await inbox.wait_for_email(address, within=15.0)
-            token = re.search(r"#token=([A-Za-z0-9_-]{43})", str(welcome["text"]))
-            assert token is not None, "the welcome email has no verification link"
-            verified = await api.post("/api/v1/auth/verify", json={"token": token[1]})
-            assert verified.status_code == 200, verified.text
-            login = await api.post(
-                "/api/v1/auth/token", data={"username": address, "password": PASSWORD}
+            own = await logged_in(api, await verified_account(api, inbox))
+            other = await verified_account(api, inbox)
+            sessions = [await logged_in(api, other) for _ in range(FUZZ_REFRESH_SESSIONS)]
+            return FuzzCredentials(
+                access_token=own["access_token"],
+                refresh_tokens=[session["refresh_token"] for session in sessions],
+                logout_token=(await logged_in(api, other))["access_token"],
             )
-            assert login.status_code == 200, login.text
-            return str(login.json()["access_token"])
     finally:
         await inbox.aclose()
 
@@ -369,10 +413,17 @@ def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
             flush=True,
         )
         # Each credential goes only to the operations that read it (by path), as
-        # ${VARIABLES}, so no secret is written to a file.
+        # ${VARIABLES}; only the refresh tokens (a dictionary has no variables) are
+        # written, with the logs, and they die with this run's stack.
         (stack.log_dir / "schemathesis.toml").write_text(FUZZ_CONFIG)
-        access_token = asyncio.run(verified_account_token(stack))
-        env = stack.env | {"HERALD_FUZZ_ACCESS_TOKEN": access_token}
+        credentials = asyncio.run(fuzz_credentials(stack))
+        (stack.log_dir / "refresh-tokens.dict").write_text(
+            "".join(f'"{token}"\n' for token in credentials.refresh_tokens)
+        )
+        env = stack.env | {
+            "HERALD_FUZZ_ACCESS_TOKEN": credentials.access_token,
+            "HERALD_FUZZ_LOGOUT_TOKEN": credentials.logout_token,
+        }
         # cwd: schemathesis reads ./schemathesis.toml, and keeps its crash cache in
         # ./.schemathesis; both stay with the logs.
         status = subprocess.call(command, env=env, cwd=stack.log_dir)

@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             infrastructure = await stack.enter_async_context(open_infrastructure(settings))
             outbox = await stack.enter_async_context(open_outbox(infrastructure))
-            auth = await stack.enter_async_context(open_auth(infrastructure))
+            auth = await stack.enter_async_context(open_auth(infrastructure, outbox))
             app.state.infrastructure = infrastructure
             app.state.outbox = outbox
             app.state.auth = auth

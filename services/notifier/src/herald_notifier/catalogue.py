@@ -30,6 +30,7 @@ from herald_shared.messages import (
     EmailLink,
     PasswordChangedEmail,
     PasswordResetEmail,
+    SessionReuseEmail,
     VerificationEmail,
     WelcomeEmail,
 )
@@ -39,6 +40,7 @@ from herald_shared.tasks import (
     SEND_EMAIL_CHANGED_EMAIL,
     SEND_PASSWORD_CHANGED_EMAIL,
     SEND_PASSWORD_RESET_EMAIL,
+    SEND_SESSION_REUSE_EMAIL,
     SEND_VERIFICATION_EMAIL,
     SEND_WELCOME_EMAIL,
     Task,
@@ -129,6 +131,16 @@ def _changed_at(message: PasswordChangedEmail | EmailChangedEmail) -> dict[str, 
     return {"changed_at": message.requested_at}
 
 
+def _reused_session(message: SessionReuseEmail) -> dict[str, Any]:
+    # The client's own words (its User-Agent) and network: autoescaped in the HTML.
+    return {
+        "detected_at": message.requested_at,
+        "started_at": message.session_started_at,
+        "device": message.user_agent,
+        "network": message.client_network,
+    }
+
+
 def _reminder(message: VerificationEmail) -> str | None:
     return "reminder" if message.reason == "reminder" else None
 
@@ -183,6 +195,12 @@ CATALOGUE: tuple[EmailKind[Any], ...] = (
         template="email_changed",
         subject=N_("Your %(product)s email address was changed"),
         context=_changed_at,
+    ),
+    EmailKind[SessionReuseEmail](
+        task=SEND_SESSION_REUSE_EMAIL,
+        template="session_reuse",
+        subject=N_("A %(product)s session was signed out for your safety"),
+        context=_reused_session,
     ),
 )
 """Every email the notifier sends (sent to ``message.email``: for an email

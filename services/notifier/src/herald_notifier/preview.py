@@ -32,6 +32,7 @@ from herald_shared.messages import (
     EmailLink,
     PasswordChangedEmail,
     PasswordResetEmail,
+    SessionReuseEmail,
     VerificationEmail,
     WelcomeEmail,
 )
@@ -64,6 +65,13 @@ _MAKERS: dict[str, Callable[[dict[str, Any]], AccountEmail]] = {
         confirmation=_link(timedelta(hours=48)), **(fields | {"email": "ada.new@example.com"})
     ),
     "email_changed": lambda fields: EmailChangedEmail(**fields),
+    "session_reuse": lambda fields: SessionReuseEmail(
+        session_started_at=_NOW - timedelta(days=3, hours=2),
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+        client_network="2001:db8:4:2::/64",
+        **fields,
+    ),
 }
 
 KINDS: tuple[str, ...] = tuple(SUBJECTS)

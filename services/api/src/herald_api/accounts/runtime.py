@@ -30,6 +30,7 @@ def build_accounts(infrastructure: Infrastructure, outbox: Outbox, auth: Auth) -
             hasher=auth.hasher,
             tokens=auth.tokens,
             links=policy,
+            login_sessions=auth.login_sessions,
         ),
         housekeeping=Housekeeping(
             sessions=infrastructure.sessions, dispatcher=outbox.dispatcher, links=policy

@@ -25,8 +25,14 @@ from herald_api.accounts.links import CHANGE_EMAIL, RESET_PASSWORD, VERIFY_EMAIL
 from herald_api.accounts.schemas import UserCreate
 from herald_api.auth.models import User
 from herald_api.auth.passwords import PasswordHasher
-from herald_api.auth.sessions import EndReason, end_sessions
-from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
+from herald_api.auth.sessions import (
+    EndReason,
+    SessionService,
+    TokenPair,
+    end_sessions,
+    open_session,
+)
+from herald_api.auth.tokens import AccessTokens
 from herald_api.outbox import Dispatcher, OutboxMessage
 from herald_shared.locales import DEFAULT_LOCALE
 from herald_shared.messages import (
@@ -97,10 +103,11 @@ class ConfirmedPassword:
 
 @dataclass(frozen=True)
 class PasswordChanged:
-    """The user as changed (its new token version) and a fresh access token for it."""
+    """The user as changed (its new token version) and the tokens of the new session
+    of the device that changed it."""
 
     user: User
-    token: IssuedToken
+    tokens: TokenPair
 
 
 class _Staged(NamedTuple):
@@ -119,6 +126,7 @@ class AccountService:
     hasher: PasswordHasher
     tokens: AccessTokens
     links: LinkPolicy
+    login_sessions: SessionService
     request_id: str | None = None
     """The request the messages staged are caused by (``for_request``)."""
 
@@ -352,11 +360,18 @@ class AccountService:
         return ConfirmedPassword(user_id=user_id, password_hash=password_hash)
 
     async def change_password(
-        self, user: User, *, current_password: str, new_password: str
+        self,
+        user: User,
+        *,
+        current_password: str,
+        new_password: str,
+        user_agent: str | None,
+        client: str,
     ) -> PasswordChanged:
-        """Replace ``user``'s password after checking ``current_password``, and issue a
-        fresh access token (every earlier one stops working, and every session ends:
-        the new token belongs to none, so the client logs in again for a refresh token).
+        """Replace ``user``'s password after checking ``current_password``: every
+        session ends and every earlier access token stops working, and the device
+        that changed it gets a new session (``user_agent``, ``client``), in the same
+        transaction.
 
         Raises ``WrongPasswordError`` when ``current_password`` is not the account's
         (or the password changed meanwhile).
@@ -379,11 +394,19 @@ class AccountService:
                 )
                 raise WrongPasswordError
             changed_user, notice = changed
+            opened = open_session(
+                session,
+                user_id=changed_user.id,
+                user_agent=user_agent,
+                client=client,
+                policy=self.login_sessions.policy,
+            )
+            version = changed_user.token_version
             await session.commit()
             log.info("password.changed", user_id=str(confirmed.user_id))
             await self.dispatcher.publish_after_commit(session, notice, user_id=confirmed.user_id)
-        claims = AccessClaims(user_id=changed_user.id, version=changed_user.token_version)
-        return PasswordChanged(user=changed_user, token=self.tokens.issue(claims))
+        tokens = self.login_sessions.first_pair(opened, version=version)
+        return PasswordChanged(user=changed_user, tokens=tokens)
 
     async def request_email_change(
         self, *, user_id: uuid.UUID, new_email: str, idempotency: Claim | None = None

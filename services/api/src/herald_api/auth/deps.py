@@ -94,7 +94,7 @@ class Caller:
 
     user: User
     session_id: uuid.UUID | None
-    """None only for the token a password change answers with (it has no session)."""
+    """None only for a token issued before sessions existed (``AccessClaims.session_id``)."""
 
 
 async def get_caller(

@@ -1,5 +1,6 @@
 """The users table (who may log in, with which password hash and token version) and the
-sessions table (one row per login, holding its refresh token's hash)."""
+sessions table (one row per login, holding its refresh token's hash), with the hashes of
+the refresh tokens its rotations retired."""
 
 from __future__ import annotations
 
@@ -112,3 +113,16 @@ class LoginSession(SQLModel, table=True):
     )
     revoked_reason: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     """logout, ended, ended_by_other, reuse, password_changed, password_reset."""
+
+
+class RetiredRefreshToken(SQLModel, table=True):
+    """A refresh token of a session replaced before its last rotation (only its
+    SHA-256): presented again, it ends its session as a reuse."""
+
+    __tablename__ = "retired_refresh_tokens"
+    __table_args__ = (Index("retired_refresh_tokens_session_idx", "session_id"),)
+
+    token_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    session_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False)
+    )

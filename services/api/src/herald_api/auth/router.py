@@ -14,7 +14,7 @@ from herald_api.auth.http import RATE_LIMIT_RESPONSES, rate_limit_responses, tok
 from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
 from herald_api.auth.schemas import Email, RefreshRequest, TokenPairBody
 from herald_api.auth.sessions import InvalidRefreshTokenError
-from herald_api.core.deps import ClientAddressDep
+from herald_api.core.deps import ClientAddressDep, RequestIdDep
 from herald_api.core.errors import (
     BODY_RESPONSES,
     BODY_TOO_LARGE,
@@ -126,6 +126,7 @@ async def refresh_tokens(
     response: Response,
     limits: RateLimitsDep,
     sessions: SessionServiceDep,
+    request_id: RequestIdDep,
 ) -> TokenPairBody:
     """Exchange a refresh token for a new access token and a new refresh token.
 
@@ -133,8 +134,9 @@ async def refresh_tokens(
     within ``HERALD_REFRESH_GRACE_SECONDS`` (default 5 s: two refreshes of one
     client at once), it is accepted and answered with another fresh pair, which
     replaces the first one's. Sent again later, it is taken for a stolen token
-    (RFC 9700 §4.14): the session ends, every token of it stops working, and
-    the answer is 401.
+    (RFC 9700 §4.14): the session ends, every token of it stops working, the
+    answer is 401, and the account's owner is emailed which session it was.
+    So does any earlier token of the session, however old.
 
     Rate limits: ``HERALD_RATE_LIMIT_REFRESH_PER_CLIENT`` (120 a minute) counts
     every refresh of the client address before any other work, unknown tokens
@@ -147,7 +149,7 @@ async def refresh_tokens(
     try:
         session_id = await sessions.session_of(refresh_token=body.refresh_token)
         await limits.check_subject("refresh", session=session_id)
-        pair = await sessions.refresh(refresh_token=body.refresh_token)
+        pair = await sessions.refresh(refresh_token=body.refresh_token, request_id=request_id)
     except InvalidRefreshTokenError:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN

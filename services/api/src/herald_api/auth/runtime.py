@@ -15,6 +15,7 @@ from herald_api.auth.ratelimit import RateLimiter
 from herald_api.auth.sessions import SessionPolicy, SessionService
 from herald_api.auth.tokens import AccessTokens
 from herald_api.core.infrastructure import Infrastructure
+from herald_api.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -29,8 +30,9 @@ class Auth:
 
 
 @asynccontextmanager
-async def open_auth(infrastructure: Infrastructure) -> AsyncIterator[Auth]:
-    """Build auth's parts from the settings; close the hasher and the limiter when closing."""
+async def open_auth(infrastructure: Infrastructure, outbox: Outbox) -> AsyncIterator[Auth]:
+    """Build auth's parts from the settings (sessions stage their reuse emails in
+    ``outbox``); close the hasher and the limiter when closing."""
     settings = infrastructure.settings
     hasher = PasswordHasher(
         memory_kib=settings.argon2_memory_kib,
@@ -52,6 +54,7 @@ async def open_auth(infrastructure: Infrastructure) -> AsyncIterator[Auth]:
         sessions=infrastructure.sessions,
         tokens=tokens,
         policy=SessionPolicy.from_settings(settings),
+        dispatcher=outbox.dispatcher,
     )
     try:
         yield Auth(

@@ -9,7 +9,11 @@ is kept, as a hash, for ``HERALD_REFRESH_GRACE_SECONDS``:
   accepted again and gets a fresh pair; the pair the first refresh got is then
   replaced too (a client keeps the pair of its last answer);
 - presented later, it was stolen or replayed (RFC 9700 §4.14): the whole session
-  ends and ``session.reuse_detected`` is logged.
+  ends, ``session.reuse_detected`` is logged, and the owner is emailed (a
+  ``SessionReuseEmail`` staged in the outbox in the same transaction).
+
+Each rotation retires the token replaced before (``RetiredRefreshToken``), so any
+earlier token of the family, however old, is a reuse too.
 
 Every other failure (unknown, ended or expired token) is one ``InvalidRefreshTokenError``.
 """
@@ -24,7 +28,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn
 
 import structlog
 from sqlalchemy import ColumnElement, and_, func, or_
@@ -32,16 +36,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from herald_api.auth.models import LoginSession, User
+from herald_api.auth.models import LoginSession, RetiredRefreshToken, User
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.core.settings import Settings
+from herald_api.outbox import Dispatcher
+from herald_shared.messages import SessionReuseEmail
+from herald_shared.text import as_printable
 
 log = structlog.get_logger(__name__)
 
 REFRESH_TOKEN_BYTES = 32
 """256 bits of the OS CSPRNG per refresh token."""
-
-USER_AGENT_LENGTH = 256
 
 EndReason = Literal[
     "logout", "ended", "ended_by_other", "reuse", "password_changed", "password_reset"
@@ -121,41 +126,40 @@ class SessionService:
         sessions: async_sessionmaker[AsyncSession],
         tokens: AccessTokens,
         policy: SessionPolicy,
+        dispatcher: Dispatcher,
     ) -> None:
         self.sessions = sessions
         self.tokens = tokens
         self.policy = policy
+        self.dispatcher = dispatcher
 
     async def start(
         self, *, user_id: uuid.UUID, version: int, user_agent: str | None, client: str
     ) -> TokenPair:
         """A new session of ``user_id`` (at login), with its first pair of tokens."""
-        refresh_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
-        now = datetime.now(UTC)
-        row = LoginSession(
-            user_id=user_id,
-            token_hash=token_digest(refresh_token),
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + self.policy.max_age,
-            user_agent=None if not user_agent else user_agent[:USER_AGENT_LENGTH],
-            client_network=client_network(client),
-        )
-        session_id = row.id
         async with self.sessions() as session:
-            session.add(row)
+            opened = open_session(
+                session, user_id=user_id, user_agent=user_agent, client=client, policy=self.policy
+            )
             await session.commit()
-        log.info("session.started", user_id=str(user_id), session_id=str(session_id))
-        claims = AccessClaims(user_id=user_id, version=version, session_id=session_id)
+        return self.first_pair(opened, version=version)
+
+    def first_pair(self, opened: OpenedSession, *, version: int) -> TokenPair:
+        """The tokens of a session ``open_session`` started (and its caller committed)."""
+        log.info("session.started", user_id=str(opened.user_id), session_id=str(opened.id))
+        claims = AccessClaims(user_id=opened.user_id, version=version, session_id=opened.id)
         return TokenPair(
-            access=self.tokens.issue(claims), refresh_token=refresh_token, session_id=session_id
+            access=self.tokens.issue(claims),
+            refresh_token=opened.refresh_token,
+            session_id=opened.id,
         )
 
-    async def refresh(self, *, refresh_token: str) -> TokenPair:
+    async def refresh(self, *, refresh_token: str, request_id: str | None = None) -> TokenPair:
         """Exchange ``refresh_token`` for a new pair (rotation); see the module's rules.
 
         The new access token carries the user's current token version, read in the
-        same transaction. Raises ``InvalidRefreshTokenError``.
+        same transaction. Raises ``InvalidRefreshTokenError``. ``request_id``: the
+        request a reuse email is caused by.
         """
         digest = token_digest(refresh_token)
         async with self.sessions() as session:
@@ -170,11 +174,10 @@ class SessionService:
                 .with_for_update()
             )
             row = (await session.exec(query)).first()
+            if row is None:
+                await self._refuse_unknown_or_retired(session, digest, request_id=request_id)
             # Read after the lock: a refresh that held it first rotated before this "now".
             now = datetime.now(UTC)
-            if row is None:
-                log.info("session.refresh_refused", reason="unknown")
-                raise InvalidRefreshTokenError
             ids = {"user_id": str(row.user_id), "session_id": str(row.id)}
             if not is_live(row, self.policy, now=now):
                 log.info("session.refresh_refused", reason="ended_or_expired", **ids)
@@ -183,14 +186,15 @@ class SessionService:
             if not current:
                 rotated_at = row.rotated_at
                 if rotated_at is None or now - rotated_at >= self.policy.grace:
-                    row.revoked_at = now
-                    row.revoked_reason = "reuse"
-                    await session.commit()
-                    log.warning("session.reuse_detected", **ids)
+                    await self._end_reused(session, row, now=now, request_id=request_id)
                     raise InvalidRefreshTokenError
                 log.info("session.refresh_in_grace", **ids)
             new_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
             if current:
+                if row.previous_token_hash is not None:
+                    session.add(
+                        RetiredRefreshToken(token_hash=row.previous_token_hash, session_id=row.id)
+                    )
                 row.previous_token_hash = row.token_hash
                 row.rotated_at = now
             row.token_hash = token_digest(new_token)
@@ -208,6 +212,64 @@ class SessionService:
             access=self.tokens.issue(claims), refresh_token=new_token, session_id=session_id
         )
 
+    async def _refuse_unknown_or_retired(
+        self, session: AsyncSession, digest: str, *, request_id: str | None
+    ) -> NoReturn:
+        """Refuse a token that is neither a session's current nor its previous one: a
+        retired token of a session in force ends that session as a reuse first."""
+        query = (
+            select(LoginSession)
+            .join(RetiredRefreshToken, col(RetiredRefreshToken.session_id) == col(LoginSession.id))
+            .where(col(RetiredRefreshToken.token_hash) == digest)
+            .with_for_update(of=LoginSession)
+        )
+        row = (await session.exec(query)).first()
+        now = datetime.now(UTC)
+        if row is None:
+            log.info("session.refresh_refused", reason="unknown")
+        elif not is_live(row, self.policy, now=now):
+            ids = {"user_id": str(row.user_id), "session_id": str(row.id)}
+            log.info("session.refresh_refused", reason="ended_or_expired", **ids)
+        else:
+            await self._end_reused(session, row, now=now, request_id=request_id)
+        raise InvalidRefreshTokenError
+
+    async def _end_reused(
+        self,
+        session: AsyncSession,
+        row: LoginSession,
+        *,
+        now: datetime,
+        request_id: str | None,
+    ) -> None:
+        """End the locked session ``row`` for reuse, stage its owner's email, commit,
+        and push the email (the relay does, if Redis fails now)."""
+        row.revoked_at = now
+        row.revoked_reason = "reuse"
+        owner = await session.get(User, row.user_id)
+        notice = None
+        if owner is not None:  # else the user is gone, and the cascade takes the row
+            notice = SessionReuseEmail(
+                user_id=owner.id,
+                email=owner.email,
+                display_name=owner.display_name,
+                locale=owner.locale,
+                request_id=request_id,
+                session_started_at=row.created_at,
+                user_agent=row.user_agent,
+                client_network=row.client_network,
+            )
+            await self.dispatcher.stage(session, notice)
+        await session.commit()
+        log.warning(
+            "session.reuse_detected",
+            user_id=str(row.user_id),
+            session_id=str(row.id),
+            message_id=None if notice is None else str(notice.message_id),
+        )
+        if notice is not None:
+            await self.dispatcher.publish_after_commit(session, notice, user_id=notice.user_id)
+
     async def list_in_force(self, *, user_id: uuid.UUID) -> Sequence[LoginSession]:
         """``user_id``'s sessions in force, the most recently used first."""
         async with self.sessions() as session:
@@ -221,9 +283,9 @@ class SessionService:
             return (await session.exec(query)).all()
 
     async def session_of(self, *, refresh_token: str) -> uuid.UUID:
-        """The id of the session ``refresh_token`` is the current or the previous token
-        of, for its per-session rate limit before ``refresh``; raises
-        ``InvalidRefreshTokenError`` if it is neither of any session.
+        """The id of the session ``refresh_token`` is the current, the previous or a
+        retired token of, for its per-session rate limit before ``refresh``; raises
+        ``InvalidRefreshTokenError`` if it is none of any session.
 
         One unlocked read by the SHA-256 (the unique index on ``token_hash``, the
         partial one on ``previous_token_hash``), in and out of its own transaction:
@@ -241,6 +303,11 @@ class SessionService:
                 )
             )
             session_id = (await session.exec(query)).first()
+            if session_id is None:  # an older token of a session: a reuse, for refresh
+                retired = select(RetiredRefreshToken.session_id).where(
+                    col(RetiredRefreshToken.token_hash) == digest
+                )
+                session_id = (await session.exec(retired)).first()
         if session_id is None:
             log.info("session.refresh_refused", reason="unknown")
             raise InvalidRefreshTokenError
@@ -269,6 +336,40 @@ class SessionService:
             await session.commit()
         log.info("session.others_ended", user_id=str(user_id), ended=ended)
         return ended
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session row added to an open transaction, and its refresh token."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    refresh_token: str
+
+
+def open_session(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    user_agent: str | None,
+    client: str,
+    policy: SessionPolicy,
+) -> OpenedSession:
+    """Add a new session of ``user_id`` to the open transaction; its caller commits,
+    then hands out ``SessionService.first_pair``."""
+    refresh_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    now = datetime.now(UTC)
+    row = LoginSession(
+        user_id=user_id,
+        token_hash=token_digest(refresh_token),
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + policy.max_age,
+        user_agent=as_printable(user_agent) or None if user_agent else None,
+        client_network=client_network(client),
+    )
+    session.add(row)
+    return OpenedSession(id=row.id, user_id=user_id, refresh_token=refresh_token)
 
 
 async def end_sessions(

@@ -39,8 +39,8 @@ class AccessClaims:
     and a token of an older version is refused."""
     session_id: uuid.UUID | None = None
     """The session (claim ``sid``) it was issued in: ending that session refuses it.
-    None only for the token a password change answers with, which belongs to no
-    session (every session ended with that change)."""
+    None only for a token issued before sessions existed, accepted on its version
+    alone until it expires (15 min after the upgrade at most)."""
 
 
 @dataclass(frozen=True)

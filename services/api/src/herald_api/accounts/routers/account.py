@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, HTTPException, Response, status
 
 from herald_api.accounts.deps import AccountServiceDep, UserIdempotencyDep
 from herald_api.accounts.http import WRONG_PASSWORD, idempotent_responses
@@ -18,8 +18,8 @@ from herald_api.accounts.schemas import (
 )
 from herald_api.auth import CurrentUserDep, RateLimitsDep
 from herald_api.auth.deps import NOT_AUTHENTICATED
-from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_response
-from herald_api.auth.schemas import AccessToken
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_pair_response
+from herald_api.auth.schemas import TokenPairBody
 from herald_api.core.background import after_response
 from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES, require_json_body
 
@@ -85,28 +85,34 @@ async def update_current_user(
     dependencies=[Depends(require_json_body)],
 )
 async def change_own_password(
+    *,
     body: PasswordChange,
     user: CurrentUserDep,
     response: Response,
     limits: RateLimitsDep,
     accounts: AccountServiceDep,
-) -> AccessToken:
-    """Change the caller's password; answered with a fresh access token.
+    user_agent: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> TokenPairBody:
+    """Change the caller's password; answered with the tokens of a new session.
 
     The current password is checked first (``400`` if wrong; each attempt
     counts against the login rate limits of the client and the account, as
     it is a password guess too); the new one follows the signup rules
-    (``422``). Every access token issued before, the one sent with this
-    request included, stops working; the account's address is told that its
-    password changed.
+    (``422``). Every session of the account ends and every access token
+    issued before, the one sent with this request included, stops working;
+    this device stays signed in with the new session's access and refresh
+    tokens (as ``POST /api/v1/auth/token`` answers). The account's address is
+    told that its password changed.
     """
     await limits.check("login", email=user.email)
     changed = await accounts.change_password(
         user,
         current_password=body.current_password.get_secret_value(),
         new_password=body.new_password.get_secret_value(),
+        user_agent=user_agent,
+        client=limits.client,
     )
-    return token_response(response, changed.token)
+    return token_pair_response(response, changed.tokens)
 
 
 @router.delete(
