@@ -17,7 +17,9 @@ Measured (items of the speed issue):
 2. signups: p50 / p99 latency and signups/s at concurrency 1, 8, 32 (the
    notifier is not running meanwhile; its jobs wait in Redis); then overload
    (``bench.overload``): 256 clients signing up at once, a 503 counted as
-   shed, with a /health/live prober meanwhile;
+   shed, with a /health/live prober meanwhile; then sessions
+   (``bench.sessions``): a refresh's latency, and what the session check adds
+   to an authenticated request;
 3. notifier: 5,000 WelcomeEmails enqueued while the notifier is paused
    (SIGSTOP), then drained by the one process to the sink (SIGCONT to the
    sink's last accept); the same for 5,000 no-op jobs and a plain SAQ worker
@@ -70,7 +72,7 @@ from argon2 import PasswordHasher, Type
 from saq import Queue
 from sqlalchemy.engine import make_url
 
-from bench import profile_report, render_cost
+from bench import profile_report, render_cost, sessions
 from bench.common import (
     BIN,
     FASTAPI_USERS_SIGNUP,
@@ -157,6 +159,7 @@ class Plan:
     outage_rows: int
     outage_seconds: float
     retention_emails: int
+    session_samples: int
 
 
 FULL = Plan(
@@ -170,6 +173,7 @@ FULL = Plan(
     outage_rows=1000,
     outage_seconds=3.0,
     retention_emails=500,
+    session_samples=500,
 )
 QUICK = Plan(
     hash_samples=5,
@@ -182,6 +186,7 @@ QUICK = Plan(
     outage_rows=200,
     outage_seconds=2.0,
     retention_emails=100,
+    session_samples=20,
 )
 
 
@@ -450,6 +455,17 @@ async def measure(b: Bench) -> None:  # noqa: PLR0915  (one table, in the issue'
             tag=b.tag("o"),
         )
         report_overload(b, crowd, c8_rate)
+
+        # 2c. Sessions: a refresh, and the session check of every authenticated request.
+        figures = await sessions.measure_sessions(
+            client,
+            b.database_url,
+            jwt_secret=b.env["HERALD_JWT_SECRET"],
+            samples=plan.session_samples,
+        )
+        for measure_name, value, note in sessions.describe(figures):
+            table.add(f"2c. {measure_name}", value, note=note)
+        results.update(figures)
 
         # 3. Notifier throughput (namespace notifier), then raw SAQ (namespace saq).
         start_notifier(b, "notifier", b.namespace("notifier"))

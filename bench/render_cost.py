@@ -18,9 +18,7 @@ from pydantic import SecretStr
 
 from herald_notifier.render import Renderer
 from herald_shared.messages import AccountEmail
-from herald_testing.messages import (
-    EMAILS,
-)
+from herald_testing.messages import EMAILS
 
 NAMES = ("Bench User", "Zoë Ørsted", 'Zoë "Zed" O\'Brien')
 MAKERS = tuple(EMAILS.values())
