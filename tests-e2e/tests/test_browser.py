@@ -480,3 +480,59 @@ async def assert_page_is_served_right(page: Page, url: str, locale: str) -> None
     assert any(path == "/pages/herald.css" and rules > 0 for path, rules in sheets), sheets
     assert await page.locator("[style]").count() == 0  # the CSP would block inline styles
     await assert_fits_a_phone(page)
+
+
+COOKIE_MODE = """async ([address, password]) => {
+    const login = await fetch("/api/v1/auth/token?refresh_token_in=cookie", {
+        method: "POST", body: new URLSearchParams({username: address, password}),
+    });
+    const loginKeys = Object.keys(await login.json());
+    const cookies = document.cookie;
+    const refreshed = await fetch("/api/v1/auth/refresh", {
+        method: "POST", headers: {"X-Herald-CSRF": "1"},
+    });
+    const refreshedBody = await refreshed.json();
+    const withoutHeader = await fetch("/api/v1/auth/refresh", {method: "POST"});
+    const me = await fetch("/api/v1/users/me", {
+        headers: {Authorization: `Bearer ${refreshedBody.access_token}`},
+    });
+    const logout = await fetch("/api/v1/auth/logout", {
+        method: "POST", headers: {Authorization: `Bearer ${refreshedBody.access_token}`},
+    });
+    const afterLogout = await fetch("/api/v1/auth/refresh", {
+        method: "POST", headers: {"X-Herald-CSRF": "1"},
+    });
+    return {
+        login: login.status, loginKeys, cookies,
+        refreshed: refreshed.status, refreshedKeys: Object.keys(refreshedBody),
+        withoutHeader: withoutHeader.status, me: me.status,
+        logout: logout.status, afterLogout: afterLogout.status,
+    };
+}"""
+"""A browser app in cookie mode, as a script of the API's own origin runs it."""
+
+
+async def test_a_browser_app_keeps_its_refresh_token_where_scripts_cannot_read_it(
+    api: httpx.AsyncClient, inbox: MailDevClient, page: Page, page_watch: PageWatch, api_url: str
+) -> None:
+    address = await sign_up(api)
+    token = re.search(
+        r"#token=([A-Za-z0-9_-]+)", emailed_link(await Mailbox(inbox, address).next())
+    )
+    assert token is not None
+    assert (await api.post(VERIFY_API, json={"token": token[1]})).status_code == 200
+    await page.goto(reachable(f"{api_url}/verify-email"))  # any page of the API's origin
+    for status in (401, 403):  # provoked below, on purpose
+        page_watch.allow_failed_response(path="/api/v1/auth/refresh", status=status)
+
+    seen = await page.evaluate(COOKIE_MODE, [address, PASSWORD])
+
+    assert seen["login"] == 200
+    assert "refresh_token" not in seen["loginKeys"]
+    assert "herald_refresh" not in seen["cookies"]  # HttpOnly: no script reads it
+    # The browser sent the cookie by itself (Secure, SameSite=Strict, its path) ...
+    assert (seen["refreshed"], seen["me"]) == (200, 200)
+    assert "refresh_token" not in seen["refreshedKeys"]
+    # ... but not without the CSRF header, and never after logout.
+    assert seen["withoutHeader"] == 403
+    assert (seen["logout"], seen["afterLogout"]) == (204, 401)

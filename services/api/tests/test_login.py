@@ -18,11 +18,11 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type, extract_parameters
+from argon2 import extract_parameters
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
+from herald_testing.accounts import add_user, argon2
 from herald_testing.clients import OpenClient
 
 PASSWORD = "correct horse battery staple"
@@ -36,40 +36,6 @@ ME_URL = "/api/v1/users/me"
 @pytest.fixture
 def secret(settings: Settings) -> str:
     return settings.jwt_secret.get_secret_value()
-
-
-def argon2(
-    settings: Settings, *, memory_cost: int | None = None, time_cost: int | None = None
-) -> Argon2Hasher:
-    """An argon2id hasher with the API's parameters, or weaker/stronger ones where given."""
-    return Argon2Hasher(
-        memory_cost=memory_cost or settings.argon2_memory_kib,
-        time_cost=time_cost or settings.argon2_time_cost,
-        parallelism=settings.argon2_parallelism,
-        type=Type.ID,
-    )
-
-
-async def add_user(
-    db: asyncpg.Connection,
-    settings: Settings,
-    *,
-    email: str = EMAIL,
-    password: str = PASSWORD,
-    verified: bool = True,
-    hasher: Argon2Hasher | None = None,
-) -> uuid.UUID:
-    """Insert a user directly, as signup (and, if ``verified``, verification) would leave it."""
-    user_id = uuid.uuid4()
-    await db.execute(
-        "INSERT INTO users (id, email, display_name, password_hash, email_verified_at) "
-        "VALUES ($1, $2, 'Ada Lovelace', $3, $4)",
-        user_id,
-        email,
-        (hasher or argon2(settings)).hash(password),
-        datetime.now(UTC) if verified else None,
-    )
-    return user_id
 
 
 async def log_in(

@@ -10,12 +10,11 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
 from pydantic import SecretStr
 
 from herald_api.auth import housekeeping
 from herald_api.core.settings import Settings
+from herald_testing.accounts import add_user
 from herald_testing.clients import OpenClient
 
 TOKEN = "internal-token-for-tests-only"
@@ -29,23 +28,6 @@ EMAIL = "ada@example.com"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"internal_token": SecretStr(TOKEN)})
-
-
-async def add_user(db: asyncpg.Connection, settings: Settings) -> None:
-    """A verified user, inserted as signup and verification would leave it."""
-    hasher = Argon2Hasher(
-        memory_cost=settings.argon2_memory_kib,
-        time_cost=settings.argon2_time_cost,
-        parallelism=settings.argon2_parallelism,
-        type=Type.ID,
-    )
-    await db.execute(
-        "INSERT INTO users (id, email, display_name, password_hash, email_verified_at) "
-        "VALUES ($1, $2, 'Ada', $3, now())",
-        uuid.uuid4(),
-        EMAIL,
-        hasher.hash(PASSWORD),
-    )
 
 
 async def log_in(client: httpx.AsyncClient) -> dict[str, str]:

@@ -12,14 +12,13 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
 from saq import Queue
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
 from herald_shared.messages import SessionReuseEmail
 from herald_shared.tasks import SEND_SESSION_REUSE_EMAIL
+from herald_testing.accounts import add_user
 from herald_testing.clients import OpenClient
 from herald_testing.jobs import queued
 from herald_testing.ports import free_port
@@ -33,25 +32,6 @@ LOGOUT_URL = "/api/v1/auth/logout"
 SESSIONS_URL = "/api/v1/users/me/sessions"
 ME_URL = "/api/v1/users/me"
 INVALID_REFRESH = {"detail": "The refresh token is invalid or expired; log in again."}
-
-
-async def add_user(db: asyncpg.Connection, settings: Settings, *, email: str = EMAIL) -> uuid.UUID:
-    """Insert a verified user directly, as signup and verification would leave it."""
-    hasher = Argon2Hasher(
-        memory_cost=settings.argon2_memory_kib,
-        time_cost=settings.argon2_time_cost,
-        parallelism=settings.argon2_parallelism,
-        type=Type.ID,
-    )
-    user_id = uuid.uuid4()
-    await db.execute(
-        "INSERT INTO users (id, email, display_name, password_hash, email_verified_at) "
-        "VALUES ($1, $2, 'Ada Lovelace', $3, now())",
-        user_id,
-        email,
-        hasher.hash(PASSWORD),
-    )
-    return user_id
 
 
 async def log_in(

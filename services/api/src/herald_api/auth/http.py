@@ -1,14 +1,16 @@
 """Auth's HTTP surface that is not a route: the 429 answer of a rate limit, and the
-uncacheable access-token response."""
+uncacheable token responses (the refresh token in the body, or in its cookie)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from herald_api.auth.cookies import RefreshTokenIn, set_refresh_cookie
 from herald_api.auth.ratelimit import RateLimitedError
 from herald_api.auth.schemas import AccessToken, TokenPairBody
 from herald_api.auth.sessions import TokenPair
@@ -74,3 +76,16 @@ def token_pair_response(response: Response, pair: TokenPair) -> TokenPairBody:
         expires_in=pair.access.expires_in,
         refresh_token=pair.refresh_token,
     )
+
+
+def tokens_response(
+    response: Response, pair: TokenPair, *, carrier: RefreshTokenIn
+) -> TokenPairBody | AccessToken:
+    """The answer carrying ``pair``: both tokens in the body (``carrier`` "body"), or
+    the access token in the body and the refresh token in its cookie
+    (``auth.cookies``), alive as long as its session can be."""
+    if carrier == "body":
+        return token_pair_response(response, pair)
+    max_age = int((pair.session_ends_at - datetime.now(UTC)).total_seconds())
+    set_refresh_cookie(response, pair.refresh_token, max_age=max(max_age, 0))
+    return token_response(response, pair.access)

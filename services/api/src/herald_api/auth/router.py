@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
+from fastapi import APIRouter, Cookie, Depends, Header, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import TypeAdapter, ValidationError
 
+from herald_api.auth.cookies import (
+    CSRF_HEADER,
+    CSRF_RESPONSES,
+    REFRESH_COOKIE,
+    RefreshTokenIn,
+    RefreshTokenInQuery,
+    cleared_refresh_cookie,
+    require_same_origin,
+)
 from herald_api.auth.deps import AuthDep, CallerDep, RateLimitsDep, SessionServiceDep
-from herald_api.auth.http import RATE_LIMIT_RESPONSES, rate_limit_responses, token_pair_response
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, rate_limit_responses, tokens_response
 from herald_api.auth.login import EmailNotVerifiedError, InvalidCredentialsError
-from herald_api.auth.schemas import Email, RefreshRequest, TokenPairBody
+from herald_api.auth.schemas import AccessToken, Email, RefreshRequest, TokenPairBody
 from herald_api.auth.sessions import InvalidRefreshTokenError
 from herald_api.core.deps import ClientAddressDep, RequestIdDep
 from herald_api.core.errors import (
@@ -62,8 +71,9 @@ async def log_in_for_access_token(
     limits: RateLimitsDep,
     auth: AuthDep,
     client: ClientAddressDep,
+    carrier: RefreshTokenInQuery = "body",
     user_agent: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> TokenPairBody:
+) -> TokenPairBody | AccessToken:
     """Log in with the OAuth2 password flow: ``username`` is the email address.
 
     - Unknown address and wrong password get the same 401 with
@@ -86,6 +96,8 @@ async def log_in_for_access_token(
     ``GET /api/v1/users/me/sessions``); its ``refresh_token`` gets new tokens
     at ``POST /api/v1/auth/refresh`` until the session has been idle for
     ``HERALD_SESSION_IDLE_DAYS`` (30) or lived ``HERALD_SESSION_MAX_DAYS`` (90).
+    With ``?refresh_token_in=cookie`` (browser apps) the refresh token comes in
+    an ``HttpOnly`` cookie scoped to the refresh route instead of the body.
     """
     email = normalised_email(form.username)
     await limits.check("login", email=email)
@@ -103,7 +115,7 @@ async def log_in_for_access_token(
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN, detail=EMAIL_NOT_VERIFIED
         ) from None
-    return token_pair_response(response, pair)
+    return tokens_response(response, pair, carrier=carrier)
 
 
 INVALID_REFRESH_TOKEN = "The refresh token is invalid or expired; log in again."  # noqa: S105
@@ -112,9 +124,11 @@ REFRESH_RESPONSES: dict[int | str, dict[str, Any]] = {
     **BODY_RESPONSES,
     status.HTTP_401_UNAUTHORIZED: {
         "description": f"{INVALID_REFRESH_TOKEN} One answer for an unknown, replaced, "
-        "ended or expired token; a replaced token presented after the grace window "
-        "also ends its session (reuse detection)."
+        "ended or expired token (or none sent); a replaced token presented after the "
+        "grace window also ends its session (reuse detection). A refresh by cookie "
+        "also gets the cookie deleted."
     },
+    **CSRF_RESPONSES,
     **rate_limit_responses("for this session"),
     **UNAVAILABLE_RESPONSES,
 }
@@ -122,13 +136,24 @@ REFRESH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/refresh", responses=REFRESH_RESPONSES, dependencies=[Depends(require_json_body)])
 async def refresh_tokens(
-    body: RefreshRequest,
+    *,
     response: Response,
     limits: RateLimitsDep,
     sessions: SessionServiceDep,
     request_id: RequestIdDep,
-) -> TokenPairBody:
+    body: RefreshRequest | None = None,
+    cookie: Annotated[str | None, Cookie(alias=REFRESH_COOKIE, max_length=128)] = None,
+    csrf: Annotated[str | None, Header(alias=CSRF_HEADER)] = None,
+    sec_fetch_site: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> TokenPairBody | AccessToken:
     """Exchange a refresh token for a new access token and a new refresh token.
+
+    The token comes in the body (``{"refresh_token": ...}``, answered in the
+    body), or, with no body, in the ``herald_refresh`` cookie a login with
+    ``?refresh_token_in=cookie`` set (answered with the access token in the
+    body and the next refresh token in the cookie). A refresh by cookie must
+    send ``X-Herald-CSRF: 1`` and, from a browser, come from this origin
+    (``Sec-Fetch-Site``): else 403 and nothing happens.
 
     Rotation: the refresh token sent is replaced; keep the new one. Sent again
     within ``HERALD_REFRESH_GRACE_SECONDS`` (default 5 s: two refreshes of one
@@ -145,16 +170,25 @@ async def refresh_tokens(
     ``Retry-After``, and nothing else happens: the token is not replaced, the
     session is untouched, and the same token refreshes once the limit has room.
     """
+    carrier: RefreshTokenIn = "body"
+    if body is not None:
+        token = body.refresh_token
+    elif cookie is not None:
+        require_same_origin(csrf=csrf, fetch_site=sec_fetch_site)
+        token, carrier = cookie, "cookie"
+    else:
+        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN)
     await limits.check("refresh")
     try:
-        session_id = await sessions.session_of(refresh_token=body.refresh_token)
+        session_id = await sessions.session_of(refresh_token=token)
         await limits.check_subject("refresh", session=session_id)
-        pair = await sessions.refresh(refresh_token=body.refresh_token, request_id=request_id)
+        pair = await sessions.refresh(refresh_token=token, request_id=request_id)
     except InvalidRefreshTokenError:
+        headers = {"Set-Cookie": cleared_refresh_cookie()} if carrier == "cookie" else {}
         raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN
+            status_code=status.HTTP_401_UNAUTHORIZED, detail=INVALID_REFRESH_TOKEN, headers=headers
         ) from None
-    return token_pair_response(response, pair)
+    return tokens_response(response, pair, carrier=carrier)
 
 
 @router.post(
@@ -165,9 +199,11 @@ async def refresh_tokens(
         **UNAVAILABLE_RESPONSES,
     },
 )
-async def log_out(caller: CallerDep, auth: AuthDep) -> None:
+async def log_out(caller: CallerDep, auth: AuthDep, response: Response) -> None:
     """End the session of the request's access token: its refresh token and its access
-    tokens (this one included) stop working at once."""
+    tokens (this one included) stop working at once. A refresh cookie (cookie mode)
+    is deleted too."""
+    response.headers["Set-Cookie"] = cleared_refresh_cookie()
     if caller.session_id is not None:
         await auth.login_sessions.end(
             user_id=caller.user.id, session_id=caller.session_id, reason="logout"

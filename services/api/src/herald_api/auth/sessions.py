@@ -64,6 +64,8 @@ class TokenPair:
     access: IssuedToken
     refresh_token: str
     session_id: uuid.UUID
+    session_ends_at: datetime
+    """The session's absolute end (``HERALD_SESSION_MAX_DAYS`` after its login)."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class SessionService:
             access=self.tokens.issue(claims),
             refresh_token=opened.refresh_token,
             session_id=opened.id,
+            session_ends_at=opened.expires_at,
         )
 
     async def refresh(self, *, refresh_token: str, request_id: str | None = None) -> TokenPair:
@@ -199,7 +202,7 @@ class SessionService:
                 row.rotated_at = now
             row.token_hash = token_digest(new_token)
             row.last_used_at = now
-            user_id, session_id = row.user_id, row.id
+            user_id, session_id, ends_at = row.user_id, row.id, row.expires_at
             version = (
                 await session.exec(select(User.token_version).where(col(User.id) == user_id))
             ).first()
@@ -209,7 +212,10 @@ class SessionService:
         log.info("session.refreshed", **ids)
         claims = AccessClaims(user_id=user_id, version=version, session_id=session_id)
         return TokenPair(
-            access=self.tokens.issue(claims), refresh_token=new_token, session_id=session_id
+            access=self.tokens.issue(claims),
+            refresh_token=new_token,
+            session_id=session_id,
+            session_ends_at=ends_at,
         )
 
     async def _refuse_unknown_or_retired(
@@ -345,6 +351,7 @@ class OpenedSession:
     id: uuid.UUID
     user_id: uuid.UUID
     refresh_token: str
+    expires_at: datetime
 
 
 def open_session(
@@ -369,7 +376,9 @@ def open_session(
         client_network=client_network(client),
     )
     session.add(row)
-    return OpenedSession(id=row.id, user_id=user_id, refresh_token=refresh_token)
+    return OpenedSession(
+        id=row.id, user_id=user_id, refresh_token=refresh_token, expires_at=row.expires_at
+    )
 
 
 async def end_sessions(

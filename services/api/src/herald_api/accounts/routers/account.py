@@ -17,9 +17,10 @@ from herald_api.accounts.schemas import (
     UserPublic,
 )
 from herald_api.auth import CurrentUserDep, RateLimitsDep
+from herald_api.auth.cookies import RefreshTokenInQuery
 from herald_api.auth.deps import NOT_AUTHENTICATED
-from herald_api.auth.http import RATE_LIMIT_RESPONSES, token_pair_response
-from herald_api.auth.schemas import TokenPairBody
+from herald_api.auth.http import RATE_LIMIT_RESPONSES, tokens_response
+from herald_api.auth.schemas import AccessToken, TokenPairBody
 from herald_api.core.background import after_response
 from herald_api.core.errors import BODY_RESPONSES, UNAVAILABLE_RESPONSES, require_json_body
 
@@ -91,8 +92,9 @@ async def change_own_password(
     response: Response,
     limits: RateLimitsDep,
     accounts: AccountServiceDep,
+    carrier: RefreshTokenInQuery = "body",
     user_agent: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> TokenPairBody:
+) -> TokenPairBody | AccessToken:
     """Change the caller's password; answered with the tokens of a new session.
 
     The current password is checked first (``400`` if wrong; each attempt
@@ -101,8 +103,8 @@ async def change_own_password(
     (``422``). Every session of the account ends and every access token
     issued before, the one sent with this request included, stops working;
     this device stays signed in with the new session's access and refresh
-    tokens (as ``POST /api/v1/auth/token`` answers). The account's address is
-    told that its password changed.
+    tokens (as ``POST /api/v1/auth/token`` answers, ``?refresh_token_in=cookie``
+    included). The account's address is told that its password changed.
     """
     await limits.check("login", email=user.email)
     changed = await accounts.change_password(
@@ -112,7 +114,7 @@ async def change_own_password(
         user_agent=user_agent,
         client=limits.client,
     )
-    return token_pair_response(response, changed.tokens)
+    return tokens_response(response, changed.tokens, carrier=carrier)
 
 
 @router.delete(

@@ -1,6 +1,7 @@
-"""Retired refresh tokens: the SHA-256 of every token a session's rotations replaced
-before its last one, so that a token of the family presented however long after
-still ends the session (reuse detection); deleted with its session.
+"""Retired refresh tokens: every token a session's rotations replaced before its last one.
+
+Only their SHA-256, so that a token of the family presented however long after still
+ends the session (reuse detection); deleted with its session.
 
 Revision ID: 0012
 Revises: 0011
