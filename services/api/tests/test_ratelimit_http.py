@@ -17,6 +17,7 @@ from herald_api import cli
 from herald_api.core.settings import Settings
 from herald_api.main import create_app
 from herald_testing.ports import free_port
+from herald_testing.ratelimits import assert_too_many
 
 PASSWORD = "correct horse battery staple"
 RATE_LIMITED_ROUTES = [
@@ -36,15 +37,6 @@ def signup(email: str) -> dict[str, str]:
 def refused_count(action: str, scope: str) -> float:
     labels = {"action": action, "scope": scope}
     return REGISTRY.get_sample_value("herald_api_rate_limited_total", labels) or 0.0
-
-
-def assert_too_many(response: httpx.Response, *, window_seconds: int) -> int:
-    assert response.status_code == 429
-    retry_after = int(response.headers["Retry-After"])
-    assert 1 <= retry_after <= window_seconds
-    unit = "second" if retry_after == 1 else "seconds"
-    assert response.json() == {"detail": f"Too many attempts; try again in {retry_after} {unit}."}
-    return retry_after
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
 from herald_api.main import create_app
 from herald_testing.accounts import add_user
 from herald_testing.ports import free_port
+from herald_testing.ratelimits import assert_too_many, let_through
 
 PASSWORD = "correct horse battery staple"
 TOKEN_URL = "/api/v1/auth/token"
@@ -27,6 +27,14 @@ REFRESH_URL = "/api/v1/auth/refresh"
 SESSIONS_URL = "/api/v1/users/me/sessions"
 INVALID_REFRESH = {"detail": "The refresh token is invalid or expired; log in again."}
 GENEROUS = "1000/minute"
+
+
+def assert_refused(response: httpx.Response, *, window_seconds: int) -> int:
+    """A 429 (``assert_too_many``) that echoes no refresh token; its ``Retry-After``."""
+    retry_after = assert_too_many(response, window_seconds=window_seconds)
+    assert "refresh_token" not in response.text
+    return retry_after
+
 
 OpenFrom = Callable[..., AbstractAsyncContextManager[Callable[[str], httpx.AsyncClient]]]
 
@@ -93,26 +101,6 @@ def open_from() -> OpenFrom:
     return open_app
 
 
-def refreshes_let_through() -> float:
-    return sum(
-        REGISTRY.get_sample_value(
-            "herald_api_rate_limit_fail_open_total", {"action": "refresh", "reason": reason}
-        )
-        or 0.0
-        for reason in ("timeout", "redis", "paused", "other")
-    )
-
-
-def assert_too_many(response: httpx.Response, *, window_seconds: int) -> int:
-    assert response.status_code == 429
-    retry_after = int(response.headers["Retry-After"])
-    assert 1 <= retry_after <= window_seconds
-    unit = "second" if retry_after == 1 else "seconds"
-    assert response.json() == {"detail": f"Too many attempts; try again in {retry_after} {unit}."}
-    assert "refresh_token" not in response.text
-    return retry_after
-
-
 async def refreshed(client: httpx.AsyncClient, refresh_token: str) -> dict[str, str]:
     """Refresh, which must succeed: the new pair."""
     response = await refresh(client, refresh_token)
@@ -141,7 +129,7 @@ async def test_one_session_over_its_limit_is_refused_while_another_session_refre
             token = (await refreshed(http, token))["refresh_token"]
         with capture_logs() as logs:
             refused = await refresh(http, token)
-        assert_too_many(refused, window_seconds=60)
+        assert_refused(refused, window_seconds=60)
 
         # The same client's other session has a budget of its own.
         phone_pair = await refreshed(http, phone["refresh_token"])
@@ -171,9 +159,9 @@ async def test_one_client_over_its_limit_is_refused_whatever_the_session(
 
         # Another address of the same /64 is the same client; either session is refused.
         same_block = client("2001:db8:7:7::2")
-        assert_too_many(await refresh(same_block, grace_token), window_seconds=60)
-        assert_too_many(await refresh(busy, ada_token), window_seconds=60)
-        assert_too_many(await refresh(busy, "not-a-token-of-any-session"), window_seconds=60)
+        assert_refused(await refresh(same_block, grace_token), window_seconds=60)
+        assert_refused(await refresh(busy, ada_token), window_seconds=60)
+        assert_refused(await refresh(busy, "not-a-token-of-any-session"), window_seconds=60)
 
         # The tokens are untouched: from another network they still refresh.
         elsewhere = client("203.0.113.50")
@@ -193,8 +181,8 @@ async def test_a_refused_refresh_changes_nothing_and_the_token_works_after_the_w
         pair = await refreshed(http, (await log_in(http))["refresh_token"])
         [before] = await sessions_seen(http, pair["access_token"])
 
-        retry_after = assert_too_many(await refresh(http, pair["refresh_token"]), window_seconds=2)
-        assert_too_many(await refresh(http, pair["refresh_token"]), window_seconds=2)
+        retry_after = assert_refused(await refresh(http, pair["refresh_token"]), window_seconds=2)
+        assert_refused(await refresh(http, pair["refresh_token"]), window_seconds=2)
 
         # The session goes on, untouched: its access token works, the list shows it
         # as last used at the last refresh that succeeded.
@@ -217,7 +205,7 @@ async def test_a_refused_refresh_is_no_reuse_for_a_fresh_limiter_either(
     async with open_from(strict) as client:
         http = client("198.51.100.21")
         pair = await refreshed(http, (await log_in(http))["refresh_token"])
-        assert_too_many(await refresh(http, pair["refresh_token"]), window_seconds=3600)
+        assert_refused(await refresh(http, pair["refresh_token"]), window_seconds=3600)
 
     # A deployment with fresh counts (here: another namespace) takes the same token.
     fresh = strict.model_copy(update={"queue_namespace": f"{settings.queue_namespace}-fresh"})
@@ -263,7 +251,7 @@ async def test_with_redis_down_refreshes_go_on(
         rate_limit_refresh_per_session="1/hour",
         rate_limit_timeout_seconds=0.25,
     )
-    failed_before = refreshes_let_through()
+    failed_before = let_through("refresh")
     async with open_from(down) as client:
         http = client("198.51.100.23")
         token = (await log_in(http))["refresh_token"]
@@ -274,7 +262,7 @@ async def test_with_redis_down_refreshes_go_on(
 
     # Each one let through unchecked, and counted so (the login's failure paused the
     # limiter: the refreshes are skipped, "paused", or probe Redis again, "redis").
-    assert refreshes_let_through() >= failed_before + 3
+    assert let_through("refresh") >= failed_before + 3
 
 
 async def test_429_of_the_refresh_is_documented_with_retry_after(
