@@ -22,7 +22,7 @@ from argon2 import extract_parameters
 from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
-from herald_testing.accounts import add_user, argon2
+from herald_testing.accounts import add_user, argon2, bearer
 from herald_testing.clients import OpenClient
 
 PASSWORD = "correct horse battery staple"
@@ -42,10 +42,6 @@ async def log_in(
     client: httpx.AsyncClient, username: str = EMAIL, password: str = PASSWORD
 ) -> httpx.Response:
     return await client.post(TOKEN_URL, data={"username": username, "password": password})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def b64(data: bytes) -> str:

@@ -17,13 +17,10 @@ from structlog.testing import capture_logs
 
 from herald_api.core.settings import Settings
 from herald_api.main import create_app
-from herald_testing.accounts import add_user
+from herald_testing.accounts import add_user, bearer, log_in, me, refresh
 from herald_testing.ports import free_port
 from herald_testing.ratelimits import assert_too_many, let_through
 
-PASSWORD = "correct horse battery staple"
-TOKEN_URL = "/api/v1/auth/token"
-REFRESH_URL = "/api/v1/auth/refresh"
 SESSIONS_URL = "/api/v1/users/me/sessions"
 INVALID_REFRESH = {"detail": "The refresh token is invalid or expired; log in again."}
 GENEROUS = "1000/minute"
@@ -37,25 +34,6 @@ def assert_refused(response: httpx.Response, *, window_seconds: int) -> int:
 
 
 OpenFrom = Callable[..., AbstractAsyncContextManager[Callable[[str], httpx.AsyncClient]]]
-
-
-async def log_in(client: httpx.AsyncClient, *, email: str = "ada@example.com") -> dict[str, str]:
-    response = await client.post(TOKEN_URL, data={"username": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    body: dict[str, str] = response.json()
-    return body
-
-
-async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
-    return await client.post(REFRESH_URL, json={"refresh_token": refresh_token})
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def me(client: httpx.AsyncClient, access_token: str) -> int:
-    return (await client.get("/api/v1/users/me", headers=bearer(access_token))).status_code
 
 
 def limited(settings: Settings, **update: Any) -> Settings:

@@ -14,29 +14,18 @@ from pydantic import SecretStr
 
 from herald_api.auth import housekeeping
 from herald_api.core.settings import Settings
-from herald_testing.accounts import add_user
+from herald_testing.accounts import add_user, log_in
 from herald_testing.clients import OpenClient
 
 TOKEN = "internal-token-for-tests-only"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PURGE = "/internal/v1/sessions/purge"
 WEEK = 7 * 24 * 3600
-PASSWORD = "correct horse battery staple"
-EMAIL = "ada@example.com"
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"internal_token": SecretStr(TOKEN)})
-
-
-async def log_in(client: httpx.AsyncClient) -> dict[str, str]:
-    response = await client.post(
-        "/api/v1/auth/token", data={"username": EMAIL, "password": PASSWORD}
-    )
-    assert response.status_code == 200
-    tokens: dict[str, str] = response.json()
-    return tokens
 
 
 def sid(tokens: dict[str, str]) -> uuid.UUID:

@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 from herald_api.core.settings import Settings
 from herald_shared.messages import SessionReuseEmail
 from herald_shared.tasks import SEND_SESSION_REUSE_EMAIL
-from herald_testing.accounts import add_user
+from herald_testing.accounts import add_user, bearer, me, refresh
+from herald_testing.accounts import log_in as log_in_as
 from herald_testing.clients import OpenClient
 from herald_testing.jobs import queued
 from herald_testing.ports import free_port
@@ -26,43 +27,22 @@ from herald_testing.ports import free_port
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a quite different passphrase"
 EMAIL = "ada@example.com"
-TOKEN_URL = "/api/v1/auth/token"
 REFRESH_URL = "/api/v1/auth/refresh"
 LOGOUT_URL = "/api/v1/auth/logout"
 SESSIONS_URL = "/api/v1/users/me/sessions"
-ME_URL = "/api/v1/users/me"
 INVALID_REFRESH = {"detail": "The refresh token is invalid or expired; log in again."}
 
 
 async def log_in(
     client: httpx.AsyncClient, *, email: str = EMAIL, user_agent: str = "test-agent/1.0"
 ) -> dict[str, str]:
-    """Log in: the answer's body (access and refresh tokens)."""
-    response = await client.post(
-        TOKEN_URL,
-        data={"username": email, "password": PASSWORD},
-        headers={"User-Agent": user_agent},
-    )
-    assert response.status_code == 200
-    body: dict[str, str] = response.json()
-    return body
-
-
-async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
-    return await client.post(REFRESH_URL, json={"refresh_token": refresh_token})
+    """Log in from a client that names itself (the session list shows it)."""
+    return await log_in_as(client, email=email, user_agent=user_agent)
 
 
 def secrets_of(tokens: dict[str, str]) -> list[str]:
     """The token material of a login's or refresh's answer."""
     return [tokens["access_token"], tokens["refresh_token"]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def me(client: httpx.AsyncClient, access_token: str) -> int:
-    return (await client.get(ME_URL, headers=bearer(access_token))).status_code
 
 
 def sid(access_token: str) -> uuid.UUID:

@@ -1,5 +1,5 @@
 """Accounts for the API's tests: a verified user inserted as signup and verification
-leave it, and logging it in."""
+leave it, logging it in, and using its tokens."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from argon2 import PasswordHasher, Type
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery staple"
 TOKEN_URL = "/api/v1/auth/token"
+REFRESH_URL = "/api/v1/auth/refresh"
+ME_URL = "/api/v1/users/me"
 
 
 class Argon2Settings(Protocol):
@@ -85,3 +87,13 @@ async def log_in(
 def bearer(token: str) -> dict[str, str]:
     """The ``Authorization`` header of an access token."""
     return {"Authorization": f"Bearer {token}"}
+
+
+async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
+    """``POST /api/v1/auth/refresh`` with ``refresh_token`` in the body."""
+    return await client.post(REFRESH_URL, json={"refresh_token": refresh_token})
+
+
+async def me(client: httpx.AsyncClient, access_token: str) -> int:
+    """The status ``GET /api/v1/users/me`` answers ``access_token`` with."""
+    return (await client.get(ME_URL, headers=bearer(access_token))).status_code
