@@ -99,17 +99,25 @@ class RateLimitedError(Exception):
         """Whole seconds until that limit has room again; at least 1."""
 
 
-def client_bucket(address: str) -> str:
-    """What the per-client limit counts: the address itself, or its /64 for IPv6."""
+def client_network(address: str) -> str | None:
+    """The network a client address stands for: the IPv4 address (an IPv4-mapped IPv6
+    one unwrapped), or the IPv6 /64 (one subscriber's); None if ``address`` is none.
+    What the per-client limits count, and the coarse location a session keeps."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return address
+        return None
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def client_bucket(address: str) -> str:
+    """What the per-client limit counts: ``client_network``, or the address itself
+    when it is not an IP address."""
+    return client_network(address) or address
 
 
 def email_digest(email: str) -> str:

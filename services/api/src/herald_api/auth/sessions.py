@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from herald_api.auth.models import LoginSession, RetiredRefreshToken, User
+from herald_api.auth.ratelimit import client_network
 from herald_api.auth.tokens import AccessClaims, AccessTokens, IssuedToken
 from herald_api.core.settings import Settings
 from herald_api.outbox import Dispatcher
@@ -90,19 +90,6 @@ class SessionPolicy:
 def token_digest(token: str) -> str:
     """The SHA-256 (hex) a refresh token is stored and looked up as."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def client_network(address: str) -> str | None:
-    """The coarse location kept of a client: its IPv4 address or its IPv6 /64."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 def live(policy: SessionPolicy, *, now: datetime) -> ColumnElement[bool]:
@@ -372,7 +359,7 @@ def open_session(
         created_at=now,
         last_used_at=now,
         expires_at=now + policy.max_age,
-        user_agent=as_printable(user_agent) or None if user_agent else None,
+        user_agent=as_printable(user_agent or "") or None,
         client_network=client_network(client),
     )
     session.add(row)
