@@ -27,12 +27,13 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-from argon2 import PasswordHasher, Type
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from bench.common import BIN, PASSWORD, Processes, migrate, ms, percentile, wait_ready
 from herald_api.auth.tokens import AccessClaims, AccessTokens
+from herald_api.core.settings import Settings as ApiSettings
+from herald_testing.accounts import add_user
 from herald_testing.ports import free_port
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/herald"
@@ -40,23 +41,14 @@ EMAIL = "sessions-bench@example.com"
 
 
 async def add_verified_user(database_url: str) -> uuid.UUID:
-    """A verified account with ``PASSWORD`` (Herald's argon2id parameters)."""
-    password_hash = PasswordHasher(
-        memory_cost=19_456, time_cost=2, parallelism=1, type=Type.ID
-    ).hash(PASSWORD)
-    user_id = uuid.uuid4()
+    """A verified account with ``PASSWORD``, hashed with the API's argon2id parameters."""
     db = await asyncpg.connect(database_url)
     try:
-        await db.execute(
-            "INSERT INTO users (id, email, display_name, password_hash, email_verified_at) "
-            "VALUES ($1, $2, 'Bench', $3, now())",
-            user_id,
-            EMAIL,
-            password_hash,
+        return await add_user(
+            db, ApiSettings(), email=EMAIL, password=PASSWORD, display_name="Bench"
         )
     finally:
         await db.close()
-    return user_id
 
 
 async def timed(request: httpx.Request, client: httpx.AsyncClient) -> tuple[float, httpx.Response]:
@@ -145,6 +137,8 @@ async def main(samples: int = 500) -> None:
         "HERALD_JWT_SECRET": jwt_secret,
         "HERALD_RATE_LIMITS_ENABLED": "false",
     }
+    # For ApiSettings() in this process (the argon2id parameters), as ``python -m bench``.
+    os.environ.update({k: env[k] for k in ("HERALD_LINK_SECRET", "HERALD_JWT_SECRET")})
     log_dir = tempfile.mkdtemp(prefix=f"herald-bench-sessions-{run_id}-")
     procs = Processes(env=env, log_dir=Path(log_dir))
     migrate(env, procs.log_dir / "migrate.log")

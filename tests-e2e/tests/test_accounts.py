@@ -16,7 +16,7 @@ import pytest
 
 from herald_testing.compose import Compose
 from herald_testing.maildev import MailDevClient
-from herald_testing.signups import PASSWORD, fresh_address, sign_up
+from herald_testing.signups import PASSWORD, REFRESH_GRACE_SECONDS, fresh_address, sign_up
 
 # The page, its query (the reader's language: ?lang=de) left out, and the token.
 LINK = re.compile(
@@ -93,10 +93,6 @@ async def test_signup_then_the_link_then_login_and_no_secret_in_any_log(
     assert address.split("@")[0] in logs or "user.created" in logs  # the flow was logged
     for secret in (PASSWORD, "not the password", token, access_token, refresh_token, "$argon2"):
         assert secret not in logs, f"a secret reached the logs: {secret[:12]}..."
-
-
-REFRESH_GRACE_SECONDS = 5
-"""The stacks' HERALD_REFRESH_GRACE_SECONDS (the default)."""
 
 
 async def refresh(api: httpx.AsyncClient, refresh_token: str) -> httpx.Response:

@@ -32,7 +32,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from herald_shared.locales import DEFAULT_LOCALE, LOCALES
 from herald_testing.browser import PHONE, PageWatch, offline_page, save_screenshots
 from herald_testing.maildev import MailDevClient
-from herald_testing.signups import PASSWORD, fresh_address, sign_up
+from herald_testing.signups import PASSWORD, REFRESH_GRACE_SECONDS, fresh_address, sign_up
 
 EMAILED_LINK = re.compile(r"https?://\S+#token=[A-Za-z0-9_-]+")
 NEW_PASSWORD = "a brand new passphrase"
@@ -50,8 +50,6 @@ VERIFY_STATES = (
 )
 RESET_STATES = ("ready", "saving", "done", "invalid", "error", "no-token")
 CAN_LOG_IN = re.compile(r"log in", re.IGNORECASE)
-REFRESH_GRACE_SECONDS = 5
-"""The stacks' HERALD_REFRESH_GRACE_SECONDS (the default)."""
 
 
 class Mailbox:

@@ -8,6 +8,10 @@ import httpx
 
 PASSWORD = "a long enough password"
 
+REFRESH_GRACE_SECONDS = 5
+"""The e2e stacks' HERALD_REFRESH_GRACE_SECONDS (the default): how long a replayed
+refresh token is still a client's own race rather than a reuse."""
+
 
 def fresh_address() -> str:
     return f"e2e-{uuid.uuid4().hex[:12]}@example.com"
