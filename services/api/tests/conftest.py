@@ -119,6 +119,13 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def no_token_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app configured without ``HERALD_INTERNAL_TOKEN``."""
+    async with app_client(settings.model_copy(update={"internal_token": None})) as http:
+        yield http
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, for asserting what the API really stored."""
     conn = await asyncpg.connect(database_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from herald_api.core.settings import Settings
 from herald_api.outbox import table as outbox
-from herald_testing.clients import OpenClient
 
 TOKEN = "internal-token-for-tests-only"
 PURGE = "/internal/v1/outbox/purge"
@@ -35,14 +34,6 @@ def settled(ago: str, *, as_: str = "delivered") -> dict[str, str]:
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"internal_token": SecretStr(TOKEN)})
-
-
-@pytest.fixture
-async def no_token_client(
-    settings: Settings, open_client: OpenClient
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with open_client(settings.model_copy(update={"internal_token": None})) as http:
-        yield http
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ long ago. Time is controlled by back-dating rows."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -168,14 +167,6 @@ async def test_the_purge_needs_the_internal_token(
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert await left(db) == {ended}
-
-
-@pytest.fixture
-async def no_token_client(
-    settings: Settings, open_client: OpenClient
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with open_client(settings.model_copy(update={"internal_token": None})) as http:
-        yield http
 
 
 async def test_without_a_configured_token_the_purge_does_not_exist(
