@@ -318,7 +318,12 @@ headers = { Authorization = "Bearer ${HERALD_INTERNAL_TOKEN}" }
 
 [[operations]]
 include-path-regex = "^/api/v1/users/me"
+exclude-name = "DELETE /api/v1/users/me/sessions/{session_id}"
 headers = { Authorization = "Bearer ${HERALD_FUZZ_ACCESS_TOKEN}" }
+
+[[operations]]
+include-name = "DELETE /api/v1/users/me/sessions/{session_id}"
+headers = { Authorization = "Bearer ${HERALD_FUZZ_FOREIGN_TOKEN}" }
 
 [[operations]]
 include-path = "/api/v1/auth/refresh"
@@ -332,8 +337,12 @@ headers = { Authorization = "Bearer ${HERALD_FUZZ_LOGOUT_TOKEN}" }
 account's access token for the caller's own account (whose password the fuzzer
 never guesses: the account outlives the run); and, of a second account (so that
 ending "every other session" on the first spares them), real refresh tokens for
-half the refreshes (rotated, replayed in and past the grace window) and an access
-token for logout."""
+half the refreshes (rotated, replayed in and past the grace window), an access
+token for logout, and one for ending a session by id. The fuzzer learns the first
+account's session ids from its session list (an inferred link): sent with the
+first account's token, one of them would end the very session the run fuzzes
+with, and every later /users/me* case would be a bare 401. Sent with the second
+account's, they are other people's sessions: 404, as they must be."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +355,8 @@ class FuzzCredentials:
     """Of ``FUZZ_REFRESH_SESSIONS`` sessions of another account."""
     logout_token: str
     """An access token of that other account, for ``/api/v1/auth/logout``."""
+    foreign_token: str
+    """Another access token of that other account, for ending a session by id."""
 
 
 async def verified_account(api: httpx.AsyncClient, inbox: MailDevClient) -> str:
@@ -379,9 +390,18 @@ async def fuzz_credentials(stack: LocalRun) -> FuzzCredentials:
                 access_token=own["access_token"],
                 refresh_tokens=[session["refresh_token"] for session in sessions],
                 logout_token=(await logged_in(api, other))["access_token"],
+                foreign_token=(await logged_in(api, other))["access_token"],
             )
     finally:
         await inbox.aclose()
+
+
+def still_signed_in(api_url: str, access_token: str) -> bool:
+    """Whether ``access_token`` still reads its account (its session is in force)."""
+    me = httpx.get(
+        f"{api_url}/api/v1/users/me", headers={"Authorization": f"Bearer {access_token}"}
+    )
+    return me.status_code == 200
 
 
 def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
@@ -423,11 +443,20 @@ def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
         env = stack.env | {
             "HERALD_FUZZ_ACCESS_TOKEN": credentials.access_token,
             "HERALD_FUZZ_LOGOUT_TOKEN": credentials.logout_token,
+            "HERALD_FUZZ_FOREIGN_TOKEN": credentials.foreign_token,
         }
         # cwd: schemathesis reads ./schemathesis.toml, and keeps its crash cache in
         # ./.schemathesis; both stay with the logs.
         status = subprocess.call(command, env=env, cwd=stack.log_dir)
-    verdict = "passed" if status == 0 else f"FAILED (schemathesis exit status {status})"
+        verdict = "passed" if status == 0 else f"FAILED (schemathesis exit status {status})"
+        if status == 0 and not still_signed_in(stack.api_url, credentials.access_token):
+            # Every case after the sign-out was a 401, which the checks accept.
+            verdict = (
+                "FAILED: the account /api/v1/users/me* was fuzzed as is signed out by now, "
+                "so most of its cases were bare 401s (keep its session out of the "
+                "fuzzer's reach: FUZZ_CONFIG)"
+            )
+            status = 1
     print(f"[stack] fuzz {verdict} in {time.monotonic() - started:.0f} s", flush=True)
     return status
 
