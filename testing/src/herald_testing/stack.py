@@ -41,6 +41,7 @@ import redis
 from sqlalchemy.engine import make_url
 
 from herald_testing import preflight
+from herald_testing.accounts import log_in, me
 from herald_testing.backends import admin
 from herald_testing.maildev import MailDevClient, run_maildev_process
 from herald_testing.ports import free_port
@@ -371,11 +372,8 @@ async def verified_account(api: httpx.AsyncClient, inbox: MailDevClient) -> str:
 
 
 async def logged_in(api: httpx.AsyncClient, address: str) -> dict[str, str]:
-    """A new session of ``address``: the login's answer."""
-    login = await api.post("/api/v1/auth/token", data={"username": address, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    answer: dict[str, str] = login.json()
-    return answer
+    """A new session of ``address`` (signed up with ``signups.PASSWORD``): the login's answer."""
+    return await log_in(api, email=address, password=PASSWORD)
 
 
 async def fuzz_credentials(stack: LocalRun) -> FuzzCredentials:
@@ -396,12 +394,10 @@ async def fuzz_credentials(stack: LocalRun) -> FuzzCredentials:
         await inbox.aclose()
 
 
-def still_signed_in(api_url: str, access_token: str) -> bool:
+async def still_signed_in(api_url: str, access_token: str) -> bool:
     """Whether ``access_token`` still reads its account (its session is in force)."""
-    me = httpx.get(
-        f"{api_url}/api/v1/users/me", headers={"Authorization": f"Bearer {access_token}"}
-    )
-    return me.status_code == 200
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as api:
+        return await me(api, access_token) == 200
 
 
 def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
@@ -448,8 +444,9 @@ def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
         # cwd: schemathesis reads ./schemathesis.toml, and keeps its crash cache in
         # ./.schemathesis; both stay with the logs.
         status = subprocess.call(command, env=env, cwd=stack.log_dir)
-        verdict = "passed" if status == 0 else f"FAILED (schemathesis exit status {status})"
-        if status == 0 and not still_signed_in(stack.api_url, credentials.access_token):
+        if status != 0:
+            verdict = f"FAILED (schemathesis exit status {status})"
+        elif not asyncio.run(still_signed_in(stack.api_url, credentials.access_token)):
             # Every case after the sign-out was a 401, which the checks accept.
             verdict = (
                 "FAILED: the account /api/v1/users/me* was fuzzed as is signed out by now, "
@@ -457,6 +454,8 @@ def fuzz(run_id: str, schemathesis_args: list[str]) -> int:
                 "fuzzer's reach: FUZZ_CONFIG)"
             )
             status = 1
+        else:
+            verdict = "passed"
     print(f"[stack] fuzz {verdict} in {time.monotonic() - started:.0f} s", flush=True)
     return status
 
